@@ -1,0 +1,32 @@
+"""Arrow blocks: tensor and object column types, batch formats, schema printing."""
+
+from .block import (
+    BATCH_FORMATS,
+    Block,
+    block_from_batch,
+    block_from_rows,
+    block_to_batch,
+    block_to_rows,
+    check_batch_format,
+    concat_blocks,
+    empty_block,
+)
+from .schema import Schema
+from .tensors import PythonObjectType, VariableShapeTensorType, column_from_values, column_to_numpy
+
+__all__ = [
+    "BATCH_FORMATS",
+    "Block",
+    "PythonObjectType",
+    "Schema",
+    "VariableShapeTensorType",
+    "block_from_batch",
+    "block_from_rows",
+    "block_to_batch",
+    "block_to_rows",
+    "check_batch_format",
+    "column_from_values",
+    "column_to_numpy",
+    "concat_blocks",
+    "empty_block",
+]

@@ -1,0 +1,181 @@
+"""A block is a ``pyarrow.Table``. This module builds blocks from what UDFs return and turns them into
+the batch formats and rows that UDFs and consumers receive."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from .tensors import column_from_values, column_to_numpy
+
+__all__ = [
+    "Block",
+    "BatchFormat",
+    "BATCH_FORMATS",
+    "check_batch_format",
+    "block_from_batch",
+    "block_from_rows",
+    "block_to_batch",
+    "block_to_rows",
+    "concat_blocks",
+    "empty_block",
+]
+
+Block = pa.Table
+BatchFormat = Literal["default", "numpy", "pandas", "pyarrow"]
+BATCH_FORMATS: tuple[str, ...] = ("default", "numpy", "pandas", "pyarrow")
+
+
+def check_batch_format(batch_format: Any) -> str:
+    """Validate ``batch_format``; ``"default"`` means numpy, as in Ray.
+
+    Example:
+        >>> check_batch_format("default")
+        'numpy'
+    """
+    if batch_format not in BATCH_FORMATS:
+        raise ValueError(f"batch_format must be one of {BATCH_FORMATS}, got {batch_format!r}")
+    return "numpy" if batch_format == "default" else batch_format
+
+
+def empty_block() -> pa.Table:
+    """A block with no rows and no columns."""
+    return pa.table({})
+
+
+def _is_pandas(obj: Any) -> bool:
+    return type(obj).__module__.startswith("pandas") and type(obj).__name__ == "DataFrame"
+
+
+def block_from_batch(batch: Any, *, producer: str = "UDF") -> pa.Table:
+    """A block from a batch: a dict of columns, a pandas DataFrame or an Arrow table.
+
+    Columns may be numpy arrays, torch tensors, lists or Arrow arrays, all of one length.
+
+    Example:
+        >>> import numpy as np
+        >>> block_from_batch({"x": np.arange(3)}).num_rows
+        3
+    """
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    if _is_pandas(batch):
+        return _block_from_pandas(batch)
+    if not isinstance(batch, Mapping):
+        raise TypeError(
+            f"{producer} must return a dict of columns (str -> array), a pandas DataFrame or a pyarrow "
+            f"Table; got {type(batch).__name__}"
+        )
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+    lengths: dict[str, int] = {}
+    for name, values in batch.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{producer} returned a column name that is not a str: {name!r}")
+        col = column_from_values(values)
+        columns[name] = col
+        lengths[name] = len(col)
+    if len(set(lengths.values())) > 1:
+        raise ValueError(f"{producer} returned columns of unequal lengths: {lengths}")
+    return pa.table(columns)
+
+
+def _block_from_pandas(df: Any) -> pa.Table:
+    columns = {}
+    for name in df.columns:
+        series = df[name]
+        if series.dtype == object:
+            columns[str(name)] = column_from_values(list(series))
+        else:
+            columns[str(name)] = pa.array(series.to_numpy())
+    if not columns:
+        return pa.table({}).take([]) if len(df) == 0 else pa.Table.from_pydict({}).append_column(
+            "__dummy", pa.nulls(len(df))
+        ).drop(["__dummy"])
+    return pa.table(columns)
+
+
+def block_from_rows(rows: Sequence[Any], *, producer: str = "UDF") -> pa.Table:
+    """A block from row dicts. Every row must be a dict; missing keys are an error.
+
+    Example:
+        >>> block_from_rows([{"a": 1}, {"a": 2}]).column("a").to_pylist()
+        [1, 2]
+    """
+    if not rows:
+        return empty_block()
+    names: list[str] | None = None
+    for row in rows:
+        if not isinstance(row, Mapping):
+            raise TypeError(f"{producer} must return a dict per row, got {type(row).__name__}: {row!r:.80}")
+        if names is None:
+            names = list(row.keys())
+        elif len(row) != len(names) or any(k not in row for k in names):
+            raise ValueError(f"{producer} returned rows with different keys: {names} vs {list(row.keys())}")
+    assert names is not None
+    return block_from_batch({name: [row[name] for row in rows] for name in names}, producer=producer)
+
+
+def block_to_batch(block: pa.Table, batch_format: str) -> Any:
+    """A block as a batch in ``batch_format`` (``numpy``/``default``, ``pandas``, ``pyarrow``).
+
+    Example:
+        >>> import pyarrow as pa
+        >>> block_to_batch(pa.table({"a": [1, 2]}), "numpy")["a"].tolist()
+        [1, 2]
+    """
+    fmt = check_batch_format(batch_format)
+    if fmt == "pyarrow":
+        return block
+    if fmt == "numpy":
+        return {name: column_to_numpy(block.column(name)) for name in block.column_names}
+    import pandas as pd
+
+    data = {}
+    for name in block.column_names:
+        arr = column_to_numpy(block.column(name))
+        data[name] = list(arr) if arr.ndim > 1 else arr
+    return pd.DataFrame(data, index=pd.RangeIndex(block.num_rows))
+
+
+def _row_value(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
+
+
+def block_to_rows(block: pa.Table) -> Iterator[dict[str, Any]]:
+    """Rows of a block as dicts: Python scalars, str, and numpy arrays for tensor columns.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> list(block_to_rows(pa.table({"a": [1]})))
+        [{'a': 1}]
+    """
+    names = block.column_names
+    cols = [column_to_numpy(block.column(n)) for n in names]
+    for i in range(block.num_rows):
+        yield {n: _row_value(c[i]) for n, c in zip(names, cols)}
+
+
+def concat_blocks(blocks: Sequence[pa.Table]) -> pa.Table:
+    """Concatenate blocks with compatible schemas (null-typed columns promote).
+
+    Example:
+        >>> import pyarrow as pa
+        >>> concat_blocks([pa.table({"a": [1]}), pa.table({"a": [2]})]).num_rows
+        2
+    """
+    blocks = [b for b in blocks if b.num_columns > 0 or b.num_rows > 0]
+    if not blocks:
+        return empty_block()
+    if len(blocks) == 1:
+        return blocks[0]
+    try:
+        return pa.concat_tables(blocks)
+    except pa.ArrowInvalid:
+        return pa.concat_tables(blocks, promote_options="permissive")

@@ -1,0 +1,263 @@
+"""Arrow column types for tensors and Python objects, and conversion from/to numpy.
+
+Three column kinds go beyond Arrow's primitives:
+
+* fixed-shape tensors: Arrow's canonical ``fixed_shape_tensor`` extension (zero-copy to numpy);
+* variable-shape (ragged) tensors: :class:`VariableShapeTensorType`, storage
+  ``struct<data: large_list<value>, shape: list<int64>>``;
+* Python objects: :class:`PythonObjectType`, pickled values. Such columns live in memory and in
+  worker transfer only: writers refuse them and readers refuse files carrying them unless
+  ``allow_pickle`` (promise 8).
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Sequence
+from typing import Any
+
+import cloudpickle
+import numpy as np
+import pyarrow as pa
+
+__all__ = [
+    "VariableShapeTensorType",
+    "PythonObjectType",
+    "column_from_values",
+    "column_to_numpy",
+    "is_tensor_type",
+    "type_display_name",
+]
+
+VARIABLE_SHAPE_TENSOR_NAME = "torchray.variable_shape_tensor"
+PYTHON_OBJECT_NAME = "torchray.python_object"
+
+
+class VariableShapeTensorType(pa.ExtensionType):
+    """A column whose rows are ndarrays of one dtype and ndim but different shapes."""
+
+    def __init__(self, value_type: pa.DataType, ndim: int) -> None:
+        self.ndim = ndim
+        storage = pa.struct([("data", pa.large_list(value_type)), ("shape", pa.list_(pa.int64()))])
+        super().__init__(storage, VARIABLE_SHAPE_TENSOR_NAME)
+
+    @property
+    def value_type(self) -> pa.DataType:
+        return self.storage_type.field("data").type.value_type
+
+    def __arrow_ext_serialize__(self) -> bytes:
+        return json.dumps({"ndim": self.ndim}).encode()
+
+    @classmethod
+    def __arrow_ext_deserialize__(cls, storage_type: pa.DataType, serialized: bytes) -> VariableShapeTensorType:
+        ndim = json.loads(serialized.decode())["ndim"]
+        return cls(storage_type.field("data").type.value_type, ndim)
+
+    def __reduce__(self):
+        return (VariableShapeTensorType, (self.value_type, self.ndim))
+
+
+class PythonObjectType(pa.ExtensionType):
+    """A column of arbitrary Python objects, pickled. Never written to files."""
+
+    def __init__(self) -> None:
+        super().__init__(pa.large_binary(), PYTHON_OBJECT_NAME)
+
+    def __arrow_ext_serialize__(self) -> bytes:
+        return b""
+
+    @classmethod
+    def __arrow_ext_deserialize__(cls, storage_type: pa.DataType, serialized: bytes) -> PythonObjectType:
+        return cls()
+
+    def __reduce__(self):
+        return (PythonObjectType, ())
+
+
+for _ext in (VariableShapeTensorType(pa.uint8(), 1), PythonObjectType()):
+    try:
+        pa.register_extension_type(_ext)
+    except pa.ArrowKeyError:  # module reloaded
+        pass
+
+
+def is_tensor_type(t: pa.DataType) -> bool:
+    """True for fixed- and variable-shape tensor columns."""
+    return isinstance(t, (pa.FixedShapeTensorType, VariableShapeTensorType))
+
+
+_VALUE_TYPE_NAMES = {"float": "float", "halffloat": "halffloat", "double": "double"}
+
+
+def type_display_name(t: pa.DataType) -> str:
+    """How ``Schema`` prints a column type (the Ray Data format).
+
+    Example:
+        >>> import pyarrow as pa
+        >>> type_display_name(pa.fixed_shape_tensor(pa.uint8(), (32, 32, 3)))
+        'numpy.ndarray(shape=(32, 32, 3), dtype=uint8)'
+    """
+    if isinstance(t, pa.FixedShapeTensorType):
+        return f"numpy.ndarray(shape={tuple(t.shape)}, dtype={t.value_type})"
+    if isinstance(t, VariableShapeTensorType):
+        return f"numpy.ndarray(ndim={t.ndim}, dtype={t.value_type})"
+    if isinstance(t, PythonObjectType):
+        return "<class 'object'>"
+    return str(t)
+
+
+# ----------------------------------------------------------------------------- numpy/torch -> Arrow
+
+
+def _as_numpy(value: Any) -> Any:
+    """torch tensors -> numpy (CPU, detached); everything else unchanged."""
+    mod = type(value).__module__
+    if mod.startswith("torch") and hasattr(value, "detach"):
+        return value.detach().cpu().numpy()
+    return value
+
+
+def _fixed_tensor_column(arr: np.ndarray) -> pa.Array:
+    arr = np.ascontiguousarray(arr)
+    if arr.dtype == np.bool_ or arr.dtype.kind not in "biuf":
+        raise TypeError(f"unsupported tensor dtype {arr.dtype}")
+    return pa.FixedShapeTensorArray.from_numpy_ndarray(arr)
+
+
+def _variable_tensor_column(arrays: Sequence[np.ndarray]) -> pa.Array:
+    dtypes = {a.dtype for a in arrays}
+    ndims = {a.ndim for a in arrays}
+    if len(ndims) != 1:
+        raise TypeError("ragged tensors of different ndim")
+    dtype = np.result_type(*dtypes) if len(dtypes) > 1 else dtypes.pop()
+    value_type = pa.from_numpy_dtype(dtype)
+    sizes = np.array([a.size for a in arrays], dtype=np.int64)
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=offsets[1:])
+    flat = np.concatenate([np.ascontiguousarray(a, dtype=dtype).reshape(-1) for a in arrays]) if arrays else np.zeros(0, dtype)
+    data = pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat, type=value_type))
+    shape = pa.array([list(a.shape) for a in arrays], type=pa.list_(pa.int64()))
+    storage = pa.StructArray.from_arrays([data, shape], names=["data", "shape"])
+    return pa.ExtensionArray.from_storage(VariableShapeTensorType(value_type, ndims.pop()), storage)
+
+
+def _object_column(values: Sequence[Any]) -> pa.Array:
+    storage = pa.array([cloudpickle.dumps(v) for v in values], type=pa.large_binary())
+    return pa.ExtensionArray.from_storage(PythonObjectType(), storage)
+
+
+def _is_arraylike(v: Any) -> bool:
+    return isinstance(v, np.ndarray) or (type(v).__module__.startswith("torch") and hasattr(v, "detach"))
+
+
+def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
+    """Build one Arrow column from what a UDF returned for it.
+
+    ndarrays/tensors of ndim 1 become primitive columns, of ndim > 1 fixed-shape tensor columns; a list
+    of equal-shape arrays becomes a fixed-shape tensor column, of unequal shapes a variable-shape one;
+    scalars, strings, bytes and nested lists become native Arrow types; anything else an object column.
+
+    Example:
+        >>> import numpy as np
+        >>> column_from_values(np.zeros((2, 3), dtype=np.uint8)).type
+        FixedShapeTensorType(extension<arrow.fixed_shape_tensor[value_type=uint8, shape=[3]]>)
+    """
+    if isinstance(values, (pa.Array, pa.ChunkedArray)):
+        return values
+    values = _as_numpy(values)
+    if isinstance(values, np.ndarray):
+        if values.dtype != object:
+            if values.ndim == 0:
+                raise ValueError("a column must have one value per row, got a 0-d array")
+            if values.ndim == 1:
+                return pa.array(values)
+            if values.dtype.kind in "biuf" and values.dtype != np.bool_:
+                return _fixed_tensor_column(values)
+            return _object_column(list(values))
+        values = list(values)
+    elif not isinstance(values, list):
+        values = list(values)
+    if values and all(_is_arraylike(v) for v in values):
+        arrays = [np.asarray(_as_numpy(v)) for v in values]
+        if all(a.dtype.kind in "biuf" and a.dtype != np.bool_ for a in arrays):
+            shapes = {a.shape for a in arrays}
+            dtypes = {a.dtype for a in arrays}
+            if len(shapes) == 1 and len(dtypes) == 1:
+                if arrays[0].ndim == 0:
+                    return pa.array(np.stack(arrays))
+                return _fixed_tensor_column(np.stack(arrays))
+            if len({a.ndim for a in arrays}) == 1:
+                return _variable_tensor_column(arrays)
+        return _object_column(values)
+    if any(_is_arraylike(v) for v in values):
+        return _object_column(values)
+    try:
+        return pa.array(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, TypeError, ValueError, OverflowError):
+        return _object_column(values)
+
+
+# ----------------------------------------------------------------------------- Arrow -> numpy
+
+
+def _combine(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 1:
+            return col.chunk(0)
+        return col.combine_chunks()
+    return col
+
+
+def _unpickle_objects(arr: pa.Array) -> np.ndarray:
+    out = np.empty(len(arr), dtype=object)
+    for i, b in enumerate(arr.storage.to_pylist()):
+        out[i] = None if b is None else pickle.loads(b)
+    return out
+
+
+def _variable_to_numpy(arr: pa.Array) -> np.ndarray:
+    storage = arr.storage
+    data = storage.field("data")
+    shapes = storage.field("shape").to_pylist()
+    flat = data.values.to_numpy(zero_copy_only=False)
+    offsets = data.offsets.to_numpy()
+    out = np.empty(len(arr), dtype=object)
+    for i, shape in enumerate(shapes):
+        out[i] = flat[offsets[i] : offsets[i + 1]].reshape(shape)
+    return out
+
+
+def column_to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """One Arrow column as a numpy array (zero-copy for fixed-width columns without nulls).
+
+    Fixed-shape tensors come back as an ``(n, *shape)`` array; ragged tensors, strings, lists and
+    objects as 1-d object arrays.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> column_to_numpy(pa.array([1, 2, 3])).tolist()
+        [1, 2, 3]
+    """
+    arr = _combine(col)
+    t = arr.type
+    if isinstance(t, pa.FixedShapeTensorType):
+        return arr.to_numpy_ndarray()
+    if isinstance(t, VariableShapeTensorType):
+        return _variable_to_numpy(arr)
+    if isinstance(t, PythonObjectType):
+        return _unpickle_objects(arr)
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        inner = arr.to_pylist()
+        out = np.empty(len(inner), dtype=object)
+        for i, v in enumerate(inner):
+            out[i] = None if v is None else np.asarray(v)
+        return out
+    if pa.types.is_struct(t) or pa.types.is_map(t):
+        out = np.empty(len(arr), dtype=object)
+        for i, v in enumerate(arr.to_pylist()):
+            out[i] = v
+        return out
+    if pa.types.is_dictionary(t):
+        arr = arr.dictionary_decode()
+    return arr.to_numpy(zero_copy_only=False)

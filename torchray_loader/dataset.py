@@ -1,0 +1,979 @@
+"""``Dataset``: a lazy, immutable plan over Arrow blocks with the ``ray.data.Dataset`` API."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pyarrow as pa
+
+from .blocks import Schema, block_to_batch, block_to_rows, check_batch_format, concat_blocks
+from .context import DataContext
+from .execution import ExecutionStats, execute
+from .iteration import BatchTable, iter_batch_tables, prefetch
+from .plan import (
+    AllToAll,
+    InputBlocks,
+    Limit,
+    LogicalOp,
+    MapStage,
+    Read,
+    Union,
+    append_transform,
+    resolve_compute,
+)
+from .plan.compute import ComputeStrategy, TaskPoolStrategy
+from .plan.transforms import (
+    AddColumn,
+    BlockTransform,
+    DropColumns,
+    Filter,
+    FlatMap,
+    MapBatches,
+    MapRows,
+    RenameColumns,
+    SelectColumns,
+)
+
+if TYPE_CHECKING:
+    import pandas
+    import torch
+
+__all__ = ["Dataset", "MaterializedDataset", "DataIterator"]
+
+#: ``map_batches``' default batch size, as Ray's.
+DEFAULT_MAP_BATCH_SIZE = 1024
+#: ``iter_batches``' default batch size, as Ray's.
+DEFAULT_ITER_BATCH_SIZE = 256
+
+# Transforms that keep the row count of every block (used to count rows from metadata).
+_ROW_PRESERVING = (MapRows, AddColumn, SelectColumns, DropColumns, RenameColumns)
+
+
+def _check_fn(fn: Any, name: str = "fn") -> None:
+    if not callable(fn):
+        raise TypeError(f"{name} must be a function or a callable class, got {type(fn).__name__}")
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _split_rows(blocks: Sequence[pa.Table], bounds: Sequence[tuple[int, int]]) -> list[list[pa.Table]]:
+    """Zero-copy row ranges ``[start, stop)`` of the concatenation of ``blocks``."""
+    offsets = np.cumsum([0] + [b.num_rows for b in blocks])
+    out = []
+    for start, stop in bounds:
+        pieces = []
+        for i, b in enumerate(blocks):
+            lo, hi = max(start, offsets[i]), min(stop, offsets[i + 1])
+            if hi > lo:
+                pieces.append(b.slice(int(lo - offsets[i]), int(hi - lo)))
+        out.append(pieces)
+    return out
+
+
+# ------------------------------------------------------------------------------ all-to-all bodies
+
+
+def _random_shuffle(blocks: list[pa.Table], seed: int) -> list[pa.Table]:
+    table = concat_blocks(blocks)
+    if table.num_rows == 0:
+        return blocks
+    perm = np.random.default_rng(seed).permutation(table.num_rows)
+    shuffled = table.take(perm)
+    n = max(1, len(blocks))
+    edges = np.linspace(0, table.num_rows, n + 1).astype(np.int64)
+    return [shuffled.slice(int(a), int(b - a)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _randomize_block_order(blocks: list[pa.Table], seed: int) -> list[pa.Table]:
+    order = np.random.default_rng(seed).permutation(len(blocks))
+    return [blocks[i] for i in order]
+
+
+def _repartition(num_blocks: int, blocks: list[pa.Table], seed: Any) -> list[pa.Table]:
+    table = concat_blocks(blocks)
+    if table.num_rows == 0:
+        return [table] if table.num_columns else []
+    edges = np.linspace(0, table.num_rows, num_blocks + 1).astype(np.int64)
+    return [table.slice(int(a), int(b - a)).combine_chunks() for a, b in zip(edges[:-1], edges[1:])]
+
+
+class Dataset:
+    """A lazy, immutable dataset of rows held as Arrow blocks. Every method returns a new Dataset.
+
+    Build one with a source (``range``, ``from_items``, ``read_parquet``...), chain transforms,
+    then consume it (``iter_torch_batches``, ``take``, ``write_parquet``...). Nothing runs until then.
+
+    Example:
+        >>> import torchray_loader as rd
+        >>> ds = rd.range(8).map(lambda r: {"id": r["id"], "sq": r["id"] ** 2}).filter(lambda r: r["id"] % 2 == 0)
+        >>> ds.take(2)
+        [{'id': 0, 'sq': 0}, {'id': 2, 'sq': 4}]
+    """
+
+    def __init__(self, plan: LogicalOp) -> None:
+        if not isinstance(plan, LogicalOp):
+            raise TypeError(f"Dataset expects a logical plan, got {type(plan).__name__}")
+        self._plan = plan
+        self._last_stats: ExecutionStats | None = None
+
+    # ------------------------------------------------------------------------------ internals
+
+    def _with(self, plan: LogicalOp) -> Dataset:
+        return Dataset(plan)
+
+    def _transform(self, transform: BlockTransform, compute: ComputeStrategy = TaskPoolStrategy()) -> Dataset:
+        return self._with(append_transform(self._plan, transform, compute))
+
+    def iter_internal_blocks(self, ctx: DataContext | None = None) -> Iterator[pa.Table]:
+        """The dataset's blocks, executed lazily (closing the iterator stops the workers)."""
+        stats = ExecutionStats()
+        self._last_stats = stats
+        return execute(self._plan, ctx, stats)
+
+    def _udf_kwargs(self, fn: Any, fn_args: Any, fn_kwargs: Any, ctor_args: Any, ctor_kwargs: Any) -> dict[str, Any]:
+        _check_fn(fn)
+        is_class = inspect.isclass(fn)
+        if not is_class and (ctor_args or ctor_kwargs):
+            raise ValueError("fn_constructor_args/fn_constructor_kwargs are only for callable classes")
+        return dict(
+            fn=fn,
+            fn_args=tuple(fn_args or ()),
+            fn_kwargs=dict(fn_kwargs or {}),
+            fn_constructor_args=tuple(ctor_args or ()),
+            fn_constructor_kwargs=dict(ctor_kwargs or {}),
+        )
+
+    # ------------------------------------------------------------------------------ transforms
+
+    def map(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any]] | type,
+        *,
+        compute: Any = None,
+        fn_args: Sequence[Any] | None = None,
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] | None = None,
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        **ray_remote_args: Any,
+    ) -> Dataset:
+        """Apply ``fn`` to each row (a dict of column -> value); it returns one row dict.
+
+        Torch tensors in the returned row become tensor columns; later transforms see numpy arrays.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(2).map(lambda row: {"x": row["id"] * 10}).take_all()
+            [{'x': 0}, {'x': 10}]
+        """
+        kw = self._udf_kwargs(fn, fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs)
+        c = resolve_compute(compute, concurrency, inspect.isclass(fn))
+        return self._transform(MapRows(**kw), c)
+
+    def map_batches(
+        self,
+        fn: Callable[[Any], Any] | type,
+        *,
+        batch_size: int | None | str = "default",
+        compute: Any = None,
+        batch_format: str | None = "default",
+        zero_copy_batch: bool = False,
+        fn_args: Sequence[Any] | None = None,
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] | None = None,
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        **ray_remote_args: Any,
+    ) -> Dataset:
+        """Apply ``fn`` to batches: a dict of numpy arrays (``"numpy"``/``"default"``), a pandas
+        DataFrame (``"pandas"``) or an Arrow table (``"pyarrow"``). ``fn`` may return any of these
+        (torch tensors and lists too), or be a generator of them. A callable class is constructed
+        once per worker (``compute=ActorPoolStrategy(size=n)`` or ``concurrency=n``).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(4).map_batches(lambda b: {"y": b["id"] + 1}, batch_size=2).take_batch(4)["y"].tolist()
+            [1, 2, 3, 4]
+        """
+        if batch_size == "default":
+            batch_size = DEFAULT_MAP_BATCH_SIZE
+        elif batch_size is not None:
+            batch_size = _check_int(batch_size, "batch_size", 1)
+        fmt = "default" if batch_format is None else batch_format
+        check_batch_format(fmt)
+        kw = self._udf_kwargs(fn, fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs)
+        c = resolve_compute(compute, concurrency, inspect.isclass(fn))
+        return self._transform(MapBatches(**kw, batch_size=batch_size, batch_format=fmt), c)
+
+    def flat_map(
+        self,
+        fn: Callable[[dict[str, Any]], list[dict[str, Any]]] | type,
+        *,
+        compute: Any = None,
+        fn_args: Sequence[Any] | None = None,
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] | None = None,
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        **ray_remote_args: Any,
+    ) -> Dataset:
+        """Apply ``fn`` to each row; it returns a list of rows (zero or more).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(2).flat_map(lambda r: [r, r]).count()
+            4
+        """
+        kw = self._udf_kwargs(fn, fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs)
+        c = resolve_compute(compute, concurrency, inspect.isclass(fn))
+        return self._transform(FlatMap(**kw), c)
+
+    def filter(
+        self,
+        fn: Callable[[dict[str, Any]], bool] | type | None = None,
+        *,
+        compute: Any = None,
+        fn_args: Sequence[Any] | None = None,
+        fn_kwargs: Mapping[str, Any] | None = None,
+        fn_constructor_args: Sequence[Any] | None = None,
+        fn_constructor_kwargs: Mapping[str, Any] | None = None,
+        concurrency: int | tuple[int, int] | None = None,
+        **ray_remote_args: Any,
+    ) -> Dataset:
+        """Keep the rows for which ``fn(row)`` is true.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(5).filter(lambda r: r["id"] > 2).take_all()
+            [{'id': 3}, {'id': 4}]
+        """
+        if fn is None:
+            raise TypeError("filter needs fn")
+        kw = self._udf_kwargs(fn, fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs)
+        c = resolve_compute(compute, concurrency, inspect.isclass(fn))
+        return self._transform(Filter(**kw), c)
+
+    def add_column(
+        self, col: str, fn: Callable[[Any], Any], *, batch_format: str | None = "pandas", compute: Any = None,
+        concurrency: int | None = None, **ray_remote_args: Any,
+    ) -> Dataset:
+        """Add (or replace) column ``col`` computed by ``fn(batch)`` (a pandas DataFrame by default).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(2).add_column("double", lambda df: df["id"] * 2).take_all()
+            [{'id': 0, 'double': 0}, {'id': 1, 'double': 2}]
+        """
+        if not isinstance(col, str):
+            raise TypeError(f"col must be a str, got {type(col).__name__}")
+        _check_fn(fn)
+        fmt = check_batch_format("default" if batch_format is None else batch_format)
+        return self._transform(AddColumn(fn=fn, col=col, batch_format=fmt), resolve_compute(compute, concurrency, False))
+
+    def _check_cols(self, cols: Any, name: str) -> tuple[str, ...]:
+        if isinstance(cols, str):
+            cols = [cols]
+        if not isinstance(cols, (list, tuple)) or not all(isinstance(c, str) for c in cols):
+            raise TypeError(f"{name} must be a str or a list of str, got {cols!r}")
+        if len(set(cols)) != len(cols):
+            raise ValueError(f"{name} has duplicates: {cols}")
+        return tuple(cols)
+
+    def drop_columns(self, cols: str | list[str], **ray_remote_args: Any) -> Dataset:
+        """Remove columns.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.from_items([{"a": 1, "b": 2}]).drop_columns(["b"]).take_all()
+            [{'a': 1}]
+        """
+        return self._transform(DropColumns(self._check_cols(cols, "cols")))
+
+    def select_columns(self, cols: str | list[str], **ray_remote_args: Any) -> Dataset:
+        """Keep only ``cols``, in that order.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.from_items([{"a": 1, "b": 2}]).select_columns(["b"]).take_all()
+            [{'b': 2}]
+        """
+        return self._transform(SelectColumns(self._check_cols(cols, "cols")))
+
+    def rename_columns(self, names: Mapping[str, str] | list[str], **ray_remote_args: Any) -> Dataset:
+        """Rename columns with a dict ``{old: new}``.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.from_items([{"a": 1}]).rename_columns({"a": "b"}).take_all()
+            [{'b': 1}]
+        """
+        if isinstance(names, Mapping):
+            pairs = tuple((str(k), str(v)) for k, v in names.items())
+            if len(set(v for _, v in pairs)) != len(pairs):
+                raise ValueError(f"names maps two columns to one name: {dict(names)}")
+            return self._transform(RenameColumns(pairs))
+        raise TypeError(f"names must be a dict of old -> new column names, got {type(names).__name__}")
+
+    def limit(self, limit: int) -> Dataset:
+        """The first ``limit`` rows.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(100).limit(3).count()
+            3
+        """
+        limit = _check_int(limit, "limit", 0)
+        return self._with(Limit(self._plan, limit))
+
+    def union(self, *other: Dataset) -> Dataset:
+        """This dataset's rows followed by each of ``other``'s.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(2).union(rd.range(1)).take_all()
+            [{'id': 0}, {'id': 1}, {'id': 0}]
+        """
+        for o in other:
+            if not isinstance(o, Dataset):
+                raise TypeError(f"union expects Datasets, got {type(o).__name__}")
+        return self._with(Union((self._plan, *(o._plan for o in other))))
+
+    def random_shuffle(self, *, seed: int | None = None, num_blocks: int | None = None, **ray_remote_args: Any) -> Dataset:
+        """A full random permutation of the rows (all blocks are gathered first).
+
+        Without ``seed`` every execution (epoch) draws a new permutation.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> sorted(r["id"] for r in rd.range(5).random_shuffle(seed=0).take_all())
+            [0, 1, 2, 3, 4]
+        """
+        return self._with(AllToAll(self._plan, _random_shuffle, "RandomShuffle", seed))
+
+    def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
+        """Permute the order of blocks (cheap; streams when the source is a read or in memory).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(10).randomize_block_order(seed=1).count()
+            10
+        """
+        return self._with(AllToAll(self._plan, _randomize_block_order, "RandomizeBlockOrder", seed, block_order_only=True))
+
+    def repartition(self, num_blocks: int, *, shuffle: bool = False, **kwargs: Any) -> Dataset:
+        """Re-cut the rows into ``num_blocks`` blocks of (nearly) equal size, order kept.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(10).repartition(3).materialize().num_blocks()
+            3
+        """
+        num_blocks = _check_int(num_blocks, "num_blocks", 1)
+        ds = self._with(AllToAll(self._plan, functools.partial(_repartition, num_blocks), "Repartition"))
+        return ds.random_shuffle() if shuffle else ds
+
+    def materialize(self) -> MaterializedDataset:
+        """Execute now and keep the blocks (in memory, spilling to disk past the memory budget).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(3).materialize().count()
+            3
+        """
+        store = _new_block_store()
+        for block in self.iter_internal_blocks():
+            store.append(block)
+        return MaterializedDataset(InputBlocks(store, "Materialized"))
+
+    def split(self, n: int, *, equal: bool = False, locality_hints: Any = None) -> list[MaterializedDataset]:
+        """Materialize and split into ``n`` datasets of contiguous rows.
+
+        ``equal=True`` gives each exactly ``count() // n`` rows (the remainder is dropped, as in Ray);
+        otherwise sizes differ by at most one row.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> [s.count() for s in rd.range(10).split(3)]
+            [4, 3, 3]
+        """
+        n = _check_int(n, "n", 1)
+        blocks = list(self.materialize()._blocks())
+        total = sum(b.num_rows for b in blocks)
+        if equal:
+            per = total // n
+            bounds = [(i * per, (i + 1) * per) for i in range(n)]
+        else:
+            edges = [i * (total // n) + min(i, total % n) for i in range(n + 1)]
+            bounds = list(zip(edges[:-1], edges[1:]))
+        return [MaterializedDataset(InputBlocks(pieces, "Split")) for pieces in _split_rows(blocks, bounds)]
+
+    def split_at_indices(self, indices: list[int]) -> list[MaterializedDataset]:
+        """Materialize and split at row indices.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> [s.count() for s in rd.range(10).split_at_indices([2, 5])]
+            [2, 3, 5]
+        """
+        if any(b < a for a, b in zip(indices, indices[1:])) or any(i < 0 for i in indices):
+            raise ValueError(f"indices must be non-negative and sorted, got {indices}")
+        blocks = list(self.materialize()._blocks())
+        total = sum(b.num_rows for b in blocks)
+        edges = [0, *[min(i, total) for i in indices], total]
+        bounds = list(zip(edges[:-1], edges[1:]))
+        return [MaterializedDataset(InputBlocks(pieces, "Split")) for pieces in _split_rows(blocks, bounds)]
+
+    def streaming_split(self, n: int, *, equal: bool = False, locality_hints: Any = None) -> list[DataIterator]:
+        """``n`` iterators over disjoint shards, e.g. one per training process.
+
+        Without ``equal`` each shard takes every n-th block (streaming, nothing materialized);
+        with ``equal=True`` every shard gets exactly ``count() // n`` rows.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> its = rd.range(8).streaming_split(2, equal=True)
+            >>> [sum(1 for _ in it.iter_rows()) for it in its]
+            [4, 4]
+        """
+        n = _check_int(n, "n", 1)
+        if equal:
+            return [DataIterator(s) for s in self.split(n, equal=True)]
+        return [DataIterator(self._with(_shard_plan(self._plan, i, n))) for i in range(n)]
+
+    def train_test_split(
+        self, test_size: float | int, *, shuffle: bool = False, seed: int | None = None
+    ) -> tuple[MaterializedDataset, MaterializedDataset]:
+        """Split into train and test datasets; ``test_size`` is a fraction or a row count.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> train, test = rd.range(10).train_test_split(0.2)
+            >>> train.count(), test.count()
+            (8, 2)
+        """
+        ds = self.random_shuffle(seed=seed) if shuffle else self
+        total = ds.materialize()
+        count = total.count()
+        if isinstance(test_size, float):
+            if not 0 < test_size < 1:
+                raise ValueError(f"test_size as a float must be in (0, 1), got {test_size}")
+            n_test = math.ceil(count * test_size)
+        elif isinstance(test_size, int) and not isinstance(test_size, bool):
+            if not 0 < test_size < count:
+                raise ValueError(f"test_size as an int must be in (0, {count}), got {test_size}")
+            n_test = test_size
+        else:
+            raise TypeError(f"test_size must be a float or an int, got {test_size!r}")
+        train, test = total.split_at_indices([count - n_test])
+        return train, test
+
+    # ------------------------------------------------------------------------------ consumption
+
+    def iter_batches(
+        self,
+        *,
+        prefetch_batches: int = 1,
+        batch_size: int | None = DEFAULT_ITER_BATCH_SIZE,
+        batch_format: str | None = "default",
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+        _collate_fn: Callable[[Any], Any] | None = None,
+        _skip_batches: int = 0,
+    ) -> Iterator[Any]:
+        """Iterate over batches in ``batch_format`` (numpy dict by default).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> [b["id"].tolist() for b in rd.range(5).iter_batches(batch_size=2)]
+            [[0, 1], [2, 3], [4]]
+        """
+        fmt = check_batch_format("default" if batch_format is None else batch_format)
+
+        def convert(bt: BatchTable) -> Any:
+            return block_to_batch(bt.table, fmt)
+
+        return self._iter_converted(
+            convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
+            _collate_fn, _skip_batches,
+        )
+
+    def iter_torch_batches(
+        self,
+        *,
+        prefetch_batches: int = 1,
+        batch_size: int | None = DEFAULT_ITER_BATCH_SIZE,
+        dtypes: torch.dtype | dict[str, torch.dtype] | None = None,
+        device: str | torch.device | None = "auto",
+        collate_fn: Callable[[dict[str, np.ndarray]], Any] | None = None,
+        drop_last: bool = False,
+        local_shuffle_buffer_size: int | None = None,
+        local_shuffle_seed: int | None = None,
+        pin_memory: bool = False,
+        _skip_batches: int = 0,
+    ) -> Iterator[Any]:
+        """Iterate over batches as ``dict[str, torch.Tensor]``.
+
+        Numeric columns become tensors (``dtypes`` casts: one dtype, or a dict naming some columns);
+        strings come back as lists of str and ragged tensors as lists of tensors. With
+        ``collate_fn``, it receives the numpy dict batch and its result is returned (Ray semantics).
+        ``device`` moves batches there (``"auto"``: stay on CPU); ``pin_memory`` pins host memory.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> next(iter(rd.range(4).iter_torch_batches(batch_size=2)))
+            {'id': tensor([0, 1])}
+        """
+        from .pytorch.convert import ParentCache, check_dtypes
+        from .pytorch.device import DeviceFeeder
+
+        check_dtypes(dtypes)
+        if collate_fn is not None:
+            _check_fn(collate_fn, "collate_fn")
+
+            def convert(bt: BatchTable) -> Any:
+                return collate_fn(block_to_batch(bt.table, "numpy"))
+        else:
+            cache = ParentCache(dtypes)
+            convert = cache.to_torch
+        batches = self._iter_converted(
+            convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
+            None, _skip_batches,
+        )
+        feeder = DeviceFeeder(device, pin_memory)
+        return feeder.feed(batches) if feeder.active else batches
+
+    def _iter_converted(
+        self,
+        convert: Callable[[BatchTable], Any],
+        prefetch_batches: int,
+        batch_size: int | None,
+        drop_last: bool,
+        shuffle_buffer_size: int | None,
+        shuffle_seed: int | None,
+        collate_fn: Callable[[Any], Any] | None,
+        skip_batches: int,
+    ) -> Iterator[Any]:
+        prefetch_batches = _check_int(prefetch_batches, "prefetch_batches", 0)
+        if batch_size is not None:
+            _check_int(batch_size, "batch_size", 1)
+        ctx = DataContext.get_current().copy()
+        stats = ExecutionStats()
+        self._last_stats = stats
+
+        def produce() -> Iterator[Any]:
+            blocks = execute(self._plan, ctx, stats)
+            try:
+                for bt in iter_batch_tables(
+                    blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size,
+                    seed=shuffle_seed, skip_batches=skip_batches,
+                ):
+                    out = convert(bt)
+                    yield collate_fn(out) if collate_fn is not None else out
+            finally:
+                blocks.close()
+
+        return _timed_iteration(prefetch(produce, prefetch_batches, on_wait=_add_wait(stats)), stats)
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """Iterate over rows as dicts.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> list(rd.range(2).iter_rows())
+            [{'id': 0}, {'id': 1}]
+        """
+        blocks = self.iter_internal_blocks()
+        try:
+            for block in blocks:
+                yield from block_to_rows(block)
+        finally:
+            blocks.close()
+
+    def take(self, limit: int = 20) -> list[dict[str, Any]]:
+        """The first ``limit`` rows as dicts.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(10).take(2)
+            [{'id': 0}, {'id': 1}]
+        """
+        limit = _check_int(limit, "limit", 0)
+        return list(itertools.islice(self.limit(limit).iter_rows(), limit))
+
+    def take_all(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """All rows as dicts; with ``limit``, raise ``ValueError`` if there are more.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> len(rd.range(5).take_all())
+            5
+        """
+        rows = []
+        for row in self.iter_rows():
+            rows.append(row)
+            if limit is not None and len(rows) > limit:
+                raise ValueError(f"the dataset has more than limit={limit} rows")
+        return rows
+
+    def take_batch(self, batch_size: int = 20, *, batch_format: str | None = "default") -> Any:
+        """The first ``batch_size`` rows as one batch.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(10).take_batch(3)["id"].tolist()
+            [0, 1, 2]
+        """
+        batch_size = _check_int(batch_size, "batch_size", 1)
+        fmt = check_batch_format("default" if batch_format is None else batch_format)
+        blocks = list(self.limit(batch_size).iter_internal_blocks())
+        if not blocks:
+            raise ValueError("the dataset is empty")
+        return block_to_batch(concat_blocks(blocks), fmt)
+
+    def show(self, limit: int = 20) -> None:
+        """Print the first ``limit`` rows.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(2).show()
+            {'id': 0}
+            {'id': 1}
+        """
+        for row in self.take(limit):
+            print(row)
+
+    def count(self) -> int:
+        """Number of rows (from metadata when known, else by executing).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(7).count()
+            7
+        """
+        known = _known_num_rows(self._plan)
+        if known is not None:
+            return known
+        return sum(b.num_rows for b in self.iter_internal_blocks())
+
+    def schema(self, fetch_if_missing: bool = True) -> Schema | None:
+        """Column names and types (executes up to the first block when not known).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> print(rd.range(1).schema())
+            Column  Type
+            ------  ----
+            id      int64
+        """
+        known = _known_schema(self._plan)
+        if known is not None:
+            return Schema(known)
+        if not fetch_if_missing:
+            return None
+        first_empty = None
+        blocks = self.iter_internal_blocks()
+        try:
+            for block in blocks:
+                if block.num_columns == 0:
+                    continue
+                if block.num_rows > 0:
+                    return Schema(block.schema)
+                first_empty = first_empty or block.schema
+        finally:
+            blocks.close()
+        return Schema(first_empty) if first_empty is not None else None
+
+    def columns(self, fetch_if_missing: bool = True) -> list[str] | None:
+        """Column names.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.range(1).columns()
+            ['id']
+        """
+        s = self.schema(fetch_if_missing)
+        return None if s is None else s.names
+
+    def stats(self) -> str:
+        """Per-operator statistics of the last execution of this Dataset, as text.
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> ds = rd.range(10)
+            >>> _ = ds.take_all()
+            >>> "ReadRange" in ds.stats()
+            True
+        """
+        return str(self._last_stats) if self._last_stats is not None else "(not executed yet)"
+
+    def stats_dict(self) -> dict[str, Any]:
+        """:meth:`stats` as a dict, for loggers."""
+        return self._last_stats.to_dict() if self._last_stats is not None else {}
+
+    def to_pandas(self, limit: int | None = None) -> pandas.DataFrame:
+        """All rows as one pandas DataFrame (``limit``: raise if there are more rows).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> len(rd.range(3).to_pandas())
+            3
+        """
+        blocks = list(self.iter_internal_blocks())
+        table = concat_blocks(blocks)
+        if limit is not None and table.num_rows > limit:
+            raise ValueError(f"the dataset has {table.num_rows} rows, more than limit={limit}")
+        return block_to_batch(table, "pandas")
+
+    def to_arrow_refs(self) -> list[pa.Table]:
+        """The blocks as Arrow tables (local stand-in for Ray's object refs)."""
+        return list(self.iter_internal_blocks())
+
+    def num_blocks(self) -> int:
+        """Number of blocks (executes unless materialized).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> rd.from_items([1, 2], override_num_blocks=2).num_blocks()
+            2
+        """
+        if isinstance(self._plan, InputBlocks):
+            return len(self._plan.blocks)
+        return sum(1 for _ in self.iter_internal_blocks())
+
+    def size_bytes(self) -> int:
+        """In-memory size of the data, in bytes (executes unless materialized)."""
+        return sum(b.nbytes for b in self.iter_internal_blocks())
+
+    def input_files(self) -> list[str]:
+        """The files this dataset reads."""
+        files: list[str] = []
+        stack = [self._plan]
+        while stack:
+            op = stack.pop()
+            if isinstance(op, Read):
+                for t in op.tasks:
+                    files.extend(t.paths)
+            stack.extend(op.inputs)
+        return sorted(set(files))
+
+    # ------------------------------------------------------------------------------ writes
+
+    def _write(self, fmt: str, path: str, **kwargs: Any) -> list[str]:
+        from .io.write import write_blocks
+
+        blocks = self.iter_internal_blocks()
+        try:
+            return write_blocks(blocks, fmt, path, **kwargs)
+        finally:
+            blocks.close()
+
+    def write_parquet(self, path: str, *, filesystem: Any = None, **kwargs: Any) -> None:
+        """Write one parquet file per block under ``path`` (tensor columns round-trip).
+
+        Example:
+            >>> import torchray_loader as rd, tempfile
+            >>> rd.range(3).write_parquet(tempfile.mkdtemp())
+        """
+        self._write("parquet", path, filesystem=filesystem, **kwargs)
+
+    def write_numpy(self, path: str, *, column: str, filesystem: Any = None, **kwargs: Any) -> None:
+        """Write column ``column`` as one ``.npy`` file per block under ``path``.
+
+        Example:
+            >>> import torchray_loader as rd, tempfile
+            >>> rd.range(3).write_numpy(tempfile.mkdtemp(), column="id")
+        """
+        self._write("numpy", path, filesystem=filesystem, column=column, **kwargs)
+
+    def write_csv(self, path: str, *, filesystem: Any = None, **kwargs: Any) -> None:
+        """Write one CSV file per block under ``path``.
+
+        Example:
+            >>> import torchray_loader as rd, tempfile
+            >>> rd.range(3).write_csv(tempfile.mkdtemp())
+        """
+        self._write("csv", path, filesystem=filesystem, **kwargs)
+
+    def write_json(self, path: str, *, filesystem: Any = None, **kwargs: Any) -> None:
+        """Write one JSON Lines file per block under ``path``.
+
+        Example:
+            >>> import torchray_loader as rd, tempfile
+            >>> rd.range(3).write_json(tempfile.mkdtemp())
+        """
+        self._write("json", path, filesystem=filesystem, **kwargs)
+
+    # ------------------------------------------------------------------------------ misc
+
+    def to_ray(self) -> Any:
+        """This pipeline as a ``ray.data.Dataset`` (needs the ``ray`` extra).
+
+        Example:
+            >>> import torchray_loader as rd
+            >>> ds = rd.range(3)  # ds.to_ray() then runs on a Ray cluster
+        """
+        from .integrations.ray import to_ray
+
+        return to_ray(self)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return self.iter_rows()
+
+    def __repr__(self) -> str:
+        rows = _known_num_rows(self._plan)
+        schema = _known_schema(self._plan)
+        rows_s = "?" if rows is None else str(rows)
+        if schema is None:
+            return f"Dataset(num_rows={rows_s}, schema=Unknown schema)"
+        cols = ", ".join(f"{n}: {_short_type(t)}" for n, t in zip(schema.names, schema.types))
+        return f"Dataset(num_rows={rows_s}, schema={{{cols}}})"
+
+
+def _short_type(t: pa.DataType) -> str:
+    from .blocks.tensors import type_display_name
+
+    return type_display_name(t)
+
+
+def _add_wait(stats: ExecutionStats) -> Callable[[float], None]:
+    def add(seconds: float) -> None:
+        stats.consumer_wait_s += seconds
+
+    return add
+
+
+def _timed_iteration(it: Iterator[Any], stats: ExecutionStats) -> Iterator[Any]:
+    import time
+
+    start = time.perf_counter()
+    try:
+        for item in it:
+            stats.batches += 1
+            stats.consumer_wall_s = time.perf_counter() - start
+            yield item
+    finally:
+        stats.consumer_wall_s = time.perf_counter() - start
+        it.close()  # type: ignore[attr-defined]
+
+
+def _new_block_store() -> Any:
+    try:
+        from .execution.block_store import BlockStore
+    except ImportError:  # pragma: no cover - store not built yet
+        return []
+    return BlockStore()
+
+
+def _shard_plan(op: LogicalOp, index: int, n: int) -> LogicalOp:
+    """The plan restricted to every n-th source task/block, starting at ``index``.
+
+    Map chains are pushed through so only this shard's inputs are read; other plans are executed and
+    their output blocks sharded.
+    """
+    if isinstance(op, MapStage):
+        return MapStage(_shard_plan(op.input, index, n), op.transforms, op.compute)
+    if isinstance(op, Read):
+        return Read(op.tasks[index::n], op.name, op.schema_hint)
+    if isinstance(op, InputBlocks):
+        return InputBlocks([op.blocks[i] for i in range(index, len(op.blocks), n)], op.name)
+    return AllToAll(op, functools.partial(_take_every, index, n), "StreamingSplit", 0)
+
+
+def _take_every(index: int, n: int, blocks: list[pa.Table], seed: Any) -> list[pa.Table]:
+    return blocks[index::n]
+
+
+def _known_num_rows(op: LogicalOp) -> int | None:
+    if isinstance(op, InputBlocks):
+        return sum(op.blocks[i].num_rows for i in range(len(op.blocks)))
+    if isinstance(op, Read):
+        if all(t.num_rows is not None for t in op.tasks):
+            return sum(t.num_rows for t in op.tasks)  # type: ignore[misc]
+        return None
+    if isinstance(op, MapStage):
+        if all(isinstance(t, _ROW_PRESERVING) for t in op.transforms):
+            return _known_num_rows(op.input)
+        return None
+    if isinstance(op, Limit):
+        inner = _known_num_rows(op.input)
+        return None if inner is None else min(inner, op.n)
+    if isinstance(op, Union):
+        counts = [_known_num_rows(c) for c in op.union_inputs]
+        return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+    if isinstance(op, AllToAll) and op.name in ("RandomShuffle", "RandomizeBlockOrder", "Repartition"):
+        return _known_num_rows(op.input)
+    return None
+
+
+def _known_schema(op: LogicalOp) -> pa.Schema | None:
+    if isinstance(op, InputBlocks):
+        for i in range(len(op.blocks)):
+            b = op.blocks[i]
+            if b.num_columns:
+                return b.schema
+        return None
+    if isinstance(op, Read):
+        return op.schema_hint
+    if isinstance(op, (Limit, AllToAll)):
+        return _known_schema(op.input)
+    return None
+
+
+class MaterializedDataset(Dataset):
+    """A Dataset whose blocks are computed and held (in memory, spilled to disk past the budget).
+
+    Example:
+        >>> import torchray_loader as rd
+        >>> m = rd.range(4).materialize()
+        >>> m.count(), m.num_blocks() > 0
+        (4, True)
+    """
+
+    def _blocks(self) -> Sequence[pa.Table]:
+        assert isinstance(self._plan, InputBlocks)
+        return self._plan.blocks
+
+
+class DataIterator:
+    """One consumer's view of a dataset shard (what ``streaming_split`` returns, like Ray's).
+
+    Example:
+        >>> import torchray_loader as rd
+        >>> it = rd.range(4).streaming_split(2)[0]
+        >>> sum(len(b["id"]) for b in it.iter_batches(batch_size=2)) > 0
+        True
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self._dataset = dataset
+
+    def iter_batches(self, **kwargs: Any) -> Iterator[Any]:
+        """As :meth:`Dataset.iter_batches`."""
+        return self._dataset.iter_batches(**kwargs)
+
+    def iter_torch_batches(self, **kwargs: Any) -> Iterator[Any]:
+        """As :meth:`Dataset.iter_torch_batches`."""
+        return self._dataset.iter_torch_batches(**kwargs)
+
+    def iter_rows(self) -> Iterator[dict[str, Any]]:
+        """As :meth:`Dataset.iter_rows`."""
+        return self._dataset.iter_rows()
+
+    def materialize(self) -> MaterializedDataset:
+        """This shard's rows, materialized."""
+        return self._dataset.materialize()
+
+    def stats(self) -> str:
+        """Statistics of this shard's last iteration."""
+        return self._dataset.stats()

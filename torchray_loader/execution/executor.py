@@ -1,0 +1,184 @@
+"""The streaming executor: walks a logical plan and yields its output blocks, lazily.
+
+Invariants:
+* Output order is a pure function of the plan and the seeds (task order, via ordered ``imap``),
+  never of ``num_workers`` or timing, unless ``DataContext.preserve_order`` is False.
+* Task stages run on one shared pool per execution; each actor stage gets its own pool, whose
+  workers construct the stage's callable classes once.
+* Everything started here is stopped in ``finally`` (normal end, ``break``, error, GC).
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+
+from ..context import DataContext
+from ..io.read_task import ReadTask
+from ..plan.compute import ActorPoolStrategy
+from ..plan.operators import AllToAll, InputBlocks, Limit, LogicalOp, MapStage, Read, Union
+from ..plan.transforms import BlockTransform, run_chain
+from .pool import TaskPool, make_pool
+from .stats import ExecutionStats
+
+__all__ = ["execute", "TaskResult"]
+
+
+@dataclass
+class TaskResult:
+    """What one task sends back: its output blocks and how long it ran."""
+
+    blocks: list[pa.Table]
+    wall_s: float
+    cpu_s: float
+
+
+def _timed(gen: Iterator[pa.Table]) -> TaskResult:
+    t0, c0 = time.perf_counter(), time.process_time()
+    blocks = [b for b in gen if b.num_rows > 0 or b.num_columns > 0]
+    return TaskResult(blocks, time.perf_counter() - t0, time.process_time() - c0)
+
+
+def read_and_transform(transforms: tuple[BlockTransform, ...], task: ReadTask) -> TaskResult:
+    """Task body: read, then apply the fused transforms."""
+    return _timed(run_chain(transforms, task()))
+
+
+def transform_block(transforms: tuple[BlockTransform, ...], block: pa.Table) -> TaskResult:
+    """Task body: apply the fused transforms to one upstream block."""
+    return _timed(run_chain(transforms, [block]))
+
+
+class _Execution:
+    def __init__(self, ctx: DataContext, stats: ExecutionStats) -> None:
+        self.ctx = ctx
+        self.stats = stats
+        self.pools: list[TaskPool] = []
+        self._task_pool: TaskPool | None = None
+
+    def task_pool(self) -> TaskPool:
+        if self._task_pool is None:
+            self._task_pool = make_pool(self.ctx.resolved_num_workers(), self.ctx, name="tasks")
+            self.pools.append(self._task_pool)
+        return self._task_pool
+
+    def actor_pool(self, compute: ActorPoolStrategy) -> TaskPool:
+        workers = self.ctx.resolved_num_workers()
+        max_size = compute.max_size or max(1, workers)
+        min_size = compute.min_size or 1
+        if workers == 0:
+            pool = make_pool(0, self.ctx)
+        else:
+            pool = make_pool(max_size, self.ctx, name="actors", min_workers=min_size)
+        self.pools.append(pool)
+        return pool
+
+    def close(self) -> None:
+        for pool in reversed(self.pools):
+            pool.close()
+        self.pools.clear()
+
+    # ------------------------------------------------------------------ plan walking
+
+    def run_tasks(self, pool: TaskPool, fn, items, name: str) -> Iterator[pa.Table]:
+        for result in pool.imap(fn, items, ordered=self.ctx.preserve_order, name=name):
+            self.stats.record_task(name, result.blocks, result.wall_s, result.cpu_s)
+            yield from result.blocks
+
+    def iter_op(self, op: LogicalOp) -> Iterator[pa.Table]:
+        if isinstance(op, Read):
+            yield from self.run_tasks(self.task_pool(), functools.partial(read_and_transform, ()), op.tasks, op.name)
+        elif isinstance(op, InputBlocks):
+            for i in range(len(op.blocks)):
+                yield op.blocks[i]
+        elif isinstance(op, MapStage):
+            yield from self.iter_map(op)
+        elif isinstance(op, Limit):
+            yield from self.iter_limit(op)
+        elif isinstance(op, Union):
+            for child in op.union_inputs:
+                yield from self.iter_op(child)
+        elif isinstance(op, AllToAll):
+            yield from self.iter_all_to_all(op)
+        else:  # pragma: no cover
+            raise TypeError(f"unknown operator {op!r}")
+
+    def iter_map(self, op: MapStage) -> Iterator[pa.Table]:
+        if isinstance(op.compute, ActorPoolStrategy):
+            pool = self.actor_pool(op.compute)
+            fn = functools.partial(transform_block, op.transforms)
+            yield from self.run_tasks(pool, fn, self.iter_op(op.input), op.name)
+            return
+        pool = self.task_pool()
+        if isinstance(op.input, Read):  # fuse the read into the map tasks
+            fn = functools.partial(read_and_transform, op.transforms)
+            yield from self.run_tasks(pool, fn, op.input.tasks, f"{op.input.name}->{op.name}")
+        else:
+            fn = functools.partial(transform_block, op.transforms)
+            yield from self.run_tasks(pool, fn, self.iter_op(op.input), op.name)
+
+    def iter_limit(self, op: Limit) -> Iterator[pa.Table]:
+        remaining = op.n
+        if remaining <= 0:
+            return
+        upstream = self.iter_op(op.input)
+        try:
+            for block in upstream:
+                if block.num_rows >= remaining:
+                    yield block.slice(0, remaining)
+                    return
+                remaining -= block.num_rows
+                yield block
+        finally:
+            upstream.close()
+
+    def iter_all_to_all(self, op: AllToAll) -> Iterator[pa.Table]:
+        seed = op.seed if op.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        if op.block_order_only:
+            permuted = _permute_source(op.input, seed)
+            if permuted is not None:
+                yield from self.iter_op(permuted)
+                return
+        t0 = time.perf_counter()
+        blocks = list(self.iter_op(op.input))
+        out = op.fn(blocks, seed)
+        self.stats.record_task(op.name, out, time.perf_counter() - t0, 0.0)
+        yield from out
+
+
+def _permute_source(op: LogicalOp, seed: int) -> LogicalOp | None:
+    """The same plan with its source's tasks/blocks permuted, or None when the chain below is not
+    a pure map chain over one source (then blocks are materialized and permuted instead)."""
+    if isinstance(op, MapStage):
+        inner = _permute_source(op.input, seed)
+        return None if inner is None else MapStage(inner, op.transforms, op.compute)
+    rng = np.random.default_rng(seed)
+    if isinstance(op, Read):
+        order = rng.permutation(len(op.tasks))
+        return Read(tuple(op.tasks[i] for i in order), op.name, op.schema_hint)
+    if isinstance(op, InputBlocks):
+        order = rng.permutation(len(op.blocks))
+        return InputBlocks([op.blocks[i] for i in order], op.name)
+    return None
+
+
+def execute(plan: LogicalOp, ctx: DataContext | None = None, stats: ExecutionStats | None = None) -> Iterator[pa.Table]:
+    """Yield the plan's output blocks. Closing the generator stops all workers.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> from torchray_loader.plan import InputBlocks
+        >>> [b.num_rows for b in execute(InputBlocks([pa.table({"a": [1, 2]})]))]
+        [2]
+    """
+    ctx = (ctx or DataContext.get_current()).copy()
+    execution = _Execution(ctx, stats if stats is not None else ExecutionStats())
+    try:
+        yield from execution.iter_op(plan)
+    finally:
+        execution.close()

@@ -1,0 +1,94 @@
+"""Worker pools: the one interface the executor and the loader use to run tasks.
+
+``TaskPool.imap(fn, items)`` runs ``fn(item)`` for each item, lazily pulling ``items`` and yielding
+results, in item order when ``ordered``. ``fn`` reaches each worker once per ``imap`` call; items and
+results travel per task. Errors in ``fn`` surface in the consumer as the original exception type
+chained to a ``UserCodeError`` (see ``errors.raise_user_error``).
+
+``InlinePool`` (``num_workers=0``) runs everything in the calling thread; ``ProcessPool`` (in
+``process_pool.py``) runs worker processes.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol, TypeVar
+
+from ..context import DataContext
+from ..errors import TorchRayError, raise_user_error
+
+__all__ = ["TaskPool", "InlinePool", "make_pool", "run_user_task"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class TaskPool(Protocol):
+    """What every pool provides."""
+
+    num_workers: int
+
+    def imap(
+        self, fn: Callable[[Any], Any], items: Iterable[Any], *, ordered: bool = True, name: str = ""
+    ) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+def run_user_task(fn: Callable[[T], R], item: T) -> R:
+    """Run ``fn(item)`` in this process, raising errors as the process pool does."""
+    try:
+        return fn(item)
+    except TorchRayError:
+        raise
+    except Exception as exc:
+        raise_user_error(exc, traceback.format_exc())
+        raise  # unreachable
+
+
+class InlinePool:
+    """Runs tasks in the consumer's thread, lazily. The reference behaviour for every other pool.
+
+    Example:
+        >>> list(InlinePool().imap(abs, [-1, 2]))
+        [1, 2]
+    """
+
+    num_workers = 0
+
+    def imap(
+        self, fn: Callable[[Any], Any], items: Iterable[Any], *, ordered: bool = True, name: str = ""
+    ) -> Iterator[Any]:
+        for item in items:
+            yield run_user_task(fn, item)
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> InlinePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_pool(
+    num_workers: int,
+    ctx: DataContext,
+    *,
+    name: str = "tasks",
+    min_workers: int | None = None,
+    worker_init_fn: Callable[[int], None] | None = None,
+) -> TaskPool:
+    """A pool of ``num_workers`` processes (``0``: inline). ``min_workers`` < ``num_workers`` lets an
+    actor pool start small and grow with queue depth."""
+    if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+    if num_workers == 0:
+        return InlinePool()
+    try:
+        from .process_pool import ProcessPool
+    except ImportError:  # pragma: no cover - process pool not built yet
+        return InlinePool()
+    return ProcessPool(num_workers, ctx, name=name, min_workers=min_workers, worker_init_fn=worker_init_fn)

@@ -1,0 +1,164 @@
+"""Blocks -> batches of exactly ``batch_size`` rows, optionally through a seeded shuffle window.
+
+Invariants:
+* Every input row appears in exactly one output batch (less the tail under ``drop_last``).
+* Output depends only on the block sequence, ``batch_size``, the buffer size and ``seed``.
+* ``skip_batches`` drops the first k batches without converting them (resume).
+
+Shuffling is window-based: blocks are gathered until the window holds at least
+``shuffle_buffer_size`` rows, the window (plus the previous window's leftover tail) is permuted with
+one ``take``, and full batches are cut from it as zero-copy slices. Rows never wait longer than one
+window, and the permutation is one vectorised gather per window instead of per-batch work.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from ..blocks import concat_blocks
+
+__all__ = ["iter_batch_tables", "BatchTable"]
+
+
+class BatchTable:
+    """One batch as an Arrow table, and whether its memory is private to this batch (``fresh``).
+
+    ``fresh`` is True when the rows were gathered into new memory by this layer (shuffle, concat),
+    so handing it to the user without a copy cannot corrupt a cached block.
+    """
+
+    __slots__ = ("table", "fresh", "parent", "offset")
+
+    def __init__(self, table: pa.Table, fresh: bool, parent: pa.Table | None = None, offset: int = 0) -> None:
+        self.table = table
+        self.fresh = fresh
+        #: The table this batch is a slice of (``table == parent.slice(offset, len)``), if any.
+        self.parent = parent
+        self.offset = offset
+
+
+def _check_batch_size(batch_size: int | None) -> None:
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
+
+
+def iter_batch_tables(
+    blocks: Iterable[pa.Table],
+    batch_size: int | None,
+    *,
+    drop_last: bool = False,
+    shuffle_buffer_size: int | None = None,
+    seed: int | None = None,
+    skip_batches: int = 0,
+) -> Iterator[BatchTable]:
+    """Cut a block stream into batches.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> blocks = [pa.table({"x": [0, 1, 2]}), pa.table({"x": [3, 4]})]
+        >>> [b.table["x"].to_pylist() for b in iter_batch_tables(blocks, 2)]
+        [[0, 1], [2, 3], [4]]
+    """
+    _check_batch_size(batch_size)
+    if shuffle_buffer_size is not None:
+        if isinstance(shuffle_buffer_size, bool) or not isinstance(shuffle_buffer_size, (int, np.integer)) or shuffle_buffer_size < 1:
+            raise ValueError(f"local_shuffle_buffer_size must be a positive int, got {shuffle_buffer_size!r}")
+    if batch_size is None:
+        if shuffle_buffer_size is not None:
+            raise ValueError("local_shuffle_buffer_size needs a batch_size")
+        yield from _whole_blocks(blocks, skip_batches)
+        return
+    if shuffle_buffer_size is None:
+        yield from _sequential(blocks, batch_size, drop_last, skip_batches)
+    else:
+        yield from _shuffled(blocks, batch_size, drop_last, shuffle_buffer_size, seed, skip_batches)
+
+
+def _whole_blocks(blocks: Iterable[pa.Table], skip: int) -> Iterator[BatchTable]:
+    for block in blocks:
+        if block.num_rows == 0:
+            continue
+        if skip > 0:
+            skip -= 1
+            continue
+        yield BatchTable(block, False, block, 0)
+
+
+def _sequential(blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, skip: int) -> Iterator[BatchTable]:
+    pending: list[pa.Table] = []  # partial batch pieces, fewer than batch_size rows in total
+    pending_rows = 0
+    for block in blocks:
+        n = block.num_rows
+        if n == 0:
+            continue
+        start = 0
+        if pending_rows:
+            take = min(batch_size - pending_rows, n)
+            pending.append(block.slice(0, take))
+            pending_rows += take
+            start = take
+            if pending_rows < batch_size:
+                continue
+            if skip > 0:
+                skip -= 1
+            else:
+                yield BatchTable(concat_blocks(pending).combine_chunks(), True)
+            pending, pending_rows = [], 0
+        full_end = start + (n - start) // batch_size * batch_size
+        for s in range(start, full_end, batch_size):
+            if skip > 0:
+                skip -= 1
+                continue
+            yield BatchTable(block.slice(s, batch_size), False, block, s)
+        if full_end < n:
+            pending.append(block.slice(full_end))
+            pending_rows = n - full_end
+    if pending_rows and not drop_last and skip <= 0:
+        yield BatchTable(concat_blocks(pending).combine_chunks(), len(pending) > 1)
+
+
+def _shuffled(
+    blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, buffer_size: int, seed: int | None, skip: int
+) -> Iterator[BatchTable]:
+    rng = np.random.default_rng(seed)
+    window_rows = max(buffer_size, batch_size)
+    window: list[pa.Table] = []
+    rows = 0
+
+    def flush(final: bool) -> Iterator[BatchTable]:
+        nonlocal window, rows, skip
+        table = concat_blocks(window)
+        n = table.num_rows
+        perm = rng.permutation(n)
+        full = n // batch_size * batch_size
+        # The leftover tail (< batch_size rows) joins the next window, so batches stay full.
+        keep = n if final else full
+        shuffled = table.take(perm[:keep]) if keep else table.slice(0, 0)
+        for s in range(0, full, batch_size):
+            if skip > 0:
+                skip -= 1
+                continue
+            yield BatchTable(shuffled.slice(s, batch_size), True, shuffled, s)
+        if final:
+            if full < n and not drop_last and skip <= 0:
+                yield BatchTable(shuffled.slice(full), True, shuffled, full)
+            window, rows = [], 0
+        else:
+            tail = table.take(perm[full:]) if full < n else None
+            window = [tail] if tail is not None else []
+            rows = n - full
+
+    for block in blocks:
+        if block.num_rows == 0:
+            continue
+        window.append(block)
+        rows += block.num_rows
+        if rows >= window_rows:
+            yield from flush(final=False)
+    if rows:
+        yield from flush(final=True)

@@ -1,0 +1,113 @@
+"""Run an iterator in a background thread, ``depth`` items ahead of the consumer."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+__all__ = ["prefetch"]
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class _Raised:
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def prefetch(
+    make_iter: Callable[[], Iterator[T]], depth: int, on_wait: Callable[[float], None] | None = None
+) -> Iterator[T]:
+    """Yield the items of ``make_iter()`` produced by a daemon thread, at most ``depth`` ahead.
+
+    The source iterator is created, driven and closed in the thread (so its ``finally`` blocks run
+    there). Closing this generator stops the thread promptly; an exception in the source re-raises
+    here with its original type. ``on_wait`` receives the seconds the consumer spent blocked.
+
+    Example:
+        >>> list(prefetch(lambda: iter(range(3)), depth=2))
+        [0, 1, 2]
+    """
+    if depth <= 0:
+        it = make_iter()
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    item = next(it)
+                except StopIteration:
+                    return
+                if on_wait is not None:
+                    on_wait(time.perf_counter() - t0)
+                yield item
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+        return
+
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        it = None
+        try:
+            it = make_iter()
+            for item in it:
+                if not put(item):
+                    break
+            else:
+                put(_DONE)
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
+            put(_Raised(exc))
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    thread = threading.Thread(target=run, name="torchray-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            while True:
+                try:
+                    item = q.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if not thread.is_alive() and q.empty():
+                        raise RuntimeError("prefetch thread ended without a result") from None
+            if on_wait is not None:
+                on_wait(time.perf_counter() - t0)
+            if item is _DONE:
+                return
+            if isinstance(item, _Raised):
+                raise item.exc
+            yield item
+    finally:
+        stop.set()
+        # Drain so a producer blocked in put() sees the stop flag; then wait for its cleanup.
+        try:
+            while True:
+                q.get_nowait()
+        except queue.Empty:
+            pass
+        thread.join(timeout=30)

@@ -1,0 +1,285 @@
+"""Block transforms: each is a picklable callable ``Iterator[Block] -> Iterator[Block]`` (a generator).
+
+A map stage is a tuple of these; fusing two stages concatenates their tuples (``run_chain``). User
+functions are called through ``_call`` so an exception names the operator it came from. Callable
+classes are constructed once per process per transform (``_instance``), which is what makes a
+long-lived worker an "actor".
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from ..blocks import block_from_batch, block_from_rows, block_to_batch, block_to_rows, check_batch_format
+from ..errors import TorchRayError, mark_operator
+
+__all__ = [
+    "BlockTransform",
+    "MapRows",
+    "MapBatches",
+    "FlatMap",
+    "Filter",
+    "AddColumn",
+    "SelectColumns",
+    "DropColumns",
+    "RenameColumns",
+    "run_chain",
+    "udf_name",
+]
+
+Block = pa.Table
+
+# Callable-class instances of this process, by transform uid (one per "actor").
+_INSTANCES: dict[str, Any] = {}
+
+
+def udf_name(fn: Any) -> str:
+    """A readable name for a user function or class."""
+    return getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+
+
+def _call(operator: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except TorchRayError:
+        raise
+    except Exception as exc:
+        raise mark_operator(exc, operator)
+
+
+@dataclass(frozen=True)
+class BlockTransform:
+    """Base: ``name`` is the operator name shown in stats and errors."""
+
+    @property
+    def name(self) -> str:
+        raise NotImplementedError
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _UDFTransform(BlockTransform):
+    fn: Any
+    fn_args: tuple = ()
+    fn_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    fn_constructor_args: tuple = ()
+    fn_constructor_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    uid: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def is_class(self) -> bool:
+        return inspect.isclass(self.fn)
+
+    def callable(self) -> Callable[..., Any]:
+        """The user function; a callable class is constructed on first use in this process."""
+        if not self.is_class:
+            return self.fn
+        inst = _INSTANCES.get(self.uid)
+        if inst is None:
+            inst = _call(self.name, self.fn, *self.fn_constructor_args, **dict(self.fn_constructor_kwargs))
+            _INSTANCES[self.uid] = inst
+        return inst
+
+    def invoke(self, fn: Callable[..., Any], arg: Any) -> Any:
+        return _call(self.name, fn, arg, *self.fn_args, **dict(self.fn_kwargs))
+
+
+def _iter_results(operator: str, result: Any) -> Iterator[Any]:
+    """UDF results one by one: a generator's items (errors inside it name the operator), else the value."""
+    if inspect.isgenerator(result):
+        while True:
+            try:
+                item = next(result)
+            except StopIteration:
+                return
+            except TorchRayError:
+                raise
+            except Exception as exc:
+                raise mark_operator(exc, operator)
+            yield item
+    else:
+        yield result
+
+
+@dataclass(frozen=True)
+class MapRows(_UDFTransform):
+    """``Dataset.map``: one row dict in, one row dict out."""
+
+    @property
+    def name(self) -> str:
+        return f"Map({udf_name(self.fn)})"
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        fn = self.callable()
+        for block in blocks:
+            out = [self.invoke(fn, row) for row in block_to_rows(block)]
+            for row in out:
+                if not isinstance(row, Mapping):
+                    raise TypeError(
+                        f"{self.name}: the function must return a dict per row, got {type(row).__name__}"
+                    )
+            yield block_from_rows(out, producer=self.name)
+
+
+@dataclass(frozen=True)
+class FlatMap(_UDFTransform):
+    """``Dataset.flat_map``: one row in, a list (or generator) of rows out."""
+
+    @property
+    def name(self) -> str:
+        return f"FlatMap({udf_name(self.fn)})"
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        fn = self.callable()
+        for block in blocks:
+            out: list[Any] = []
+            for row in block_to_rows(block):
+                result = self.invoke(fn, row)
+                if isinstance(result, Mapping):
+                    raise TypeError(f"{self.name}: the function must return a list of dicts, got a dict")
+                out.extend(_iter_results(self.name, result) if inspect.isgenerator(result) else result)
+            yield block_from_rows(out, producer=self.name)
+
+
+@dataclass(frozen=True)
+class Filter(_UDFTransform):
+    """``Dataset.filter``: keep rows for which the function returns True."""
+
+    @property
+    def name(self) -> str:
+        return f"Filter({udf_name(self.fn)})"
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        fn = self.callable()
+        for block in blocks:
+            keep = [bool(self.invoke(fn, row)) for row in block_to_rows(block)]
+            yield block.filter(pa.array(keep, type=pa.bool_())) if block.num_rows else block
+
+
+@dataclass(frozen=True)
+class MapBatches(_UDFTransform):
+    """``Dataset.map_batches``: batches of ``batch_size`` rows (``None``: whole blocks) in ``batch_format``."""
+
+    batch_size: int | None = 1024
+    batch_format: str = "default"
+
+    @property
+    def name(self) -> str:
+        return f"MapBatches({udf_name(self.fn)})"
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        fn = self.callable()
+        fmt = check_batch_format(self.batch_format)
+        for block in blocks:
+            for batch_block in _slices(block, self.batch_size):
+                result = self.invoke(fn, block_to_batch(batch_block, fmt))
+                for out in _iter_results(self.name, result):
+                    yield block_from_batch(out, producer=self.name)
+
+
+def _slices(block: Block, batch_size: int | None) -> Iterator[Block]:
+    n = block.num_rows
+    if batch_size is None or n <= batch_size:
+        if n or block.num_columns:
+            yield block
+        return
+    for start in range(0, n, batch_size):
+        yield block.slice(start, batch_size)
+
+
+@dataclass(frozen=True)
+class AddColumn(_UDFTransform):
+    """``Dataset.add_column``: ``fn(batch) -> column``, batch in ``batch_format`` (pandas by default)."""
+
+    col: str = ""
+    batch_format: str = "pandas"
+
+    @property
+    def name(self) -> str:
+        return f"AddColumn({self.col})"
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        fn = self.callable()
+        for block in blocks:
+            values = self.invoke(fn, block_to_batch(block, self.batch_format))
+            if type(values).__module__.startswith("pandas"):
+                values = values.to_numpy()
+            column = block_from_batch({self.col: values}, producer=self.name).column(0)
+            if len(column) != block.num_rows:
+                raise ValueError(f"{self.name}: returned {len(column)} values for {block.num_rows} rows")
+            if self.col in block.column_names:
+                block = block.drop_columns([self.col])
+            yield block.append_column(self.col, column)
+
+
+@dataclass(frozen=True)
+class SelectColumns(BlockTransform):
+    cols: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "SelectColumns"
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        for block in blocks:
+            missing = [c for c in self.cols if c not in block.column_names]
+            if missing:
+                raise ValueError(f"select_columns: no column(s) {missing}; columns are {block.column_names}")
+            yield block.select(list(self.cols))
+
+
+@dataclass(frozen=True)
+class DropColumns(BlockTransform):
+    cols: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "DropColumns"
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        for block in blocks:
+            missing = [c for c in self.cols if c not in block.column_names]
+            if missing:
+                raise ValueError(f"drop_columns: no column(s) {missing}; columns are {block.column_names}")
+            yield block.drop_columns(list(self.cols))
+
+
+@dataclass(frozen=True)
+class RenameColumns(BlockTransform):
+    mapping: tuple[tuple[str, str], ...]
+
+    @property
+    def name(self) -> str:
+        return "RenameColumns"
+
+    def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
+        mapping = dict(self.mapping)
+        for block in blocks:
+            missing = [c for c in mapping if c not in block.column_names]
+            if missing:
+                raise ValueError(f"rename_columns: no column(s) {missing}; columns are {block.column_names}")
+            yield block.rename_columns([mapping.get(c, c) for c in block.column_names])
+
+
+def run_chain(transforms: Iterable[BlockTransform], blocks: Iterable[Block]) -> Iterator[Block]:
+    """Apply fused transforms lazily: the output of each generator feeds the next."""
+    it: Iterator[Block] = iter(blocks)
+    for t in transforms:
+        it = t(it)
+    return it
+
+
+def chunked(it: Iterable[Any], n: int) -> Iterator[list[Any]]:
+    """Lists of ``n`` consecutive items (the last may be shorter)."""
+    it = iter(it)
+    while chunk := list(itertools.islice(it, n)):
+        yield chunk

@@ -1,0 +1,1 @@
+"""PyTorch side: tensor conversion, device transfer, RayStyleLoader, from_torch."""

@@ -1,0 +1,140 @@
+"""Arrow batches -> torch tensors.
+
+A batch is usually a slice of a larger *parent* table (a block, or a shuffled window). Each parent is
+converted once (``ParentCache``) and batches are cut as tensor views, so the per-batch cost is one
+view per column. Memory rule: a parent whose memory is private to this iteration (``fresh``: produced
+by a shuffle/concat here) becomes tensors without a copy; any other parent (a cached block, the
+user's own ndarray) is copied once, so a training loop that mutates its batch in place can never
+corrupt the dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from ..blocks.tensors import column_to_numpy
+from ..iteration.batcher import BatchTable
+
+__all__ = ["ParentCache", "check_dtypes", "numpy_to_torch_value"]
+
+_NUMERIC_KINDS = "biuf"
+
+
+def _zero_copy_numpy(col: pa.ChunkedArray) -> np.ndarray | None:
+    """A writable zero-copy view of a single-chunk, null-free numeric column, else None."""
+    if col.num_chunks != 1:
+        return None
+    arr = col.chunk(0)
+    if arr.null_count:
+        return None
+    t = arr.type
+    shape: tuple[int, ...] = (len(arr),)
+    if isinstance(t, pa.FixedShapeTensorType):
+        storage = arr.storage
+        values = storage.values
+        if values.null_count or values.offset != 0 and storage.offset != 0:
+            return None
+        inner = int(np.prod(t.shape))
+        offset = storage.offset * inner + values.offset
+        arr, t, shape = values, t.value_type, (len(storage), *t.shape)
+        count = len(storage) * inner
+    else:
+        offset, count = arr.offset, len(arr)
+    if not (pa.types.is_integer(t) or pa.types.is_floating(t)):
+        return None
+    dtype = np.dtype(t.to_pandas_dtype())
+    buf = arr.buffers()[1]
+    if buf is None or not buf.is_mutable:
+        return None
+    try:
+        view = np.frombuffer(buf, dtype=dtype, count=count, offset=offset * dtype.itemsize)
+    except (ValueError, BufferError):
+        return None
+    if not view.flags.writeable:
+        return None
+    return view.reshape(shape)
+
+
+def numpy_to_torch_value(arr: np.ndarray, dtype: torch.dtype | None, copy: bool) -> Any:
+    """A column as a tensor (numeric), or a list (strings, ragged tensors as tensors, objects)."""
+    if arr.dtype.kind in _NUMERIC_KINDS:
+        t = torch.from_numpy(np.array(arr, copy=True) if copy or not arr.flags.writeable else arr)
+        return t.to(dtype) if dtype is not None and t.dtype != dtype else t
+    out = []
+    for v in arr:
+        if isinstance(v, np.ndarray) and v.dtype.kind in _NUMERIC_KINDS:
+            tv = torch.from_numpy(np.array(v, copy=True))
+            out.append(tv.to(dtype) if dtype is not None else tv)
+        else:
+            out.append(v)
+    return out
+
+
+def check_dtypes(dtypes: Any) -> None:
+    """Validate ``dtypes``: a torch dtype, or a dict of column -> torch dtype (may name a subset)."""
+    if dtypes is None or isinstance(dtypes, torch.dtype):
+        return
+    if isinstance(dtypes, Mapping) and all(isinstance(v, torch.dtype) for v in dtypes.values()):
+        return
+    raise TypeError(f"dtypes must be a torch.dtype or a dict of column -> torch.dtype, got {dtypes!r}")
+
+
+def _dtype_for(dtypes: Any, name: str) -> torch.dtype | None:
+    if dtypes is None or isinstance(dtypes, torch.dtype):
+        return dtypes
+    return dtypes.get(name)
+
+
+class ParentCache:
+    """Converts batches to ``dict[str, Tensor | list]``, one parent conversion per parent table.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> from torchray_loader.iteration import iter_batch_tables
+        >>> cache = ParentCache(dtypes=None)
+        >>> [cache.to_torch(b)["x"].tolist() for b in iter_batch_tables([pa.table({"x": [1, 2, 3]})], 2)]
+        [[1, 2], [3]]
+    """
+
+    def __init__(self, dtypes: Any) -> None:
+        check_dtypes(dtypes)
+        self.dtypes = dtypes
+        self._parent: pa.Table | None = None
+        self._columns: dict[str, Any] = {}
+
+    def _convert_parent(self, parent: pa.Table, fresh: bool) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name in parent.column_names:
+            col = parent.column(name)
+            dtype = _dtype_for(self.dtypes, name)
+            view = _zero_copy_numpy(col) if fresh else None
+            if view is not None:
+                t = torch.from_numpy(view)
+                out[name] = t.to(dtype) if dtype is not None and t.dtype != dtype else t
+                continue
+            arr = column_to_numpy(col)
+            if arr.dtype.kind in _NUMERIC_KINDS:
+                out[name] = numpy_to_torch_value(arr, dtype, copy=not fresh)
+            else:
+                out[name] = arr  # sliced per batch, then converted to a list
+        return out
+
+    def to_torch(self, batch: BatchTable) -> dict[str, Any]:
+        parent = batch.parent if batch.parent is not None else batch.table
+        if parent is not self._parent:
+            self._columns = self._convert_parent(parent, batch.fresh)
+            self._parent = parent
+        start, stop = batch.offset, batch.offset + batch.table.num_rows
+        whole = start == 0 and stop == parent.num_rows
+        result: dict[str, Any] = {}
+        for name, value in self._columns.items():
+            if isinstance(value, torch.Tensor):
+                result[name] = value if whole else value[start:stop]
+            else:
+                result[name] = numpy_to_torch_value(value if whole else value[start:stop], _dtype_for(self.dtypes, name), copy=True)
+        return result
