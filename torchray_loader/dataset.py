@@ -542,7 +542,7 @@ class Dataset:
             _check_fn(collate_fn, "collate_fn")
 
             def convert(bt: BatchTable) -> Any:
-                return collate_fn(block_to_batch(bt.table, "numpy"))
+                return collate_fn(block_to_batch(bt.table, "numpy", writable=True))
         else:
             cache = ParentCache(dtypes)
             convert = cache.to_torch
@@ -636,10 +636,10 @@ class Dataset:
         """
         batch_size = _check_int(batch_size, "batch_size", 1)
         fmt = check_batch_format("default" if batch_format is None else batch_format)
-        blocks = list(self.limit(batch_size).iter_internal_blocks())
-        if not blocks:
-            raise ValueError("the dataset is empty")
-        return block_to_batch(concat_blocks(blocks), fmt)
+        table = concat_blocks(list(self.limit(batch_size).iter_internal_blocks()))
+        if table.num_rows == 0:
+            raise ValueError("take_batch: the dataset is empty")
+        return block_to_batch(table, fmt)
 
     def show(self, limit: int = 20) -> None:
         """Print the first ``limit`` rows.

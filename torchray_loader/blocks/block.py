@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from .tensors import column_from_values, column_to_numpy
+from .tensors import _variable_tensor_column, column_from_values, column_to_numpy, is_tensor_type
 
 __all__ = [
     "Block",
@@ -120,8 +120,16 @@ def block_from_rows(rows: Sequence[Any], *, producer: str = "UDF") -> pa.Table:
     return block_from_batch({name: [row[name] for row in rows] for name in names}, producer=producer)
 
 
-def block_to_batch(block: pa.Table, batch_format: str) -> Any:
+def _numpy_column(col: Any, writable: bool) -> np.ndarray:
+    arr = column_to_numpy(col)
+    return np.array(arr, copy=True) if writable and not arr.flags.writeable else arr
+
+
+def block_to_batch(block: pa.Table, batch_format: str, *, writable: bool = False) -> Any:
     """A block as a batch in ``batch_format`` (``numpy``/``default``, ``pandas``, ``pyarrow``).
+
+    Numpy arrays are zero-copy read-only views unless ``writable`` (then read-only ones are copied,
+    as Ray does for UDF batches with ``zero_copy_batch=False``).
 
     Example:
         >>> import pyarrow as pa
@@ -132,7 +140,7 @@ def block_to_batch(block: pa.Table, batch_format: str) -> Any:
     if fmt == "pyarrow":
         return block
     if fmt == "numpy":
-        return {name: column_to_numpy(block.column(name)) for name in block.column_names}
+        return {name: _numpy_column(block.column(name), writable) for name in block.column_names}
     import pandas as pd
 
     data = {}
@@ -148,8 +156,9 @@ def _row_value(v: Any) -> Any:
     return v
 
 
-def block_to_rows(block: pa.Table) -> Iterator[dict[str, Any]]:
-    """Rows of a block as dicts: Python scalars, str, and numpy arrays for tensor columns.
+def block_to_rows(block: pa.Table, *, writable: bool = False) -> Iterator[dict[str, Any]]:
+    """Rows of a block as dicts: Python scalars, str, and numpy arrays for tensor columns
+    (read-only views into the block unless ``writable``).
 
     Example:
         >>> import pyarrow as pa
@@ -157,7 +166,7 @@ def block_to_rows(block: pa.Table) -> Iterator[dict[str, Any]]:
         [{'a': 1}]
     """
     names = block.column_names
-    cols = [column_to_numpy(block.column(n)) for n in names]
+    cols = [_numpy_column(block.column(n), writable) for n in names]
     for i in range(block.num_rows):
         yield {n: _row_value(c[i]) for n, c in zip(names, cols)}
 
@@ -177,5 +186,30 @@ def concat_blocks(blocks: Sequence[pa.Table]) -> pa.Table:
         return blocks[0]
     try:
         return pa.concat_tables(blocks)
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    blocks = _unify_tensor_columns(blocks)
+    try:
         return pa.concat_tables(blocks, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ValueError(f"blocks have incompatible schemas: {exc}") from exc
+
+
+def _unify_tensor_columns(blocks: Sequence[pa.Table]) -> list[pa.Table]:
+    """Tensor columns whose shapes differ between blocks become variable-shape in every block."""
+    ragged = set()
+    for name in blocks[0].column_names:
+        types = {b.schema.field(name).type for b in blocks if name in b.column_names}
+        if len(types) > 1 and any(is_tensor_type(t) for t in types):
+            ragged.add(name)
+    if not ragged:
+        return list(blocks)
+    out = []
+    for b in blocks:
+        for name in ragged & set(b.column_names):
+            arr = column_to_numpy(b.column(name))
+            values = list(arr) if arr.dtype != object else list(arr)
+            col = _variable_tensor_column([np.asarray(v) for v in values]) if values else b.column(name)
+            b = b.set_column(b.column_names.index(name), name, col)
+        out.append(b)
+    return out

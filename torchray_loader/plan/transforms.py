@@ -121,7 +121,7 @@ class MapRows(_UDFTransform):
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         fn = self.callable()
         for block in blocks:
-            out = [self.invoke(fn, row) for row in block_to_rows(block)]
+            out = [self.invoke(fn, row) for row in block_to_rows(block, writable=True)]
             for row in out:
                 if not isinstance(row, Mapping):
                     raise TypeError(
@@ -142,7 +142,7 @@ class FlatMap(_UDFTransform):
         fn = self.callable()
         for block in blocks:
             out: list[Any] = []
-            for row in block_to_rows(block):
+            for row in block_to_rows(block, writable=True):
                 result = self.invoke(fn, row)
                 if isinstance(result, Mapping):
                     raise TypeError(f"{self.name}: the function must return a list of dicts, got a dict")
@@ -161,7 +161,7 @@ class Filter(_UDFTransform):
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         fn = self.callable()
         for block in blocks:
-            keep = [bool(self.invoke(fn, row)) for row in block_to_rows(block)]
+            keep = [bool(self.invoke(fn, row)) for row in block_to_rows(block, writable=True)]
             yield block.filter(pa.array(keep, type=pa.bool_())) if block.num_rows else block
 
 
@@ -181,7 +181,7 @@ class MapBatches(_UDFTransform):
         fmt = check_batch_format(self.batch_format)
         for block in blocks:
             for batch_block in _slices(block, self.batch_size):
-                result = self.invoke(fn, block_to_batch(batch_block, fmt))
+                result = self.invoke(fn, block_to_batch(batch_block, fmt, writable=True))
                 for out in _iter_results(self.name, result):
                     yield block_from_batch(out, producer=self.name)
 
@@ -210,7 +210,7 @@ class AddColumn(_UDFTransform):
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         fn = self.callable()
         for block in blocks:
-            values = self.invoke(fn, block_to_batch(block, self.batch_format))
+            values = self.invoke(fn, block_to_batch(block, self.batch_format, writable=True))
             if type(values).__module__.startswith("pandas"):
                 values = values.to_numpy()
             column = block_from_batch({self.col: values}, producer=self.name).column(0)

@@ -1,0 +1,104 @@
+"""Tensor and object columns, schema printing, batch formats."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+import torch
+
+from torchray_loader.blocks import (
+    PythonObjectType,
+    Schema,
+    VariableShapeTensorType,
+    block_from_batch,
+    block_from_rows,
+    block_to_batch,
+    column_from_values,
+    column_to_numpy,
+    concat_blocks,
+)
+
+
+def test_fixed_shape_tensor_roundtrip_zero_copy():
+    arr = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    col = column_from_values(arr)
+    assert isinstance(col.type, pa.FixedShapeTensorType)
+    back = column_to_numpy(col)
+    assert back.shape == (2, 3, 4) and back.dtype == np.float32 and (back == arr).all()
+
+
+def test_torch_tensor_becomes_numpy_column():
+    col = column_from_values(torch.ones(3, 2, dtype=torch.float64))
+    assert column_to_numpy(col).dtype == np.float64
+
+
+def test_ragged_becomes_variable_shape():
+    col = column_from_values([np.zeros((2, 3)), np.ones((1, 3))])
+    assert isinstance(col.type, VariableShapeTensorType) and col.type.ndim == 2
+    back = column_to_numpy(col)
+    assert back[0].shape == (2, 3) and back[1].shape == (1, 3) and back[1].sum() == 3
+
+
+def test_objects_and_strings():
+    class Thing:
+        def __eq__(self, other):
+            return isinstance(other, Thing)
+
+    col = column_from_values([Thing(), 1, "a"])
+    assert isinstance(col.type, PythonObjectType)
+    assert list(column_to_numpy(col)) == [Thing(), 1, "a"]
+    assert column_from_values(["a", "b"]).type == pa.string()
+
+
+def test_schema_prints_like_ray():
+    block = block_from_batch(
+        {
+            "image": np.zeros((2, 32, 32, 3), dtype=np.uint8),
+            "f": np.zeros((2, 3, 10, 10), dtype=np.float32),
+            "d": np.zeros((2, 2), dtype=np.float64),
+            "r": [np.zeros(2, np.int32), np.zeros(3, np.int32)],
+            "o": [object(), object()],
+            "id": np.arange(2),
+        }
+    )
+    assert str(Schema(block.schema)) == (
+        "Column  Type\n"
+        "------  ----\n"
+        "image   numpy.ndarray(shape=(32, 32, 3), dtype=uint8)\n"
+        "f       numpy.ndarray(shape=(3, 10, 10), dtype=float)\n"
+        "d       numpy.ndarray(shape=(2,), dtype=double)\n"
+        "r       numpy.ndarray(ndim=1, dtype=int32)\n"
+        "o       <class 'object'>\n"
+        "id      int64"
+    )
+
+
+def test_batch_formats_roundtrip():
+    block = block_from_batch({"t": np.ones((3, 2), np.float32), "x": np.arange(3)})
+    df = block_to_batch(block, "pandas")
+    assert isinstance(df, pd.DataFrame) and len(df) == 3
+    assert block_from_batch(df).schema == block.schema
+    assert block_to_batch(block, "pyarrow") is block
+    with pytest.raises(ValueError, match="batch_format"):
+        block_to_batch(block, "arrow")
+
+
+def test_block_from_rows_errors():
+    with pytest.raises(TypeError, match="dict"):
+        block_from_rows([1, 2])
+    with pytest.raises(ValueError, match="different keys"):
+        block_from_rows([{"a": 1}, {"b": 2}])
+    with pytest.raises(ValueError, match="unequal"):
+        block_from_batch({"a": [1], "b": [1, 2]})
+    with pytest.raises(TypeError, match="dict of columns"):
+        block_from_batch([1, 2])
+
+
+def test_concat_unifies_tensor_shapes():
+    a = block_from_batch({"t": np.zeros((1, 2))})
+    b = block_from_batch({"t": np.zeros((1, 3))})
+    out = concat_blocks([a, b])
+    assert isinstance(out.schema.field("t").type, VariableShapeTensorType)
+    assert [v.shape for v in column_to_numpy(out.column("t"))] == [(2,), (3,)]

@@ -1,0 +1,69 @@
+"""The batcher: exact batch sizes across block boundaries, the seeded shuffle window, skipping."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from torchray_loader.iteration import iter_batch_tables, prefetch
+
+
+def blocks_of(sizes):
+    out, start = [], 0
+    for s in sizes:
+        out.append(pa.table({"x": list(range(start, start + s))}))
+        start += s
+    return out
+
+
+def flat(batches):
+    return [v for b in batches for v in b.table["x"].to_pylist()]
+
+
+@pytest.mark.parametrize("sizes", [[5, 0, 3, 9], [1] * 10, [20], []])
+@pytest.mark.parametrize("batch_size", [1, 3, 4, 25])
+def test_sequential_exact_sizes(sizes, batch_size):
+    batches = list(iter_batch_tables(blocks_of(sizes), batch_size))
+    assert flat(batches) == list(range(sum(sizes)))
+    assert all(b.table.num_rows == batch_size for b in batches[:-1])
+
+
+@pytest.mark.parametrize("buffer", [1, 7, 100])
+def test_shuffle_window_is_seeded_permutation(buffer):
+    a = flat(iter_batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=1))
+    b = flat(iter_batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=1))
+    c = flat(iter_batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=2))
+    assert a == b and sorted(a) == list(range(30))
+    if buffer > 1:
+        assert a != c
+
+
+@pytest.mark.parametrize("shuffle", [None, 8])
+def test_skip_batches_resumes_exactly(shuffle):
+    full = [b.table["x"].to_pylist() for b in iter_batch_tables(blocks_of([7, 7, 7]), 3, shuffle_buffer_size=shuffle, seed=4)]
+    for k in range(len(full) + 1):
+        rest = [b.table["x"].to_pylist() for b in iter_batch_tables(blocks_of([7, 7, 7]), 3, shuffle_buffer_size=shuffle, seed=4, skip_batches=k)]
+        assert rest == full[k:]
+
+
+def test_batch_size_none_yields_blocks_and_validation():
+    assert [b.table.num_rows for b in iter_batch_tables(blocks_of([2, 0, 3]), None)] == [2, 3]
+    with pytest.raises(ValueError, match="batch_size"):
+        list(iter_batch_tables(blocks_of([2]), 0))
+    with pytest.raises(ValueError, match="local_shuffle_buffer_size"):
+        list(iter_batch_tables(blocks_of([2]), 2, shuffle_buffer_size=0))
+
+
+def failing_source():
+    yield 1
+    raise KeyError("boom")
+
+
+def test_prefetch_forwards_errors_and_stops():
+    it = prefetch(failing_source, depth=2)
+    assert next(it) == 1
+    with pytest.raises(KeyError):
+        next(it)
+    gen = prefetch(lambda: iter(range(10**9)), depth=4)
+    assert next(gen) == 0
+    gen.close()  # must not hang
