@@ -15,6 +15,7 @@ import pyarrow as pa
 from .blocks import Schema, block_to_batch, block_to_rows, check_batch_format, concat_blocks
 from .context import DataContext
 from .execution import ExecutionStats, execute
+from .execution.progress import with_progress
 from .iteration import BatchTable, iter_batch_tables, prefetch
 from .plan import (
     AllToAll,
@@ -134,11 +135,17 @@ class Dataset:
     def _transform(self, transform: BlockTransform, compute: ComputeStrategy = TaskPoolStrategy()) -> Dataset:
         return self._with(append_transform(self._plan, transform, compute))
 
-    def iter_internal_blocks(self, ctx: DataContext | None = None) -> Iterator[pa.Table]:
-        """The dataset's blocks, executed lazily (closing the iterator stops the workers)."""
+    def iter_internal_blocks(self, ctx: DataContext | None = None, *, progress: str | None = None) -> Iterator[pa.Table]:
+        """The dataset's blocks, executed lazily (closing the iterator stops the workers).
+
+        ``progress`` names a progress bar for whole-dataset operations (shown only on a terminal).
+        """
         stats = ExecutionStats()
         self._last_stats = stats
-        return execute(self._plan, ctx, stats)
+        blocks = execute(self._plan, ctx, stats)
+        if progress is None:
+            return blocks
+        return with_progress(blocks, progress, ctx, _known_num_rows(self._plan))
 
     def _udf_kwargs(self, fn: Any, fn_args: Any, fn_kwargs: Any, ctor_args: Any, ctor_kwargs: Any) -> dict[str, Any]:
         _check_fn(fn)
@@ -391,7 +398,7 @@ class Dataset:
             3
         """
         store = _new_block_store()
-        for block in self.iter_internal_blocks():
+        for block in self.iter_internal_blocks(progress="Materialize"):
             store.append(block)
         return MaterializedDataset(InputBlocks(store, "Materialized"))
 
@@ -593,7 +600,10 @@ class Dataset:
             >>> list(rd.range(2).iter_rows())
             [{'id': 0}, {'id': 1}]
         """
-        blocks = self.iter_internal_blocks()
+        return self._iter_rows()
+
+    def _iter_rows(self, progress: str | None = None) -> Iterator[dict[str, Any]]:
+        blocks = self.iter_internal_blocks(progress=progress)
         try:
             for block in blocks:
                 yield from block_to_rows(block)
@@ -620,7 +630,7 @@ class Dataset:
             5
         """
         rows = []
-        for row in self.iter_rows():
+        for row in self._iter_rows(progress="TakeAll"):
             rows.append(row)
             if limit is not None and len(rows) > limit:
                 raise ValueError(f"the dataset has more than limit={limit} rows")
@@ -664,7 +674,7 @@ class Dataset:
         known = _known_num_rows(self._plan)
         if known is not None:
             return known
-        return sum(b.num_rows for b in self.iter_internal_blocks())
+        return sum(b.num_rows for b in self.iter_internal_blocks(progress="Count"))
 
     def schema(self, fetch_if_missing: bool = True) -> Schema | None:
         """Column names and types (executes up to the first block when not known).
@@ -729,7 +739,7 @@ class Dataset:
             >>> len(rd.range(3).to_pandas())
             3
         """
-        blocks = list(self.iter_internal_blocks())
+        blocks = list(self.iter_internal_blocks(progress="ToPandas"))
         table = concat_blocks(blocks)
         if limit is not None and table.num_rows > limit:
             raise ValueError(f"the dataset has {table.num_rows} rows, more than limit={limit}")
@@ -772,7 +782,7 @@ class Dataset:
     def _write(self, fmt: str, path: str, **kwargs: Any) -> list[str]:
         from .io.write import write_blocks
 
-        blocks = self.iter_internal_blocks()
+        blocks = self.iter_internal_blocks(progress=f"Write{fmt.capitalize()}")
         try:
             return write_blocks(blocks, fmt, path, **kwargs)
         finally:

@@ -11,6 +11,8 @@ Invariants:
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ from .pool import TaskPool, make_pool
 from .stats import ExecutionStats
 
 __all__ = ["execute", "TaskResult"]
+
+logger = logging.getLogger("torchray_loader")
 
 
 @dataclass
@@ -167,6 +171,17 @@ def _permute_source(op: LogicalOp, seed: int) -> LogicalOp | None:
     return None
 
 
+_warned_workers: set[int] = set()
+
+
+def _warn_oversubscribed(ctx: DataContext) -> None:
+    cores = os.cpu_count() or 1
+    n = ctx.resolved_num_workers()
+    if n > cores and n not in _warned_workers:
+        _warned_workers.add(n)
+        logger.warning("num_workers=%d is above the %d CPU cores of this machine: workers will compete for CPU", n, cores)
+
+
 def execute(plan: LogicalOp, ctx: DataContext | None = None, stats: ExecutionStats | None = None) -> Iterator[pa.Table]:
     """Yield the plan's output blocks. Closing the generator stops all workers.
 
@@ -177,6 +192,7 @@ def execute(plan: LogicalOp, ctx: DataContext | None = None, stats: ExecutionSta
         [2]
     """
     ctx = (ctx or DataContext.get_current()).copy()
+    _warn_oversubscribed(ctx)
     execution = _Execution(ctx, stats if stats is not None else ExecutionStats())
     try:
         yield from execution.iter_op(plan)

@@ -13,6 +13,7 @@ window, and the permutation is one vectorised gather per window instead of per-b
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -21,6 +22,8 @@ import pyarrow as pa
 from ..blocks import concat_blocks
 
 __all__ = ["iter_batch_tables", "BatchTable"]
+
+logger = logging.getLogger("torchray_loader")
 
 
 class BatchTable:
@@ -73,6 +76,12 @@ def iter_batch_tables(
             raise ValueError("local_shuffle_buffer_size needs a batch_size")
         yield from _whole_blocks(blocks, skip_batches)
         return
+    if shuffle_buffer_size is not None and shuffle_buffer_size < batch_size:
+        logger.warning(
+            "local_shuffle_buffer_size=%d is smaller than batch_size=%d: each batch mixes rows from at "
+            "most one window; use a buffer of several batches for a useful shuffle",
+            shuffle_buffer_size, batch_size,
+        )
     if shuffle_buffer_size is None:
         yield from _sequential(blocks, batch_size, drop_last, skip_batches)
     else:
