@@ -497,6 +497,7 @@ class Dataset:
         local_shuffle_seed: int | None = None,
         _collate_fn: Callable[[Any], Any] | None = None,
         _skip_batches: int = 0,
+        _ctx: DataContext | None = None,
     ) -> Iterator[Any]:
         """Iterate over batches in ``batch_format`` (numpy dict by default).
 
@@ -512,7 +513,7 @@ class Dataset:
 
         return self._iter_converted(
             convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
-            _collate_fn, _skip_batches,
+            _collate_fn, _skip_batches, _ctx=_ctx,
         )
 
     def iter_torch_batches(
@@ -528,6 +529,7 @@ class Dataset:
         local_shuffle_seed: int | None = None,
         pin_memory: bool = False,
         _skip_batches: int = 0,
+        _ctx: DataContext | None = None,
     ) -> Iterator[Any]:
         """Iterate over batches as ``dict[str, torch.Tensor]``.
 
@@ -555,7 +557,7 @@ class Dataset:
             convert = cache.to_torch
         batches = self._iter_converted(
             convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
-            None, _skip_batches,
+            None, _skip_batches, _ctx=_ctx,
         )
         feeder = DeviceFeeder(device, pin_memory)
         return feeder.feed(batches) if feeder.active else batches
@@ -570,11 +572,14 @@ class Dataset:
         shuffle_seed: int | None,
         collate_fn: Callable[[Any], Any] | None,
         skip_batches: int,
+        *,
+        _ctx: DataContext | None = None,
     ) -> Iterator[Any]:
         prefetch_batches = _check_int(prefetch_batches, "prefetch_batches", 0)
         if batch_size is not None:
             _check_int(batch_size, "batch_size", 1)
-        ctx = DataContext.get_current().copy()
+        # ``_ctx``: an explicit context (RayStyleLoader passes one carrying its num_workers).
+        ctx = (_ctx or DataContext.get_current()).copy()
         stats = ExecutionStats()
         self._last_stats = stats
 
