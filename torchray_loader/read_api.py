@@ -170,3 +170,289 @@ _ = builtins  # `range` is shadowed above; use builtins.range in this module.
 
 # ---------------------------------------------------------------------------------------------
 # File sources (read_*) follow below this line; see torchray_loader/io/ for the readers.
+
+from .io import binary as _binary  # noqa: E402 - file sources live below the marker
+from .io import csv as _csv  # noqa: E402
+from .io import images as _images  # noqa: E402
+from .io import json as _json  # noqa: E402
+from .io import numpy as _numpy  # noqa: E402
+from .io import parquet as _parquet  # noqa: E402
+from .io import text as _text  # noqa: E402
+from .io.paths import FileShuffleConfig, Partitioning  # noqa: E402
+
+__all__ += [
+    "FileShuffleConfig",
+    "Partitioning",
+    "read_binary_files",
+    "read_csv",
+    "read_images",
+    "read_json",
+    "read_numpy",
+    "read_parquet",
+    "read_text",
+]
+
+#: Ray arguments that mean nothing on one machine; accepted and ignored so Ray code runs unchanged.
+_RAY_ONLY_ARGS = frozenset({"ray_remote_args", "concurrency", "meta_provider", "num_cpus", "num_gpus", "memory"})
+
+
+def _file_source(
+    name: str,
+    plan: Any,
+    paths: Any,
+    common: dict[str, Any],
+    format_kwargs: dict[str, Any],
+    extra: dict[str, Any],
+) -> Dataset:
+    """Build a file source: validate Ray-only arguments, plan the read tasks, wrap them in a Dataset."""
+    extra = dict(extra)
+    parallelism = extra.pop("parallelism", -1)
+    for key in list(extra):
+        if key in _RAY_ONLY_ARGS:
+            extra.pop(key)
+    if extra:
+        raise TypeError(f"{name}() got unexpected keyword arguments: {sorted(extra)}")
+    if common.get("override_num_blocks") is None and isinstance(parallelism, int) and parallelism > 0:
+        common["override_num_blocks"] = parallelism
+    tasks = plan(paths, **format_kwargs, **common)
+    return Dataset(Read(tuple(tasks), name))
+
+
+def _common(
+    filesystem: Any,
+    file_extensions: Sequence[str] | None,
+    partitioning: Any,
+    include_paths: bool,
+    ignore_missing_paths: bool,
+    shuffle: Any,
+    override_num_blocks: int | None,
+    on_read_error: str | None,
+    read_error_budget: int | None,
+) -> dict[str, Any]:
+    return {
+        "filesystem": filesystem,
+        "file_extensions": file_extensions,
+        "partitioning": partitioning,
+        "include_paths": include_paths,
+        "ignore_missing_paths": ignore_missing_paths,
+        "shuffle": shuffle,
+        "override_num_blocks": override_num_blocks,
+        "on_read_error": on_read_error,
+        "read_error_budget": read_error_budget,
+    }
+
+
+def read_parquet(
+    paths: str | Sequence[str],
+    *,
+    filesystem: Any = None,
+    columns: Sequence[str] | None = None,
+    filter: Any = None,
+    partitioning: Any = "hive",
+    include_paths: bool = False,
+    file_extensions: Sequence[str] | None = tuple(_parquet.PARQUET_EXTENSIONS),
+    ignore_missing_paths: bool = False,
+    shuffle: Any = None,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    **ray_args: Any,
+) -> Dataset:
+    """Parquet files (a file, a directory, a glob or a list) as a Dataset; tensor columns round-trip.
+
+    ``columns`` selects columns, ``filter`` is a ``pyarrow.compute`` expression or DNF filters.
+    Hive-style ``key=value`` directories become string columns. ``on_read_error``/
+    ``read_error_budget`` override ``DataContext`` for this read (see :mod:`torchray_loader.io.errors`).
+
+    Example:
+        >>> import tempfile, torchray_loader as rd
+        >>> d = tempfile.mkdtemp(); rd.range(3).write_parquet(d)
+        >>> rd.read_parquet(d).take_all()
+        [{'id': 0}, {'id': 1}, {'id': 2}]
+    """
+    common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
+                     override_num_blocks, on_read_error, read_error_budget)
+    return _file_source("ReadParquet", _parquet.plan_parquet, paths, common,
+                        {"columns": columns, "filter": filter}, ray_args)
+
+
+def read_csv(
+    paths: str | Sequence[str],
+    *,
+    filesystem: Any = None,
+    read_options: Any = None,
+    parse_options: Any = None,
+    convert_options: Any = None,
+    partitioning: Any = "hive",
+    include_paths: bool = False,
+    file_extensions: Sequence[str] | None = tuple(_csv.CSV_EXTENSIONS),
+    ignore_missing_paths: bool = False,
+    shuffle: Any = None,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    **ray_args: Any,
+) -> Dataset:
+    """CSV files as a Dataset, parsed by ``pyarrow.csv`` (its ``read_options``/``parse_options``/
+    ``convert_options`` pass through). A ragged row raises a ``ReadError`` naming file and line.
+
+    Example:
+        >>> import tempfile, pathlib, torchray_loader as rd
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.csv"; _ = p.write_text("x,y\\n1,2\\n")
+        >>> rd.read_csv(str(p)).take_all()
+        [{'x': 1, 'y': 2}]
+    """
+    common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
+                     override_num_blocks, on_read_error, read_error_budget)
+    fmt = {"read_options": read_options, "parse_options": parse_options, "convert_options": convert_options}
+    return _file_source("ReadCSV", _csv.plan_csv, paths, common, fmt, ray_args)
+
+
+def read_json(
+    paths: str | Sequence[str],
+    *,
+    filesystem: Any = None,
+    read_options: Any = None,
+    parse_options: Any = None,
+    partitioning: Any = "hive",
+    include_paths: bool = False,
+    file_extensions: Sequence[str] | None = tuple(_json.JSON_EXTENSIONS),
+    ignore_missing_paths: bool = False,
+    shuffle: Any = None,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    **ray_args: Any,
+) -> Dataset:
+    """JSON Lines files, or files holding one JSON array of objects, as a Dataset.
+
+    Example:
+        >>> import tempfile, pathlib, torchray_loader as rd
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"; _ = p.write_text('[{"x": 1}, {"x": 2}]')
+        >>> rd.read_json(str(p)).take_all()
+        [{'x': 1}, {'x': 2}]
+    """
+    common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
+                     override_num_blocks, on_read_error, read_error_budget)
+    fmt = {"read_options": read_options, "parse_options": parse_options}
+    return _file_source("ReadJSON", _json.plan_json, paths, common, fmt, ray_args)
+
+
+def read_text(
+    paths: str | Sequence[str],
+    *,
+    encoding: str = "utf-8",
+    drop_empty_lines: bool = True,
+    filesystem: Any = None,
+    partitioning: Any = None,
+    include_paths: bool = False,
+    file_extensions: Sequence[str] | None = None,
+    ignore_missing_paths: bool = False,
+    shuffle: Any = None,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    **ray_args: Any,
+) -> Dataset:
+    """Text files as a Dataset with one row per line in column ``text`` (blank lines dropped).
+
+    Example:
+        >>> import tempfile, pathlib, torchray_loader as rd
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"; _ = p.write_text("hi\\nthere\\n")
+        >>> rd.read_text(str(p)).take_all()
+        [{'text': 'hi'}, {'text': 'there'}]
+    """
+    common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
+                     override_num_blocks, on_read_error, read_error_budget)
+    fmt = {"encoding": encoding, "drop_empty_lines": drop_empty_lines}
+    return _file_source("ReadText", _text.plan_text, paths, common, fmt, ray_args)
+
+
+def read_images(
+    paths: str | Sequence[str],
+    *,
+    filesystem: Any = None,
+    size: tuple[int, int] | None = None,
+    mode: str | None = None,
+    include_paths: bool = False,
+    file_extensions: Sequence[str] | None = tuple(_images.IMAGE_EXTENSIONS),
+    partitioning: Any = None,
+    ignore_missing_paths: bool = False,
+    shuffle: Any = None,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    **ray_args: Any,
+) -> Dataset:
+    """Image files as a Dataset with a ``uint8`` HWC column ``image`` (``path`` with ``include_paths``).
+
+    ``size=(height, width)`` resizes, ``mode`` (``"RGB"``, ``"L"``, ``"RGBA"``...) converts. JPEGs decode
+    with libjpeg-turbo (torchvision) or at reduced scale (PIL draft) when ``size`` shrinks them.
+
+    Example:
+        >>> import tempfile, pathlib, numpy as np, torchray_loader as rd
+        >>> from PIL import Image
+        >>> d = pathlib.Path(tempfile.mkdtemp()); Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(d / "0.png")
+        >>> print(rd.read_images(str(d)).schema())
+        Column  Type
+        ------  ----
+        image   numpy.ndarray(shape=(32, 32, 3), dtype=uint8)
+    """
+    common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
+                     override_num_blocks, on_read_error, read_error_budget)
+    return _file_source("ReadImage", _images.plan_images, paths, common, {"size": size, "mode": mode}, ray_args)
+
+
+def read_numpy(
+    paths: str | Sequence[str],
+    *,
+    filesystem: Any = None,
+    partitioning: Any = None,
+    include_paths: bool = False,
+    file_extensions: Sequence[str] | None = tuple(_numpy.NUMPY_EXTENSIONS),
+    ignore_missing_paths: bool = False,
+    shuffle: Any = None,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    **ray_args: Any,
+) -> Dataset:
+    """``.npy`` files as a Dataset with column ``data`` (rows along the first axis); ``.npz`` files
+    give one column per array. Pickled object arrays are refused unless ``DataContext.allow_pickle``.
+
+    Example:
+        >>> import tempfile, pathlib, numpy as np, torchray_loader as rd
+        >>> d = pathlib.Path(tempfile.mkdtemp()); np.save(d / "a.npy", np.arange(3))
+        >>> rd.read_numpy(str(d)).take_all()
+        [{'data': 0}, {'data': 1}, {'data': 2}]
+    """
+    common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
+                     override_num_blocks, on_read_error, read_error_budget)
+    return _file_source("ReadNumpy", _numpy.plan_numpy, paths, common, {}, ray_args)
+
+
+def read_binary_files(
+    paths: str | Sequence[str],
+    *,
+    filesystem: Any = None,
+    include_paths: bool = False,
+    partitioning: Any = None,
+    file_extensions: Sequence[str] | None = None,
+    ignore_missing_paths: bool = False,
+    shuffle: Any = None,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    **ray_args: Any,
+) -> Dataset:
+    """Files as a Dataset with one row per file: its contents in column ``bytes``.
+
+    Example:
+        >>> import tempfile, pathlib, torchray_loader as rd
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"; _ = p.write_bytes(b"\\x00\\x01")
+        >>> rd.read_binary_files(str(p), include_paths=True).take_all()[0]["bytes"]
+        b'\\x00\\x01'
+    """
+    common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
+                     override_num_blocks, on_read_error, read_error_budget)
+    return _file_source("ReadBinary", _binary.plan_binary, paths, common, {}, ray_args)

@@ -1,0 +1,260 @@
+"""Path resolution, listing, partitions, file shuffling and grouping into read tasks."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pathlib
+import pickle
+
+import fsspec
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pytest
+
+import torchray_loader as rd
+from torchray_loader.errors import ReadError
+from torchray_loader.io.binary import read_binary_unit
+from torchray_loader.io.errors import MissingPathError
+from torchray_loader.io.paths import (
+    MIN_READ_TASKS,
+    FileShuffleConfig,
+    Partitioning,
+    expand_paths,
+    parse_partitions,
+    plan_read,
+    resolve_filesystem,
+)
+
+
+def make_tree(root: pathlib.Path, names: list[str]) -> None:
+    for name in names:
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(name.encode())
+
+
+def names(files, root: pathlib.Path) -> list[str]:
+    return [str(pathlib.PurePosixPath(f.path).relative_to(root.as_posix())) for f in files]
+
+
+def run_tasks(tasks) -> list[pa.Table]:
+    return [t for task in tasks for t in task()]
+
+
+def run_task_in_child(task) -> list[dict]:
+    return [t.to_pydict() for t in task()]
+
+
+# ------------------------------------------------------------------ resolve_filesystem
+
+
+@pytest.mark.parametrize("prefix", ["", "file://", "local://"])
+def test_local_prefixes_resolve_to_local_disk(tmp_path, prefix):
+    fs, p = resolve_filesystem(f"{prefix}{tmp_path}/x")
+    assert type(fs).__name__ == "LocalFileSystem"
+    assert p == f"{tmp_path}/x"
+
+
+def test_relative_local_path_is_made_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_filesystem("a/b")[1] == f"{tmp_path}/a/b"
+
+
+def test_memory_url_uses_fsspec_memory_filesystem():
+    fs, p = resolve_filesystem("memory://bucket/x.txt")
+    assert type(fs).__name__ == "MemoryFileSystem" and p.endswith("bucket/x.txt")
+
+
+def test_s3_anonymous_and_endpoint_from_environment(monkeypatch):
+    pytest.importorskip("s3fs")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    fs, p = resolve_filesystem("s3://anonymous@my-bucket/dir/a.csv")
+    assert p == "my-bucket/dir/a.csv"
+    assert fs.anon is True
+    assert fs.client_kwargs.get("endpoint_url") == "http://127.0.0.1:9" or fs.endpoint_url == "http://127.0.0.1:9"
+    fs2, p2 = resolve_filesystem("s3://my-bucket/dir/")
+    assert fs2.anon is False and p2 == "my-bucket/dir"
+
+
+def test_pyarrow_filesystem_is_wrapped(tmp_path):
+    (tmp_path / "a.txt").write_text("hello\n")
+    ds = rd.read_text(str(tmp_path), filesystem=pafs.LocalFileSystem())
+    assert ds.take_all() == [{"text": "hello"}]
+
+
+def test_explicit_fsspec_filesystem(tmp_path):
+    fs = fsspec.filesystem("memory")
+    with fs.open("/trl-explicit/a.txt", "wb") as f:
+        f.write(b"one\ntwo\n")
+    rd.DataContext.get_current().num_workers = 0
+    assert [r["text"] for r in rd.read_text("/trl-explicit", filesystem=fs).take_all()] == ["one", "two"]
+    fs.rm("/trl-explicit", recursive=True)
+
+
+def test_bad_path_types():
+    with pytest.raises(TypeError, match="paths"):
+        expand_paths(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="at least one"):
+        expand_paths([])
+    with pytest.raises(TypeError, match="filesystem"):
+        resolve_filesystem("/x", filesystem=object())
+
+
+# ------------------------------------------------------------------ listing
+
+
+def test_directory_listing_is_recursive_sorted_and_skips_hidden(tmp_path):
+    make_tree(tmp_path, ["b.txt", "a.txt", "sub/c.txt", ".hidden.txt", "_SUCCESS", "_tmp/d.txt", ".part-0.tmp"])
+    fs, files = expand_paths(str(tmp_path))
+    assert names(files, tmp_path) == ["a.txt", "b.txt", "sub/c.txt"]
+    assert [f.size for f in files] == [5, 5, 9]
+
+
+def test_list_order_is_kept_and_globs_expand(tmp_path):
+    make_tree(tmp_path, ["x/2.csv", "x/1.csv", "y/3.csv", "y/3.txt"])
+    _, files = expand_paths([str(tmp_path / "y"), f"{tmp_path}/x/*.csv"])
+    assert names(files, tmp_path) == ["y/3.csv", "y/3.txt", "x/1.csv", "x/2.csv"]
+
+
+def test_explicit_hidden_file_is_read(tmp_path):
+    make_tree(tmp_path, [".keep"])
+    _, files = expand_paths(str(tmp_path / ".keep"))
+    assert len(files) == 1
+
+
+def test_file_extensions_filter_case_insensitively(tmp_path):
+    make_tree(tmp_path, ["a.JPG", "b.png", "c.txt", "d.csv.gz"])
+    _, files = expand_paths(str(tmp_path), file_extensions=["jpg", ".png", "csv.gz"])
+    assert names(files, tmp_path) == ["a.JPG", "b.png", "d.csv.gz"]
+    with pytest.raises(TypeError, match="file_extensions"):
+        expand_paths(str(tmp_path), file_extensions="jpg")
+
+
+def test_missing_path_names_the_path(tmp_path):
+    missing = str(tmp_path / "nope.csv")
+    with pytest.raises(MissingPathError, match="nope.csv") as info:
+        rd.read_csv(missing)
+    assert isinstance(info.value, FileNotFoundError) and isinstance(info.value, ReadError)
+
+
+def test_ignore_missing_paths(tmp_path):
+    make_tree(tmp_path, ["a.txt"])
+    _, files = expand_paths([str(tmp_path / "gone"), str(tmp_path / "a.txt")], ignore_missing_paths=True)
+    assert names(files, tmp_path) == ["a.txt"]
+    with pytest.raises(ReadError, match="no input files"):
+        expand_paths([str(tmp_path / "gone")], ignore_missing_paths=True)
+
+
+def test_empty_directory_names_the_directory(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReadError, match="empty.*no files"):
+        rd.read_parquet(str(tmp_path / "empty"))
+
+
+def test_no_file_with_the_extensions(tmp_path):
+    make_tree(tmp_path, ["a.txt"])
+    with pytest.raises(ReadError, match=r"no input files found.*\['csv'"):
+        expand_paths(str(tmp_path), file_extensions=["csv"])
+
+
+def test_glob_without_match_is_missing(tmp_path):
+    with pytest.raises(MissingPathError):
+        expand_paths(f"{tmp_path}/*.csv")
+
+
+# ------------------------------------------------------------------ partitions
+
+
+def test_hive_partitions_parse():
+    assert parse_partitions("/d/year=2024/m%3Dx=a%20b/f.csv", Partitioning("hive")) == (
+        ("year", "2024"),
+        ("m=x", "a b"),
+    )
+    assert parse_partitions("/d/year=2024/f.csv", None) == ()
+    assert parse_partitions("/top=1/d/year=2024/f.csv", Partitioning("hive", base_dir="/top=1/d")) == (
+        ("year", "2024"),
+    )
+
+
+def test_dir_partitions_parse():
+    p = Partitioning("dir", base_dir="/data", field_names=("year", "country"))
+    assert parse_partitions("/data/2024/fr/f.csv", p) == (("year", "2024"), ("country", "fr"))
+    with pytest.raises(ValueError, match="expects 2 directories"):
+        parse_partitions("/data/2024/f.csv", p)
+    with pytest.raises(ValueError, match="base_dir"):
+        Partitioning("dir")
+
+
+def test_hive_partition_columns_are_added(tmp_path):
+    for year, rows in (("2023", "1\n2\n"), ("2024", "3\n")):
+        d = tmp_path / f"year={year}"
+        d.mkdir()
+        (d / "part.csv").write_text("x\n" + rows)
+    rows = rd.read_csv(str(tmp_path)).take_all()
+    assert rows == [{"x": 1, "year": "2023"}, {"x": 2, "year": "2023"}, {"x": 3, "year": "2024"}]
+    assert rd.read_csv(str(tmp_path), partitioning=None).take_all()[0] == {"x": 1}
+
+
+# ------------------------------------------------------------------ shuffle and tasks
+
+
+def test_file_shuffle_is_a_seeded_permutation(tmp_path):
+    make_tree(tmp_path, [f"{i:03d}.bin" for i in range(40)])
+    _, plain = expand_paths(str(tmp_path))
+    _, a = expand_paths(str(tmp_path), shuffle=FileShuffleConfig(seed=7))
+    _, b = expand_paths(str(tmp_path), shuffle=FileShuffleConfig(seed=7))
+    _, c = expand_paths(str(tmp_path), shuffle=FileShuffleConfig(seed=8))
+    _, unseeded = expand_paths(str(tmp_path), shuffle="files")
+    assert a == b and a != c and a != plain
+    assert sorted(f.path for f in a) == sorted(f.path for f in plain) == sorted(f.path for f in unseeded)
+    with pytest.raises(ValueError, match="shuffle"):
+        expand_paths(str(tmp_path), shuffle="rows")
+
+
+def test_read_with_file_shuffle_keeps_every_row_once(tmp_path):
+    make_tree(tmp_path, [f"{i:03d}.bin" for i in range(20)])
+    ds = rd.read_binary_files(str(tmp_path), shuffle=rd.FileShuffleConfig(seed=1))
+    got = [r["bytes"] for r in ds.take_all()]
+    assert sorted(got) == sorted(f"{i:03d}.bin".encode() for i in range(20)) and got != sorted(got)
+
+
+def test_files_are_grouped_into_tasks_in_order(tmp_path):
+    make_tree(tmp_path, [f"{i:03d}.bin" for i in range(100)])
+    tasks = plan_read(str(tmp_path), read_binary_unit)
+    assert MIN_READ_TASKS <= len(tasks) < 100
+    flat = [p for t in tasks for p in t.paths]
+    assert flat == sorted(flat) and len(flat) == 100
+    assert all(t.num_rows is None for t in tasks)  # skip policy may drop rows: never promised
+    assert [len(plan_read(str(tmp_path), read_binary_unit, override_num_blocks=k)) for k in (1, 3, 500)] == [
+        1,
+        3,
+        100,
+    ]
+    rows = [b for t in run_tasks(plan_read(str(tmp_path), read_binary_unit)) for b in t.column("bytes").to_pylist()]
+    assert rows == [f"{i:03d}.bin".encode() for i in range(100)]
+
+
+def test_small_tables_of_one_task_are_coalesced_into_one_block(tmp_path):
+    make_tree(tmp_path, [f"{i:03d}.bin" for i in range(16)])
+    tasks = plan_read(str(tmp_path), read_binary_unit, override_num_blocks=2)
+    assert [[b.num_rows for b in task()] for task in tasks] == [[8], [8]]
+
+
+def test_tasks_pickle_and_run_in_another_process(tmp_path):
+    make_tree(tmp_path, ["a.bin", "b.bin"])
+    tasks = plan_read(str(tmp_path), read_binary_unit, include_paths=True)
+    clone = pickle.loads(pickle.dumps(tasks))
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        remote = pool.map(run_task_in_child, clone)
+    local = [[t.to_pydict() for t in task()] for task in tasks]
+    assert remote == local
+    assert local[0][0]["path"] == [f"{tmp_path}/a.bin"]
+
+
+def test_read_task_error_names_the_task_paths(tmp_path):
+    make_tree(tmp_path, ["a.bin"])
+    tasks = plan_read(str(tmp_path), read_binary_unit)
+    (tmp_path / "a.bin").unlink()  # vanished between listing and reading
+    with pytest.raises(ReadError, match="a.bin"):
+        run_tasks(tasks)

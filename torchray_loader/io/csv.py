@@ -1,0 +1,129 @@
+"""``read_csv``: CSV files through ``pyarrow.csv`` (``read_options``/``parse_options``/
+``convert_options`` pass through), one table per file, cut into blocks of bounded size.
+
+A ragged row (a row with the wrong number of fields) is an error naming the file and the row's line
+number (the header is line 1), or, under the skip policy, a skipped row. Line numbers need
+pyarrow's single-threaded parser, which is what a task uses unless the caller passes
+``read_options`` (parallelism comes from reading several files at once).
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.csv").write_text("x,y\\n1,2\\n3,4\\n")
+    >>> [t.to_pydict() for task in plan_csv(str(d)) for t in task()]
+    [{'x': [1, 3], 'y': [2, 4]}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from ..errors import ErrorBudgetExceeded, ReadError
+from .errors import ReadErrorPolicy
+from .paths import FileReadOptions, ReadUnit, open_input, plan_read
+from .read_task import ReadTask
+
+__all__ = ["plan_csv", "read_csv_unit", "CSV_EXTENSIONS"]
+
+CSV_EXTENSIONS = ["csv", "csv.gz", "csv.bz2", "csv.zst", "csv.lz4", "tsv", "tsv.gz"]
+
+
+class _RowHandler:
+    """pyarrow's ``invalid_row_handler`` for one file: hands ragged rows to the policy.
+
+    pyarrow swallows exceptions raised inside the handler, so an error (``raise`` mode, or the
+    budget running out) is stored here, ``"error"`` tells pyarrow to stop, and the caller re-raises.
+    """
+
+    def __init__(self, policy: ReadErrorPolicy, shown: str) -> None:
+        self.policy = policy
+        self.shown = shown
+        self.error: BaseException | None = None
+
+    def __call__(self, row: Any) -> str:
+        number = row.number if row.number is not None and row.number >= 0 else None
+        reason = f"expected {row.expected_columns} columns, got {row.actual_columns}: {row.text!r:.200}"
+        try:
+            self.policy.bad_row(self.shown, number, reason)
+        except (ReadError, ErrorBudgetExceeded) as exc:
+            self.error = exc
+            return "error"
+        return "skip"
+
+
+def _with_handler(parse_options: pacsv.ParseOptions | None, handler: _RowHandler) -> pacsv.ParseOptions:
+    po = parse_options or pacsv.ParseOptions()
+    if po.invalid_row_handler is not None:  # the caller's own handler wins
+        return po
+    return pacsv.ParseOptions(
+        delimiter=po.delimiter,
+        quote_char=po.quote_char,
+        double_quote=po.double_quote,
+        escape_char=po.escape_char,
+        newlines_in_values=po.newlines_in_values,
+        ignore_empty_lines=po.ignore_empty_lines,
+        invalid_row_handler=handler,
+    )
+
+
+def read_csv_unit(
+    fs: Any,
+    unit: ReadUnit,
+    shown: str,
+    policy: ReadErrorPolicy,
+    options: FileReadOptions,
+    *,
+    read_options: pacsv.ReadOptions | None = None,
+    parse_options: pacsv.ParseOptions | None = None,
+    convert_options: pacsv.ConvertOptions | None = None,
+    compression: str | None = "infer",
+) -> Iterator[pa.Table]:
+    """Reader for one CSV file."""
+    handler = _RowHandler(policy, shown)
+    ro = read_options if read_options is not None else pacsv.ReadOptions(use_threads=False)
+    with open_input(fs, unit.file.path, compression=compression) as f:
+        try:
+            table = pacsv.read_csv(
+                f, read_options=ro, parse_options=_with_handler(parse_options, handler), convert_options=convert_options
+            )
+        except pa.ArrowInvalid as exc:
+            if handler.error is not None:
+                raise handler.error from exc
+            raise ReadError(shown, str(exc).removeprefix("CSV parse error: ")) from exc
+    if handler.error is not None:  # pragma: no cover - pyarrow always raises after "error"
+        raise handler.error
+    yield table
+
+
+def plan_csv(
+    paths: Any,
+    *,
+    read_options: pacsv.ReadOptions | None = None,
+    parse_options: pacsv.ParseOptions | None = None,
+    convert_options: pacsv.ConvertOptions | None = None,
+    compression: str | None = "infer",
+    **kwargs: Any,
+) -> list[ReadTask]:
+    """Read tasks for ``read_csv`` (``kwargs``: the common file options of :func:`~.paths.plan_read`).
+
+    Example:
+        >>> plan_csv.__name__
+        'plan_csv'
+    """
+    for name, value, typ in (
+        ("read_options", read_options, pacsv.ReadOptions),
+        ("parse_options", parse_options, pacsv.ParseOptions),
+        ("convert_options", convert_options, pacsv.ConvertOptions),
+    ):
+        if value is not None and not isinstance(value, typ):
+            raise TypeError(f"{name} must be a pyarrow.csv.{typ.__name__}, got {type(value).__name__}")
+    reader_kwargs = {
+        "read_options": read_options,
+        "parse_options": parse_options,
+        "convert_options": convert_options,
+        "compression": compression,
+    }
+    return plan_read(paths, read_csv_unit, reader_kwargs, **kwargs)

@@ -1,0 +1,184 @@
+"""``read_images``: image files decoded to ``uint8`` HWC arrays in column ``image``, as in Ray.
+
+Decoding takes the fast path where there is one:
+
+* JPEG without ``size``: libjpeg-turbo through ``torchvision.io.decode_jpeg`` on the raw bytes
+  (bit-identical to PIL's decode, without PIL's per-image overhead);
+* JPEG with ``size`` smaller than the image: PIL's ``draft()`` lets libjpeg decode at 1/2, 1/4 or 1/8
+  scale (DCT scaling) before the bilinear resize, so a big photo is never fully decoded;
+* everything else (PNG, GIF, BMP, TIFF; other modes): PIL.
+
+As in Ray, ``size=(height, width)`` resizes (bilinear) and then ``mode`` converts (``"RGB"``, ``"L"``,
+``"RGBA"``...); without ``mode`` an image keeps its own mode, so a grayscale image is ``(H, W)``.
+Images of one shape make a fixed-shape tensor column; mixed shapes (no ``size``) a variable-shape
+column. A corrupt or truncated image is a :class:`ReadError` naming the file (or a skipped file).
+
+torchvision and PIL are the ``images`` extra and are imported only when an image is decoded.
+
+Example:
+    >>> import tempfile, pathlib, numpy as np
+    >>> from PIL import Image
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(d / "a.png")
+    >>> [t.column("image").type.shape for task in plan_images(str(d)) for t in task()]
+    [[4, 6, 3]]
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from ..blocks import column_from_values, column_to_numpy
+from .binary import read_file_bytes
+from .errors import ReadErrorPolicy
+from .paths import FileReadOptions, ReadUnit, plan_read
+from .read_task import ReadTask
+
+__all__ = ["plan_images", "read_image_unit", "decode_image", "IMAGE_EXTENSIONS"]
+
+#: Ray's default ``file_extensions`` for ``read_images``.
+IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif"]
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+def _pil() -> Any:
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("read_images needs Pillow: pip install 'torchray_loader[images]'") from exc
+    return Image
+
+
+def _decode_jpeg_fast(data: bytes, mode: str | None) -> np.ndarray | None:
+    """libjpeg-turbo via torchvision; ``None`` when this path does not apply (then PIL decides)."""
+    try:
+        import torch
+        from torchvision.io import ImageReadMode, decode_jpeg
+    except ImportError:  # no torchvision: PIL does it all
+        return None
+    read_mode = {None: ImageReadMode.UNCHANGED, "RGB": ImageReadMode.RGB, "L": ImageReadMode.GRAY}[mode]
+    try:
+        chw = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read_mode)
+    except RuntimeError:
+        return None  # unusual or corrupt JPEG: PIL gives the verdict (and the error message)
+    if chw.shape[0] == 1:
+        return chw[0].numpy()
+    if chw.shape[0] == 3:
+        return chw.permute(1, 2, 0).numpy()
+    return None  # CMYK and friends: PIL keeps Ray's semantics
+
+
+def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str | None = None) -> np.ndarray:
+    """Decode one encoded image to an HWC (or HW for one channel) array.
+
+    Example:
+        >>> import io, numpy as np
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.fromarray(np.full((8, 8, 3), 7, np.uint8)).save(buf, "PNG")
+        >>> decode_image(buf.getvalue(), size=(4, 2)).shape
+        (4, 2, 3)
+    """
+    is_jpeg = data[:3] == _JPEG_MAGIC
+    if is_jpeg and size is None and mode in (None, "RGB", "L"):
+        arr = _decode_jpeg_fast(data, mode)
+        if arr is not None:
+            return arr
+    Image = _pil()
+    img = Image.open(io.BytesIO(data))
+    if size is not None:
+        height, width = size
+        if is_jpeg and (width < img.width or height < img.height):
+            # DCT-domain downscale: decodes at the smallest 1/2^k scale still >= (width, height).
+            img.draft(mode if mode in ("RGB", "L") else None, (width, height))
+        if img.size != (width, height):
+            img = img.resize((width, height), resample=Image.BILINEAR)
+    if mode is not None and img.mode != mode:
+        img = img.convert(mode)
+    img.load()
+    return np.asarray(img)
+
+
+def read_image_unit(
+    fs: Any,
+    unit: ReadUnit,
+    shown: str,
+    policy: ReadErrorPolicy,
+    options: FileReadOptions,
+    *,
+    size: tuple[int, int] | None = None,
+    mode: str | None = None,
+) -> Iterator[pa.Table]:
+    """Reader for one image file: a one-row table ``{"image": <array>}``."""
+    arr = decode_image(read_file_bytes(fs, unit.file.path), size=size, mode=mode)
+    yield pa.table({"image": column_from_values([arr])})
+
+
+def combine_image_tables(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate one task's per-image tables into one block.
+
+    Images of one shape give a fixed-shape column; different shapes a variable-shape column
+    (which ``pa.concat_tables`` cannot do on its own).
+
+    Example:
+        >>> import numpy as np
+        >>> t = [pa.table({"image": column_from_values([np.zeros(s, np.uint8)])}) for s in [(2, 2), (3, 3)]]
+        >>> type(combine_image_tables(t).column("image").type).__name__
+        'VariableShapeTensorType'
+    """
+    try:
+        return pa.concat_tables(tables)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        pass
+    names = tables[0].column_names
+    columns = {}
+    for name in names:
+        if name == "image":
+            arrays = [a for t in tables for a in column_to_numpy(t.column(name))]
+            columns[name] = column_from_values(arrays)
+        else:
+            columns[name] = pa.chunked_array([c for t in tables for c in t.column(name).chunks])
+    return pa.table(columns)
+
+
+def _check_size(size: Any) -> tuple[int, int] | None:
+    if size is None:
+        return None
+    if (
+        not isinstance(size, Sequence)
+        or len(size) != 2
+        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
+        raise ValueError(f"size must be (height, width) of positive ints, got {size!r}")
+    return (int(size[0]), int(size[1]))
+
+
+def plan_images(
+    paths: Any,
+    *,
+    size: tuple[int, int] | None = None,
+    mode: str | None = None,
+    **kwargs: Any,
+) -> list[ReadTask]:
+    """Read tasks for ``read_images`` (``kwargs``: the common file options of :func:`~.paths.plan_read`).
+
+    Example:
+        >>> plan_images.__name__
+        'plan_images'
+    """
+    checked = _check_size(size)
+    if mode is not None and not isinstance(mode, str):
+        raise TypeError(f"mode must be a PIL mode string such as 'RGB', got {mode!r}")
+    kwargs.setdefault("file_extensions", IMAGE_EXTENSIONS)
+    return plan_read(
+        paths,
+        read_image_unit,
+        {"size": checked, "mode": mode},
+        combine=combine_image_tables,
+        **kwargs,
+    )

@@ -1,0 +1,135 @@
+"""``read_parquet``: parquet files, one unit per file, or per group of row groups for big files.
+
+Tensor columns round-trip: Arrow's canonical ``fixed_shape_tensor`` and this package's
+``torchray.variable_shape_tensor`` are extension types stored in the file's Arrow schema and come
+back as they were written. A file whose schema carries pickled Python objects is refused unless
+``DataContext.allow_pickle`` (promise 8). A truncated or corrupt file is a :class:`ReadError`
+naming it.
+
+Files larger than ``DataContext.target_max_block_size`` have their footer read when the read is
+planned (in the consumer) and are cut into units of whole row groups of about that size, so one
+big file is read by several tasks in parallel. Each row group becomes (at least) one block.
+
+Example:
+    >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
+    >>> d = pathlib.Path(tempfile.mkdtemp()); pq.write_table(pa.table({"x": [1, 2]}), d / "a.parquet")
+    >>> [t.to_pydict() for task in plan_parquet(str(d)) for t in task()]
+    [{'x': [1, 2]}]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .. import blocks as _blocks  # noqa: F401 - registers the tensor extension types before reading
+from .errors import ReadErrorPolicy, refuse_pickled
+from .paths import FileInfo, FileReadOptions, ReadUnit, plan_read
+from .read_task import ReadTask
+
+__all__ = ["plan_parquet", "read_parquet_unit", "PARQUET_EXTENSIONS"]
+
+PARQUET_EXTENSIONS = ["parquet", "parq", "pq"]
+
+
+def _as_expression(filter: Any) -> Any:
+    if filter is None:
+        return None
+    import pyarrow.compute as pc
+
+    if isinstance(filter, pc.Expression):
+        return filter
+    return pq.filters_to_expression(filter)
+
+
+def read_parquet_unit(
+    fs: Any,
+    unit: ReadUnit,
+    shown: str,
+    policy: ReadErrorPolicy,
+    options: FileReadOptions,
+    *,
+    columns: Sequence[str] | None = None,
+    filter: Any = None,
+) -> Iterator[pa.Table]:
+    """Reader for one parquet file or one run of its row groups (``unit.part``)."""
+    expr = _as_expression(filter)
+    with fs.open(unit.file.path, "rb") as f:
+        pf = pq.ParquetFile(f)
+        schema = pf.schema_arrow
+        refuse_pickled(schema, shown, options.allow_pickle)
+        cols = None if columns is None else [c for c in columns if c in schema.names]
+        groups = unit.part if unit.part is not None else range(pf.num_row_groups)
+        produced = False
+        for rg in groups:
+            table = pf.read_row_group(rg, columns=cols)
+            if expr is not None:
+                table = table.filter(expr)
+            produced = True
+            yield table
+        if not produced:  # an empty file still tells its schema
+            empty = schema.empty_table()
+            yield empty if cols is None else empty.select(cols)
+
+
+def _row_group_units(target_bytes: int, fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
+    """Whole-file units, except big files: runs of row groups of about ``target_bytes``."""
+    units: list[ReadUnit] = []
+    for file in files:
+        if file.size is None or file.size <= target_bytes:
+            units.append(ReadUnit(file))
+            continue
+        try:
+            with fs.open(file.path, "rb") as f:
+                meta = pq.ParquetFile(f).metadata
+        except Exception:  # unreadable footer: let the task report it under the error policy
+            units.append(ReadUnit(file))
+            continue
+        run: list[int] = []
+        size = 0
+        for i in range(meta.num_row_groups):
+            run.append(i)
+            size += meta.row_group(i).total_byte_size
+            if size >= target_bytes:
+                units.append(ReadUnit(file, tuple(run)))
+                run, size = [], 0
+        if run or not units or units[-1].file is not file:
+            units.append(ReadUnit(file, tuple(run)))
+    return units
+
+
+def plan_parquet(
+    paths: Any,
+    *,
+    columns: Sequence[str] | None = None,
+    filter: Any = None,
+    **kwargs: Any,
+) -> list[ReadTask]:
+    """Read tasks for ``read_parquet`` (``kwargs``: the common file options of :func:`~.paths.plan_read`).
+
+    ``columns`` selects file columns; ``filter`` is a ``pyarrow.compute`` expression or DNF filters
+    (``[("x", ">", 1)]``), applied to each row group as it is read.
+
+    Example:
+        >>> plan_parquet.__name__
+        'plan_parquet'
+    """
+    import functools
+
+    from ..context import DataContext
+
+    if columns is not None and (isinstance(columns, str) or not all(isinstance(c, str) for c in columns)):
+        raise TypeError(f"columns must be a list of column names, got {columns!r}")
+    _as_expression(filter)  # a malformed filter fails here, in the caller
+    target = DataContext.get_current().target_max_block_size
+    reader_kwargs = {"columns": None if columns is None else list(columns), "filter": filter}
+    return plan_read(
+        paths,
+        read_parquet_unit,
+        reader_kwargs,
+        make_units=functools.partial(_row_group_units, target),
+        **kwargs,
+    )

@@ -1,0 +1,680 @@
+"""Paths -> files -> read tasks, over fsspec.
+
+Three steps, all in the consumer when ``read_*`` is called:
+
+1. :func:`resolve_filesystem` turns a path into ``(fsspec filesystem, path on it)``: plain local paths,
+   ``file://`` and ``local://`` (Ray's prefix for the local disk) go to the local file system;
+   ``s3://anonymous@bucket/key`` is anonymous S3 (``s3fs.S3FileSystem(anon=True)``), ``s3://bucket/key``
+   authenticated S3; the S3 endpoint comes from ``AWS_ENDPOINT_URL_S3``/``AWS_ENDPOINT_URL`` when set;
+   other URLs (``memory://``, ``gs://``...) go through :func:`fsspec.core.url_to_fs`. ``filesystem=``
+   may be an fsspec or a pyarrow file system.
+2. :func:`expand_paths` lists the files: a file, a directory (recursively; names starting with ``.``
+   or ``_`` are skipped, as Ray does, which also hides the writers' temporary files), a glob or a list
+   of those. Order is deterministic: each directory or glob is sorted, the user's list order is kept;
+   ``shuffle="files"`` (or :class:`FileShuffleConfig`) permutes the files, reproducibly with a seed.
+   Hive-style ``key=value`` directories become partition values.
+3. :func:`plan_file_tasks` groups the files into :class:`ReadTask` s (several small files per task,
+   never depending on the worker count) whose body, :func:`read_files_task`, runs the format's
+   reader on each unit under the :class:`ReadErrorPolicy`, adds the ``path`` and partition columns,
+   and coalesces small tables into blocks of bounded size.
+
+``memory://`` paths live in the memory of the process that wrote them: reading them works inline and
+with forked workers (the default on Linux), not with spawned ones.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob as _glob
+import math
+import os
+import posixpath
+import re
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import ReadError
+from .errors import MissingPathError, ReadErrorPolicy
+from .read_task import ReadTask
+
+__all__ = [
+    "FileShuffleConfig",
+    "Partitioning",
+    "FileInfo",
+    "ReadUnit",
+    "FileReadOptions",
+    "resolve_filesystem",
+    "expand_paths",
+    "parse_partitions",
+    "plan_file_tasks",
+    "read_files_task",
+    "plan_read",
+    "file_units",
+    "display_path",
+    "open_input",
+    "MIN_READ_TASKS",
+    "MAX_FILES_PER_TASK",
+]
+
+#: A read makes at least this many tasks when there are that many files (parallelism to exploit);
+#: like block boundaries elsewhere, it never depends on ``num_workers``.
+MIN_READ_TASKS = 8
+#: Small files are grouped into one task, at most this many per task.
+MAX_FILES_PER_TASK = 64
+
+
+@dataclass(frozen=True)
+class FileShuffleConfig:
+    """``shuffle=FileShuffleConfig(seed=...)``: permute the input files before reading.
+
+    ``seed=None`` draws a fresh permutation at each ``read_*`` call; a seed makes it reproducible.
+
+    Example:
+        >>> FileShuffleConfig(seed=0).seed
+        0
+    """
+
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Partitioning:
+    """How directory names become columns.
+
+    ``"hive"``: every ``key=value`` directory component of a file's path (below ``base_dir`` when
+    given) adds column ``key`` with the (URL-decoded) string ``value``. ``"dir"``: the directory
+    components below ``base_dir`` are the values of ``field_names``, in order.
+
+    Example:
+        >>> Partitioning("hive").style
+        'hive'
+    """
+
+    style: Literal["hive", "dir"] = "hive"
+    base_dir: str | None = None
+    field_names: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.style not in ("hive", "dir"):
+            raise ValueError(f"partitioning style must be 'hive' or 'dir', got {self.style!r}")
+        if self.style == "dir" and (not self.field_names or self.base_dir is None):
+            raise ValueError("partitioning style 'dir' needs base_dir and field_names")
+        if self.field_names is not None:
+            object.__setattr__(self, "field_names", tuple(self.field_names))
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """One input file: its path on the file system, size when listed, partition values."""
+
+    path: str
+    size: int | None = None
+    partitions: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ReadUnit:
+    """What one reader call reads: a file, or a part of it (``part``, e.g. parquet row groups)."""
+
+    file: FileInfo
+    part: Any = None
+
+
+@dataclass(frozen=True)
+class FileReadOptions:
+    """Options every file reader shares, captured in the consumer at ``read_*`` time."""
+
+    include_paths: bool = False
+    #: Target size of the blocks a task yields (``DataContext.target_max_block_size`` at read time).
+    target_block_bytes: int = 128 * 1024 * 1024
+    allow_pickle: bool = False
+
+
+# ----------------------------------------------------------------------------------------------
+# 1. file systems
+
+
+_S3_PROTOCOLS = ("s3://", "s3a://", "s3n://")
+
+
+def _s3_endpoint() -> str | None:
+    return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def _s3_filesystem(anon: bool) -> Any:
+    try:
+        import s3fs
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError("reading s3:// paths needs s3fs: pip install 'torchray_loader[s3]'") from exc
+    kwargs: dict[str, Any] = {"anon": anon}
+    endpoint = _s3_endpoint()
+    if endpoint:
+        kwargs["endpoint_url"] = endpoint
+    return s3fs.S3FileSystem(**kwargs)
+
+
+def _wrap_filesystem(filesystem: Any) -> Any:
+    """An fsspec file system for ``filesystem`` (fsspec as it is; pyarrow wrapped)."""
+    import fsspec
+
+    if isinstance(filesystem, fsspec.AbstractFileSystem):
+        return filesystem
+    try:
+        import pyarrow.fs as pafs
+    except ImportError:  # pragma: no cover
+        pafs = None
+    if pafs is not None and isinstance(filesystem, pafs.FileSystem):
+        from fsspec.implementations.arrow import ArrowFSWrapper
+
+        return ArrowFSWrapper(filesystem)
+    raise TypeError(
+        f"filesystem must be an fsspec AbstractFileSystem or a pyarrow.fs.FileSystem, got {type(filesystem).__name__}"
+    )
+
+
+def _local_path(path: str) -> str:
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def resolve_filesystem(path: str, filesystem: Any = None) -> tuple[Any, str]:
+    """The fsspec file system serving ``path`` and the path as that file system names it.
+
+    Example:
+        >>> fs, p = resolve_filesystem("local:///tmp/data")
+        >>> type(fs).__name__, p
+        ('LocalFileSystem', '/tmp/data')
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"paths must be str or os.PathLike, got {type(path).__name__}")
+    path = os.fspath(path)
+    if not path:
+        raise ValueError("paths must not be empty strings")
+    lower = path.lower()
+    if filesystem is not None:
+        fs = _wrap_filesystem(filesystem)
+        if lower.startswith(("local://", "file://")):
+            return fs, _local_path(path.split("://", 1)[1])
+        if lower.startswith(_S3_PROTOCOLS):
+            path = path.split("://", 1)[1]
+            if path.startswith("anonymous@"):
+                path = path[len("anonymous@") :]
+            return fs, path.rstrip("/")
+        if "://" in path:
+            return fs, fs._strip_protocol(path).rstrip("/") or "/"
+        if _is_local_fs(fs):
+            return fs, _local_path(path)
+        return fs, path.rstrip("/")
+    if lower.startswith(("local://", "file://")) or "://" not in path:
+        from fsspec.implementations.local import LocalFileSystem
+
+        rest = path.split("://", 1)[1] if "://" in path else path
+        return LocalFileSystem(), _local_path(rest)
+    if lower.startswith(_S3_PROTOCOLS):
+        rest = path.split("://", 1)[1]
+        anon = rest.startswith("anonymous@")
+        if anon:
+            rest = rest[len("anonymous@") :]
+        if not rest.strip("/"):
+            raise ValueError(f"{path!r} names no bucket")
+        return _s3_filesystem(anon), rest.rstrip("/")
+    from fsspec.core import url_to_fs
+
+    fs, stripped = url_to_fs(path)
+    return fs, stripped.rstrip("/") or stripped
+
+
+def _is_local_fs(fs: Any) -> bool:
+    """True for fsspec's local file system and for a pyarrow ``LocalFileSystem`` wrapped by fsspec."""
+    from fsspec.implementations.local import LocalFileSystem
+
+    if isinstance(fs, LocalFileSystem):
+        return True
+    inner = getattr(fs, "fs", None)
+    return getattr(inner, "type_name", None) == "local"
+
+
+def display_path(fs: Any, path: str) -> str:
+    """``path`` as a user would write it: plain for local files, with the protocol otherwise.
+
+    Example:
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> display_path(LocalFileSystem(), "/tmp/a.csv")
+        '/tmp/a.csv'
+    """
+    if _is_local_fs(fs):
+        return path
+    try:
+        return fs.unstrip_protocol(path)
+    except Exception:  # pragma: no cover - exotic file systems
+        return path
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. listing files
+
+
+def _hidden(rel: str) -> bool:
+    return any(part.startswith((".", "_")) for part in rel.split("/") if part)
+
+
+def _has_ext(path: str, exts: Sequence[str] | None) -> bool:
+    if exts is None:
+        return True
+    name = path.lower()
+    return any(name.endswith("." + e.lower().lstrip(".")) for e in exts)
+
+
+def _list_one(fs: Any, path: str, shown: str) -> list[tuple[str, int | None]] | None:
+    """Files under one user path, sorted; ``None`` when the path does not exist."""
+    if _glob.has_magic(path):
+        matches = sorted(fs.glob(path, detail=True).items())
+        if not matches:
+            return None
+        out: list[tuple[str, int | None]] = []
+        for p, info in matches:
+            if _hidden(posixpath.basename(p.rstrip("/"))):
+                continue
+            if info.get("type") == "directory":
+                out.extend(_list_dir(fs, p))
+            else:
+                out.append((p, info.get("size")))
+        return out
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        return None
+    if info.get("type") == "directory":
+        files = _list_dir(fs, path)
+        if not files:
+            raise ReadError(shown, "directory contains no files to read")
+        return files
+    return [(path, info.get("size"))]
+
+
+def _list_dir(fs: Any, path: str) -> list[tuple[str, int | None]]:
+    base = path.rstrip("/")
+    found = fs.find(base, withdirs=False, detail=True)
+    out = []
+    for p, info in found.items():
+        rel = p[len(base) :].lstrip("/") if p.startswith(base) else posixpath.basename(p)
+        if not _hidden(rel) and info.get("type", "file") != "directory":
+            out.append((p, info.get("size")))
+    out.sort()
+    return out
+
+
+_HIVE_RE = re.compile(r"^([^=/]+)=([^/]*)$")
+
+
+def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tuple[str, str], ...]:
+    """Partition values encoded in the directories of ``path``.
+
+    Example:
+        >>> parse_partitions("/data/year=2024/month=05/part.parquet", Partitioning("hive"))
+        (('year', '2024'), ('month', '05'))
+    """
+    if partitioning is None:
+        return ()
+    dirname = posixpath.dirname(path)
+    if partitioning.base_dir is not None:
+        base = partitioning.base_dir.rstrip("/")
+        if "://" in base:
+            base = base.split("://", 1)[1]
+        if dirname != base and not dirname.startswith(base + "/"):
+            return ()
+        dirname = dirname[len(base) :]
+    parts = [p for p in dirname.split("/") if p]
+    if partitioning.style == "hive":
+        out = []
+        for p in parts:
+            m = _HIVE_RE.match(p)
+            if m:
+                out.append((urllib.parse.unquote(m.group(1)), urllib.parse.unquote(m.group(2))))
+        return tuple(out)
+    names = partitioning.field_names or ()
+    if len(parts) != len(names):
+        raise ValueError(
+            f"{path}: partitioning expects {len(names)} directories {list(names)} below "
+            f"{partitioning.base_dir!r}, found {len(parts)}"
+        )
+    return tuple(zip(names, (urllib.parse.unquote(p) for p in parts), strict=True))
+
+
+def _as_partitioning(partitioning: Any) -> Partitioning | None:
+    if partitioning is None or isinstance(partitioning, Partitioning):
+        return partitioning
+    if partitioning == "hive":
+        return Partitioning("hive")
+    raise TypeError(f"partitioning must be None, 'hive' or a Partitioning, got {partitioning!r}")
+
+
+def _shuffle_order(n: int, shuffle: Any) -> np.ndarray | None:
+    if shuffle is None or shuffle is False:
+        return None
+    if shuffle == "files":
+        seed = None
+    elif isinstance(shuffle, FileShuffleConfig):
+        seed = shuffle.seed
+    else:
+        raise ValueError(f"shuffle must be None, 'files' or a FileShuffleConfig, got {shuffle!r}")
+    return np.random.default_rng(seed).permutation(n)
+
+
+def expand_paths(
+    paths: str | os.PathLike | Sequence[str | os.PathLike],
+    *,
+    filesystem: Any = None,
+    file_extensions: Sequence[str] | None = None,
+    ignore_missing_paths: bool = False,
+    partitioning: Any = None,
+    shuffle: Any = None,
+) -> tuple[Any, list[FileInfo]]:
+    """List the files ``paths`` names, in a deterministic order.
+
+    Raises :class:`MissingPathError` for a path that does not exist (unless
+    ``ignore_missing_paths``), :class:`ReadError` for an empty directory or when nothing is left
+    to read.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "b.txt").write_text("x"); _ = (d / "a.txt").write_text("y")
+        >>> fs, files = expand_paths(str(d))
+        >>> [pathlib.Path(f.path).name for f in files]
+        ['a.txt', 'b.txt']
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        path_list = [paths]
+    elif isinstance(paths, Sequence) and not isinstance(paths, (bytes, bytearray)):
+        path_list = list(paths)
+    else:
+        raise TypeError(f"paths must be a str or a list of str, got {type(paths).__name__}")
+    if not path_list:
+        raise ValueError("paths must name at least one file or directory")
+    if file_extensions is not None:
+        if isinstance(file_extensions, str):
+            raise TypeError("file_extensions must be a list of extensions, e.g. ['csv']")
+        file_extensions = [str(e) for e in file_extensions]
+    part = _as_partitioning(partitioning)
+    if filesystem is not None:
+        filesystem = _wrap_filesystem(filesystem)  # once, so every path shares one instance
+    fs0 = None
+    files: list[FileInfo] = []
+    for raw in path_list:
+        fs, p = resolve_filesystem(raw, filesystem)
+        if fs0 is None:
+            fs0 = fs
+        elif fs is not fs0:
+            raise ValueError(f"all paths must be on one file system; {raw!r} is not on {type(fs0).__name__}")
+        shown = os.fspath(raw)
+        try:
+            fs.invalidate_cache(p)  # a listing must see files written since the last one
+        except Exception:  # pragma: no cover - file systems without a cache
+            pass
+        listed = _list_one(fs, p, shown)
+        if listed is None:
+            if ignore_missing_paths:
+                continue
+            raise MissingPathError(shown, "no such file or directory")
+        for fp, size in listed:
+            if _has_ext(fp, file_extensions):
+                files.append(FileInfo(fp, size, parse_partitions(fp, part)))
+    if not files:
+        what = f" with extensions {list(file_extensions)}" if file_extensions is not None else ""
+        shown_paths = ", ".join(os.fspath(p) for p in path_list)
+        raise ReadError(shown_paths, f"no input files found to read{what}")
+    order = _shuffle_order(len(files), shuffle)
+    if order is not None:
+        files = [files[i] for i in order]
+    return fs0, files
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. read tasks
+
+
+def open_input(fs: Any, path: str, *, compression: str | None = "infer") -> Any:
+    """Open ``path`` for reading, decompressing ``.gz``/``.bz2``/... when ``compression="infer"``.
+
+    Example:
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> with open_input(LocalFileSystem(), __file__) as f: _ = f.read(1)
+    """
+    return fs.open(path, "rb", compression=compression)
+
+
+def _constant_column(value: str, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, pa.string()), n)
+
+
+def _decorate(table: pa.Table, file: FileInfo, shown_path: str, include_paths: bool) -> pa.Table:
+    """Add partition columns and (``include_paths``) the ``path`` column; file columns win."""
+    n = table.num_rows
+    for key, value in file.partitions:
+        if key not in table.column_names:
+            table = table.append_column(key, _constant_column(value, n))
+    if include_paths and "path" not in table.column_names:
+        table = table.append_column("path", _constant_column(shown_path, n))
+    return table
+
+
+def _slices(table: pa.Table, target_bytes: int) -> Iterator[pa.Table]:
+    """``table`` cut (zero-copy) into slices of about ``target_bytes``."""
+    if table.nbytes <= target_bytes or table.num_rows <= 1:
+        yield table
+        return
+    rows = max(1, int(table.num_rows * target_bytes / table.nbytes))
+    for start in range(0, table.num_rows, rows):
+        yield table.slice(start, rows)
+
+
+#: Merges consecutive tables of one task into one block (a module-level function; picklable).
+Combine = Callable[[list[pa.Table]], pa.Table]
+
+
+def _coalesce(tables: Iterable[pa.Table], target_bytes: int, combine: Combine | None = None) -> Iterator[pa.Table]:
+    """Merge consecutive small tables into blocks of about ``target_bytes`` and cut big ones.
+
+    Without ``combine``, tables whose schemas differ are never merged (``pa.concat_tables``); a
+    format that can reconcile them (images of different sizes -> a variable-shape column) passes
+    ``combine``. Row order is kept.
+    """
+    pending: list[pa.Table] = []
+    size = 0
+
+    def flush() -> Iterator[pa.Table]:
+        if len(pending) == 1:
+            yield pending[0]
+        elif pending:
+            yield combine(pending) if combine is not None else pa.concat_tables(pending)
+        pending.clear()
+
+    for table in tables:
+        for t in _slices(table, target_bytes):
+            if pending and combine is None and not t.schema.equals(pending[0].schema, check_metadata=False):
+                yield from flush()
+                size = 0
+            pending.append(t)
+            size += t.nbytes
+            if size >= target_bytes:
+                yield from flush()
+                size = 0
+    yield from flush()
+
+
+#: A format reader: ``(fs, unit, shown_path, policy, options, **format_options) -> tables``.
+UnitReader = Callable[..., Iterable[pa.Table]]
+
+
+def read_files_task(
+    units: tuple[ReadUnit, ...],
+    fs: Any,
+    reader: UnitReader,
+    reader_kwargs: dict[str, Any],
+    *,
+    options: FileReadOptions,
+    policy: ReadErrorPolicy,
+    combine: Combine | None = None,
+) -> Iterator[pa.Table]:
+    """Body of one file read task (runs in a worker): read each unit under ``policy``, decorate, coalesce.
+
+    Invariant: tables come out in unit order, rows in file order; a unit the policy skips
+    contributes no rows at all.
+    """
+
+    def produce() -> Iterator[pa.Table]:
+        for unit in units:
+            shown = display_path(fs, unit.file.path)
+            for table in policy.run_unit(
+                shown, functools.partial(_read_unit, reader, fs, unit, shown, policy, options, reader_kwargs)
+            ):
+                yield _decorate(table, unit.file, shown, options.include_paths)
+
+    yield from _coalesce(produce(), options.target_block_bytes, combine)
+
+
+def _read_unit(
+    reader: UnitReader,
+    fs: Any,
+    unit: ReadUnit,
+    shown: str,
+    policy: ReadErrorPolicy,
+    options: FileReadOptions,
+    reader_kwargs: dict[str, Any],
+) -> Iterator[pa.Table]:
+    return iter(reader(fs, unit, shown, policy, options, **reader_kwargs))
+
+
+def _groups(units: Sequence[ReadUnit], override_num_blocks: int | None) -> list[list[ReadUnit]]:
+    n = len(units)
+    if n == 0:
+        return []
+    if override_num_blocks is not None:
+        if isinstance(override_num_blocks, bool) or not isinstance(override_num_blocks, int) or override_num_blocks < 1:
+            raise ValueError(f"override_num_blocks must be a positive int, got {override_num_blocks!r}")
+        k = min(override_num_blocks, n)
+    else:
+        from ..context import DataContext
+
+        target = max(1, DataContext.get_current().target_max_block_size)
+        total = sum(u.file.size or 0 for u in units)
+        k = max(min(n, MIN_READ_TASKS), math.ceil(n / MAX_FILES_PER_TASK), math.ceil(total / target))
+        k = min(k, n)
+    edges = np.linspace(0, n, k + 1).astype(np.int64)
+    return [list(units[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def plan_file_tasks(
+    fs: Any,
+    units: Sequence[ReadUnit],
+    reader: UnitReader,
+    reader_kwargs: dict[str, Any] | None = None,
+    *,
+    include_paths: bool = False,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    policy: ReadErrorPolicy | None = None,
+    combine: Combine | None = None,
+) -> list[ReadTask]:
+    """Group ``units`` into read tasks running ``reader`` (a module-level function) in workers.
+
+    The ``DataContext`` is read here, in the consumer, and captured into each task.
+
+    Example:
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> plan_file_tasks(LocalFileSystem(), [], print)
+        []
+    """
+    from ..context import DataContext
+
+    ctx = DataContext.get_current()
+    if policy is None:
+        policy = ReadErrorPolicy.from_context(on_read_error, read_error_budget)
+    options = FileReadOptions(
+        include_paths=bool(include_paths),
+        target_block_bytes=ctx.target_max_block_size,
+        allow_pickle=ctx.allow_pickle,
+    )
+    tasks = []
+    for group in _groups(units, override_num_blocks):
+        sizes = [u.file.size for u in group]
+        size = sum(sizes) if all(s is not None for s in sizes) and all(u.part is None for u in group) else None
+        fn = functools.partial(
+            read_files_task,
+            tuple(group),
+            fs,
+            reader,
+            dict(reader_kwargs or {}),
+            options=options,
+            policy=policy,
+            combine=combine,
+        )
+        tasks.append(ReadTask(fn, num_rows=None, size_bytes=size, paths=tuple(display_path(fs, u.file.path) for u in group)))
+    return tasks
+
+
+def file_units(files: Sequence[FileInfo]) -> list[ReadUnit]:
+    """One whole-file unit per file.
+
+    Example:
+        >>> [u.file.path for u in file_units([FileInfo("a"), FileInfo("b")])]
+        ['a', 'b']
+    """
+    return [ReadUnit(f) for f in files]
+
+
+
+def plan_read(
+    paths: Any,
+    reader: UnitReader,
+    reader_kwargs: dict[str, Any] | None = None,
+    *,
+    filesystem: Any = None,
+    file_extensions: Sequence[str] | None = None,
+    ignore_missing_paths: bool = False,
+    partitioning: Any = None,
+    shuffle: Any = None,
+    include_paths: bool = False,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+    combine: Combine | None = None,
+    make_units: Callable[[Any, list[FileInfo]], list[ReadUnit]] | None = None,
+) -> list[ReadTask]:
+    """The whole planning of a file read: list files, cut them into units, group units into tasks.
+
+    ``make_units(fs, files)`` may split files into parts (parquet row groups); by default one unit
+    per file. Every ``read_*`` function is this call with its format's reader and defaults.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from torchray_loader.io.binary import read_binary_unit
+        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.bin").write_bytes(b"xy")
+        >>> [b.column("bytes").to_pylist() for t in plan_read(str(d), read_binary_unit) for b in t()]
+        [[b'xy']]
+    """
+    policy = ReadErrorPolicy.from_context(on_read_error, read_error_budget)
+    fs, files = expand_paths(
+        paths,
+        filesystem=filesystem,
+        file_extensions=file_extensions,
+        ignore_missing_paths=ignore_missing_paths,
+        partitioning=partitioning,
+        shuffle=shuffle,
+    )
+    units = make_units(fs, files) if make_units is not None else file_units(files)
+    return plan_file_tasks(
+        fs,
+        units,
+        reader,
+        reader_kwargs,
+        include_paths=include_paths,
+        override_num_blocks=override_num_blocks,
+        policy=policy,
+        combine=combine,
+    )
