@@ -583,15 +583,25 @@ class Dataset:
         stats = ExecutionStats()
         self._last_stats = stats
 
-        def produce() -> Iterator[Any]:
+        def produce() -> Iterator[list[Any]]:
+            # Batches cross the thread boundary in chunks (all batches cut from one parent block or
+            # shuffle window, up to _CHUNK): a per-batch queue handoff costs more than the batch.
             blocks = execute(self._plan, ctx, stats)
             try:
+                chunk: list[Any] = []
+                parent = None
                 for bt in iter_batch_tables(
                     blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size,
                     seed=shuffle_seed, skip_batches=skip_batches,
                 ):
+                    if chunk and (bt.parent is not parent or len(chunk) >= _CHUNK):
+                        yield chunk
+                        chunk = []
+                    parent = bt.parent
                     out = convert(bt)
-                    yield collate_fn(out) if collate_fn is not None else out
+                    chunk.append(collate_fn(out) if collate_fn is not None else out)
+                if chunk:
+                    yield chunk
             finally:
                 blocks.close()
 
@@ -868,15 +878,21 @@ def _add_wait(stats: ExecutionStats) -> Callable[[float], None]:
     return add
 
 
-def _timed_iteration(it: Iterator[Any], stats: ExecutionStats) -> Iterator[Any]:
+#: Most batches handed from the prefetch thread to the consumer at once.
+_CHUNK = 64
+
+
+def _timed_iteration(chunks: Iterator[list[Any]], stats: ExecutionStats) -> Iterator[Any]:
     import time
 
+    it = chunks
     start = time.perf_counter()
     try:
-        for item in it:
-            stats.batches += 1
-            stats.consumer_wall_s = time.perf_counter() - start
-            yield item
+        for chunk in chunks:
+            for item in chunk:
+                stats.batches += 1
+                stats.consumer_wall_s = time.perf_counter() - start
+                yield item
     finally:
         stats.consumer_wall_s = time.perf_counter() - start
         it.close()  # type: ignore[attr-defined]

@@ -27,20 +27,30 @@ logger = logging.getLogger("torchray_loader")
 
 
 class BatchTable:
-    """One batch as an Arrow table, and whether its memory is private to this batch (``fresh``).
+    """One batch: rows ``[offset, offset + num_rows)`` of ``parent``, and whether that memory is
+    private to this iteration (``fresh``).
 
     ``fresh`` is True when the rows were gathered into new memory by this layer (shuffle, concat),
-    so handing it to the user without a copy cannot corrupt a cached block.
+    so handing it to the user without a copy cannot corrupt a cached block. The Arrow slice
+    (``table``) is made only when asked for: the torch path works from ``parent`` and ``offset``.
     """
 
-    __slots__ = ("table", "fresh", "parent", "offset")
+    __slots__ = ("parent", "offset", "num_rows", "fresh", "_table")
 
-    def __init__(self, table: pa.Table, fresh: bool, parent: pa.Table | None = None, offset: int = 0) -> None:
-        self.table = table
-        self.fresh = fresh
-        #: The table this batch is a slice of (``table == parent.slice(offset, len)``), if any.
+    def __init__(self, parent: pa.Table, fresh: bool, offset: int = 0, num_rows: int | None = None) -> None:
         self.parent = parent
         self.offset = offset
+        self.num_rows = parent.num_rows - offset if num_rows is None else num_rows
+        self.fresh = fresh
+        self._table: pa.Table | None = None
+
+    @property
+    def table(self) -> pa.Table:
+        """The batch as an Arrow table (a zero-copy slice of ``parent``)."""
+        if self._table is None:
+            whole = self.offset == 0 and self.num_rows == self.parent.num_rows
+            self._table = self.parent if whole else self.parent.slice(self.offset, self.num_rows)
+        return self._table
 
 
 def _check_batch_size(batch_size: int | None) -> None:
@@ -95,7 +105,7 @@ def _whole_blocks(blocks: Iterable[pa.Table], skip: int) -> Iterator[BatchTable]
         if skip > 0:
             skip -= 1
             continue
-        yield BatchTable(block, False, block, 0)
+        yield BatchTable(block, False)
 
 
 def _sequential(blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, skip: int) -> Iterator[BatchTable]:
@@ -123,7 +133,7 @@ def _sequential(blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, sk
             if skip > 0:
                 skip -= 1
                 continue
-            yield BatchTable(block.slice(s, batch_size), False, block, s)
+            yield BatchTable(block, False, s, batch_size)
         if full_end < n:
             pending.append(block.slice(full_end))
             pending_rows = n - full_end
@@ -152,10 +162,10 @@ def _shuffled(
             if skip > 0:
                 skip -= 1
                 continue
-            yield BatchTable(shuffled.slice(s, batch_size), True, shuffled, s)
+            yield BatchTable(shuffled, True, s, batch_size)
         if final:
             if full < n and not drop_last and skip <= 0:
-                yield BatchTable(shuffled.slice(full), True, shuffled, full)
+                yield BatchTable(shuffled, True, full, n - full)
             window, rows = [], 0
         else:
             tail = table.take(perm[full:]) if full < n else None

@@ -93,6 +93,10 @@ def _dtype_for(dtypes: Any, name: str) -> torch.dtype | None:
 class ParentCache:
     """Converts batches to ``dict[str, Tensor | list]``, one parent conversion per parent table.
 
+    Batches of one parent lie on a grid (``offset + k * batch_size``), so each numeric column is
+    split into all its batch views at once (``Tensor.split``, one C++ call); a batch then costs a
+    dict lookup per column. Off-grid batches fall back to slicing.
+
     Example:
         >>> import pyarrow as pa
         >>> from torchray_loader.iteration import iter_batch_tables
@@ -106,6 +110,9 @@ class ParentCache:
         self.dtypes = dtypes
         self._parent: pa.Table | None = None
         self._columns: dict[str, Any] = {}
+        self._grid_start = 0
+        self._grid_step = 0
+        self._splits: dict[str, tuple[torch.Tensor, ...]] = {}
 
     def _convert_parent(self, parent: pa.Table, fresh: bool) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -125,16 +132,25 @@ class ParentCache:
         return out
 
     def to_torch(self, batch: BatchTable) -> dict[str, Any]:
-        parent = batch.parent if batch.parent is not None else batch.table
+        parent = batch.parent
+        start, n = batch.offset, batch.num_rows
         if parent is not self._parent:
             self._columns = self._convert_parent(parent, batch.fresh)
             self._parent = parent
-        start, stop = batch.offset, batch.offset + batch.table.num_rows
-        whole = start == 0 and stop == parent.num_rows
+            self._grid_start, self._grid_step = start, n
+            self._splits = {
+                name: value[start:].split(n) for name, value in self._columns.items() if isinstance(value, torch.Tensor)
+            }
+        k, rem = divmod(start - self._grid_start, self._grid_step) if self._grid_step else (0, 1)
+        on_grid = rem == 0 and k >= 0
         result: dict[str, Any] = {}
         for name, value in self._columns.items():
             if isinstance(value, torch.Tensor):
-                result[name] = value if whole else value[start:stop]
+                pieces = self._splits[name]
+                if on_grid and k < len(pieces) and pieces[k].shape[0] == n:
+                    result[name] = pieces[k]
+                else:
+                    result[name] = value[start : start + n]
             else:
-                result[name] = numpy_to_torch_value(value if whole else value[start:stop], _dtype_for(self.dtypes, name), copy=True)
+                result[name] = numpy_to_torch_value(value[start : start + n], _dtype_for(self.dtypes, name), copy=True)
         return result
