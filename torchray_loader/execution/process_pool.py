@@ -1,0 +1,832 @@
+"""``ProcessPool``: persistent worker processes running ``fn(item)`` tasks for the executor.
+
+How it works (one consumer thread drives everything; there is no background thread):
+
+* Each worker has its own duplex ``Pipe``, so the consumer knows which tasks each worker holds: a
+  FIFO ``queue`` of at most ``_TASKS_PER_WORKER`` tasks (one running, one waiting, so a worker never
+  idles between tasks). A worker answers its tasks strictly in order, hence the head of the queue is the
+  task it is running.
+* ``fn`` is serialized once per ``imap`` (dill, so lambdas and closures work) and reaches each worker
+  with the first task it gets from that ``imap``; the worker caches it by imap id. Items and results
+  travel through :mod:`.shm` (zero-copy for arrays and Arrow buffers); pipe messages stay small.
+* The consumer waits with ``multiprocess.connection.wait`` on every pipe and every process sentinel,
+  so a result or a worker's death is seen at once, never by polling.
+* Several ``imap`` generators may be active on one pool at the same time (the executor nests them: a
+  stage's items are the output of an upstream stage on the same pool). Whichever generator is waiting
+  routes every arriving result to the imap it belongs to.
+
+Invariants:
+
+* Every pulled item has exactly one index; a result is delivered for an index only while the index is
+  ``outstanding`` (then removed), so retries and stale results can never deliver twice.
+* Bytes in flight (estimated) plus bytes received but not yet yielded stay under
+  ``ctx.memory_budget_bytes``, except that the task an ordered imap must yield next may always run,
+  so backpressure never deadlocks.
+* Tasks of a dead worker go back to the front of their imap's pending queue; only the task it was
+  running counts a retry (the others never started).
+* Everything a pool starts is stopped by ``close()``, its weakref finalizer (garbage collection) or
+  at interpreter exit, only ever from the process that created the pool.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import itertools
+import os
+import pickle
+import secrets
+import signal
+import sys
+import threading
+import time
+import traceback
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import dill
+import multiprocess
+from multiprocess.connection import wait as _wait
+
+from ..context import DataContext
+from ..errors import (
+    TaskTimeoutError,
+    TorchRayError,
+    UserCodeError,
+    WorkerDiedError,
+    mark_operator,
+    raise_user_error,
+)
+from . import shm
+
+__all__ = ["ProcessPool"]
+
+# consumer -> worker messages
+_TASK, _FORGET, _STOP = 0, 1, 2
+# worker -> consumer messages
+_OK, _ERR, _INIT_ERR = 0, 1, 2
+
+_TASKS_PER_WORKER = 2  # in a worker's queue: one running, one ready to start
+_PARENT_POLL_S = 1.0  # an idle worker checks this often whether its parent is still alive
+_STOP_GRACE_S = 0.25  # close(): time for idle workers to exit before SIGTERM
+_KILL_GRACE_S = 1.0  # close(): time after SIGTERM before SIGKILL
+_MAX_WAIT_S = 5.0  # the consumer never blocks longer than this without re-checking its state
+_PROTO = pickle.HIGHEST_PROTOCOL
+
+
+# ============================================================================ worker side
+
+
+class _FailedFn:
+    """Stands in for a task function that could not be unpickled in the worker."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def __call__(self, item: Any) -> Any:
+        raise self.exc
+
+
+def _limit_torch_threads() -> bool:
+    """``torch.set_num_threads(1)`` if torch is loaded (as DataLoader does in its workers): N workers
+    times N intra-op threads would oversubscribe the CPUs."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return False
+    try:
+        torch.set_num_threads(1)
+    except Exception:  # pragma: no cover - never fatal
+        pass
+    return True
+
+
+def _pack_error(exc: BaseException, operator: str) -> tuple[bytes, str | None, str, bool]:
+    """``(pickled exception, operator it was marked with, traceback text, wrapped)``.
+
+    ``_torchray_operator`` travels separately: exceptions with a custom ``__reduce__`` drop
+    attributes. An exception that does not survive a pickle round trip is replaced by a
+    ``UserCodeError`` carrying its repr (``wrapped``)."""
+    tb = traceback.format_exc()
+    marked = getattr(exc, "_torchray_operator", None)
+    marked = marked if isinstance(marked, str) else None
+    try:
+        data = shm.dumps(exc)
+        pickle.loads(data)
+        return data, marked, tb, False
+    except Exception as perr:
+        try:
+            desc = repr(exc)
+        except Exception:
+            desc = f"<{type(exc).__name__}>"
+        note = f"\n(the exception {desc} could not be sent to the main process: {perr!r})"
+        return pickle.dumps(UserCodeError(marked or operator, tb + note)), marked, tb, True
+
+
+def _send(conn: Any, msg: tuple[Any, ...]) -> bool:
+    try:
+        conn.send_bytes(pickle.dumps(msg, _PROTO))
+        return True
+    except (OSError, EOFError):  # the consumer is gone
+        return False
+
+
+def _worker_main(
+    worker_id: int,
+    conn: Any,
+    owner_pid: int,
+    tag: str,
+    init_fn: bytes | None,
+    inherited_fds: tuple[int, ...],
+) -> None:
+    """Body of a worker process: run tasks until told to stop or the parent disappears."""
+    # Ctrl-C goes to the whole process group; the consumer handles it and stops the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in inherited_fds:  # (fork) the consumer's ends of other workers' pipes
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    parent = os.getppid()
+    torch_limited = _limit_torch_threads()
+    if init_fn is not None:
+        try:
+            dill.loads(init_fn)(worker_id)
+        except BaseException as exc:
+            _send(conn, (_INIT_ERR, -1, *_pack_error(exc, "worker_init_fn")))
+            return
+    fns: dict[int, Callable[[Any], Any]] = {}
+    while True:
+        try:
+            if not conn.poll(_PARENT_POLL_S):
+                if os.getppid() != parent:  # orphaned: the consumer died without closing us
+                    return
+                continue
+            msg = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        kind = msg[0]
+        if kind == _STOP:
+            return
+        if kind == _FORGET:
+            fns.pop(msg[1], None)
+            continue
+        _, imap_id, tid, item_ref, fn_ref, op_name = msg
+        try:
+            if fn_ref is not None:
+                try:
+                    fns[imap_id] = dill.loads(shm.loads_from_shm(fn_ref))
+                except Exception as exc:
+                    fns[imap_id] = _FailedFn(exc)
+            item = shm.loads_from_shm(item_ref)
+            result = fns[imap_id](item)
+            del item
+            reply: tuple[Any, ...] = (_OK, tid, shm.dumps_to_shm(result, owner_pid=owner_pid, tag=tag))
+            del result
+        except BaseException as exc:  # SystemExit from user code too: the worker lives on
+            reply = (_ERR, tid, *_pack_error(exc, op_name))
+        if not _send(conn, reply):
+            if reply[0] == _OK:
+                shm.discard(reply[2])
+            return
+        if not torch_limited:  # the task may have imported torch
+            torch_limited = _limit_torch_threads()
+
+
+# ============================================================================ consumer side
+
+
+class _Task:
+    """One item of one imap. ``item`` is kept until the result arrives so a retry can resend it."""
+
+    __slots__ = ("tid", "imap", "index", "item", "ref", "fn_ref", "est", "attempts")
+
+    def __init__(self, tid: int, imap: _Imap, index: int, item: Any, est: int) -> None:
+        self.tid = tid
+        self.imap = imap
+        self.index = index
+        self.item = item
+        self.ref: shm.ShmRef | None = None  # the item, in transit to a worker
+        self.fn_ref: shm.ShmRef | None = None  # the function, when this task carries it
+        self.est = est  # estimated result bytes, counted in the pool's in-flight bytes
+        self.attempts = 0
+
+
+# A received result: (index, value, nbytes, packed error or None)
+_Entry = tuple[int, Any, int, Any]
+
+
+class _Imap:
+    """State of one ``imap`` call. Every task is in exactly one of: ``pending`` (to send), a worker's
+    queue, ``ready`` (received), or gone (yielded); ``outstanding`` holds those not yet received."""
+
+    __slots__ = (
+        "id", "fn_bytes", "name", "ordered", "items", "exhausted", "next_index", "next_yield",
+        "pending", "ready", "outstanding", "inflight", "buffered", "error", "cancelled",
+        "result_bytes", "result_count",
+    )  # fmt: skip
+
+    def __init__(self, iid: int, fn_bytes: bytes, name: str, ordered: bool, items: Iterator[Any]) -> None:
+        self.id = iid
+        self.fn_bytes = fn_bytes
+        self.name = name
+        self.ordered = ordered
+        self.items = items
+        self.exhausted = False
+        self.next_index = 0  # index of the next item pulled
+        self.next_yield = 0  # ordered: index of the next result to yield
+        self.pending: collections.deque[_Task] = collections.deque()  # sorted by index
+        # ordered: index -> entry; unordered: entries in arrival order
+        self.ready: dict[int, _Entry] | collections.deque[_Entry] = {} if ordered else collections.deque()
+        self.outstanding: dict[int, _Task] = {}  # pulled, result not yet received
+        self.inflight = 0  # tasks of this imap in worker queues
+        self.buffered = 0  # bytes in ``ready``
+        self.error: BaseException | None = None  # pool-level failure (dead worker, timeout)
+        self.cancelled = False
+        self.result_bytes = 0
+        self.result_count = 0
+
+    def estimate(self) -> int:
+        """Expected bytes of one result: the mean so far."""
+        return self.result_bytes // self.result_count if self.result_count else 0
+
+    def has_ready(self) -> bool:
+        if self.ordered:
+            return self.next_yield in self.ready  # type: ignore[operator]
+        return bool(self.ready)
+
+    def done(self) -> bool:
+        return self.exhausted and not self.outstanding and not self.ready
+
+    def ready_entries(self) -> Iterable[_Entry]:
+        return self.ready.values() if isinstance(self.ready, dict) else self.ready
+
+
+class _Worker:
+    __slots__ = ("slot", "proc", "conn", "sentinel", "queue", "imaps", "head_since")
+
+    def __init__(self, slot: int, proc: Any, conn: Any) -> None:
+        self.slot = slot
+        self.proc = proc
+        self.conn = conn
+        self.sentinel = proc.sentinel
+        self.queue: collections.deque[_Task] = collections.deque()
+        self.imaps: set[int] = set()  # imap ids whose fn this worker has
+        self.head_since: float | None = None  # when the head of ``queue`` started (about)
+
+
+def _item_size(item: Any) -> int:
+    """Bytes an item is known to weigh before running it (Arrow/numpy ``nbytes``, ReadTask
+    ``size_bytes``), else 0."""
+    for attr in ("nbytes", "size_bytes"):
+        value = getattr(item, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exit code {code}"
+
+
+def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
+    """Stop ``workers``: ask, then SIGTERM, then SIGKILL; join; remove the pool's shm files.
+
+    Runs from ``close()``, from the weakref finalizer or at exit; never in another process (a forked
+    child holds a copy of the pool and must not kill its siblings)."""
+    if os.getpid() != owner_pid:
+        return
+    live = [w for w in workers if w is not None]
+    for w in live:
+        try:
+            w.conn.send_bytes(pickle.dumps((_STOP,), _PROTO))
+        except (OSError, EOFError, ValueError):
+            pass
+    for grace, action in ((_STOP_GRACE_S, "terminate"), (_KILL_GRACE_S, "kill"), (_KILL_GRACE_S, None)):
+        deadline = time.monotonic() + grace
+        while True:
+            alive = [w for w in live if w.proc.exitcode is None]
+            remaining = deadline - time.monotonic()
+            if not alive or remaining <= 0:
+                break
+            _wait([w.sentinel for w in alive], remaining)
+        if not alive or action is None:
+            break
+        for w in alive:
+            try:
+                getattr(w.proc, action)()
+            except (OSError, ValueError, AttributeError):
+                pass
+    for w in live:
+        try:
+            w.proc.join(0.1)
+        except (OSError, ValueError, AssertionError):
+            pass
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+    workers[:] = [None] * len(workers)
+    shm.sweep(owner_pid, tag)
+
+
+_EXIT_SWEEP_LOCK = threading.Lock()
+_exit_sweep_pid: int | None = None
+
+
+def _register_exit_sweep() -> None:
+    """At interpreter exit, remove every shm file this process owns (pools that were never closed,
+    items of workers that were killed)."""
+    global _exit_sweep_pid
+    with _EXIT_SWEEP_LOCK:
+        pid = os.getpid()
+        if _exit_sweep_pid != pid:
+            _exit_sweep_pid = pid
+            atexit.register(lambda: os.getpid() == pid and shm.sweep(pid))
+
+
+class ProcessPool:
+    """A pool of persistent worker processes implementing :class:`~.pool.TaskPool`.
+
+    ``num_workers`` processes (or ``min_workers`` at first, growing to ``num_workers`` while tasks
+    queue up), started with ``ctx.start_method``. Results come back zero-copy through shared memory;
+    memory in flight is bounded by ``ctx.memory_budget_bytes``; a dead or timed-out worker is
+    replaced and its task re-run up to ``ctx.max_task_retries`` times.
+
+    Example:
+        >>> from torchray_loader.context import DataContext
+        >>> with ProcessPool(2, DataContext()) as pool:
+        ...     list(pool.imap(abs, [-1, 2, -3]))
+        [1, 2, 3]
+    """
+
+    def __init__(
+        self,
+        num_workers: int,
+        ctx: DataContext,
+        *,
+        name: str = "tasks",
+        min_workers: int | None = None,
+        worker_init_fn: Callable[[int], None] | None = None,
+    ) -> None:
+        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
+            raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
+        if min_workers is not None and (not isinstance(min_workers, int) or min_workers < 0):
+            raise ValueError(f"min_workers must be a non-negative int, got {min_workers!r}")
+        self.num_workers = num_workers
+        self.min_workers = num_workers if min_workers is None else max(1, min(min_workers, num_workers))
+        self.ctx = ctx
+        self.name = name
+        self._mp = multiprocess.get_context(ctx.start_method)
+        self._owner_pid = os.getpid()
+        self._tag = secrets.token_hex(4)  # names this pool's shm files
+        try:
+            self._init_fn = (
+                None if worker_init_fn is None else dill.dumps(worker_init_fn, _PROTO, recurse=True)
+            )
+        except Exception as exc:
+            raise TypeError(f"worker_init_fn cannot be sent to worker processes: {exc}") from exc
+        self._workers: list[_Worker | None] = [None] * num_workers  # by slot = worker_id
+        self._imaps: dict[int, _Imap] = {}
+        self._imap_ids = itertools.count()
+        self._task_ids = itertools.count()
+        self._inflight_bytes = 0  # sum of ``est`` of tasks in worker queues
+        self._buffered_bytes = 0  # sum of ``buffered`` of active imaps
+        self._fatal: tuple[bytes, str | None, str, bool] | None = None  # a worker_init_fn failed
+        self._closed = False
+        _register_exit_sweep()
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._owner_pid, self._tag)
+        try:
+            for slot in range(self.min_workers):
+                self._start_worker(slot)
+        except BaseException:
+            self.close()
+            raise
+
+    # ------------------------------------------------------------------ public API
+
+    def imap(
+        self, fn: Callable[[Any], Any], items: Iterable[Any], *, ordered: bool = True, name: str = ""
+    ) -> Iterator[Any]:
+        """Run ``fn(item)`` in the workers for each item of ``items`` (pulled lazily).
+
+        Yields results in item order when ``ordered``, else as they complete. Closing the returned
+        generator early cancels the outstanding tasks; the pool stays usable.
+
+        Example:
+            >>> from torchray_loader.context import DataContext
+            >>> with ProcessPool(2, DataContext()) as pool:
+            ...     sorted(pool.imap(lambda x: x * 10, range(3), ordered=False))
+            [0, 10, 20]
+        """
+        self._check_open()
+        try:
+            fn_bytes = dill.dumps(fn, _PROTO, recurse=True)
+        except Exception as exc:
+            raise TypeError(
+                f"fn of operator {name or self.name!r} cannot be sent to worker processes: {exc}"
+            ) from exc
+        return self._imap(fn_bytes, iter(items), ordered, name or self.name)
+
+    def close(self) -> None:
+        """Stop all workers and remove this pool's shared-memory files. Idempotent.
+
+        Results already yielded stay valid: each owns its own mapping.
+        """
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> ProcessPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        alive = sum(w is not None for w in self._workers)
+        return f"ProcessPool(name={self.name!r}, workers={alive}/{self.num_workers}, closed={self._closed})"
+
+    # ------------------------------------------------------------------ imap driver
+
+    def _imap(self, fn_bytes: bytes, items: Iterator[Any], ordered: bool, name: str) -> Iterator[Any]:
+        st = _Imap(next(self._imap_ids), fn_bytes, name, ordered, items)
+        self._imaps[st.id] = st
+        try:
+            while True:
+                self._check_open()
+                if self._fatal is not None:
+                    self._raise_packed(self._fatal, "worker_init_fn")
+                if st.has_ready():
+                    _, value, _, err = self._take_ready(st)
+                    if err is not None:
+                        self._raise_packed(err, st.name)
+                    yield value
+                    continue
+                if st.error is not None:
+                    raise st.error
+                if st.done():
+                    return
+                self._fill(st)
+                if st.has_ready() or st.error is not None or st.done():
+                    continue
+                self._pump()
+        finally:
+            self._cancel(st)
+
+    def _take_ready(self, st: _Imap) -> _Entry:
+        if st.ordered:
+            entry = st.ready.pop(st.next_yield)  # type: ignore[call-overload]
+            st.next_yield += 1
+        else:
+            entry = st.ready.popleft()  # type: ignore[union-attr]
+        st.buffered -= entry[2]
+        self._buffered_bytes -= entry[2]
+        return entry
+
+    def _raise_packed(self, packed: tuple[bytes, str | None, str, bool], default_op: str) -> None:
+        data, marked, tb, wrapped = packed
+        try:
+            exc = pickle.loads(data)
+        except Exception as uerr:
+            raise UserCodeError(
+                marked or default_op, f"{tb}\n(could not rebuild the exception: {uerr!r})"
+            ) from None
+        if wrapped:
+            raise exc
+        if marked is not None:
+            mark_operator(exc, marked)
+        raise_user_error(exc, tb, marked or default_op)
+
+    def _cancel(self, st: _Imap) -> None:
+        """Forget ``st``: pending tasks are dropped; results still on their way will be discarded."""
+        st.cancelled = True
+        self._imaps.pop(st.id, None)
+        self._buffered_bytes -= st.buffered
+        st.buffered = 0
+        st.ready.clear()
+        st.pending.clear()
+        st.outstanding.clear()
+        if not self._closed:
+            for w in self._workers:
+                if w is not None and st.id in w.imaps:
+                    w.imaps.discard(st.id)
+                    try:
+                        w.conn.send_bytes(pickle.dumps((_FORGET, st.id), _PROTO))
+                    except (OSError, EOFError, ValueError):
+                        pass  # dead: noticed by the next wait
+        close = getattr(st.items, "close", None)
+        if close is not None:
+            close()  # upstream generators (nested imaps) release their tasks now, not at GC
+
+    # ------------------------------------------------------------------ submitting
+
+    def _fill(self, st: _Imap) -> None:
+        """Pull items and send tasks while a worker has room and the memory budget allows."""
+        while st.error is None and self._fatal is None and not self._closed:
+            if not st.pending:
+                if st.exhausted or not self._has_room(st):
+                    return
+                if not self._budget_allows(st, st.next_index, st.estimate()):
+                    return
+                try:
+                    item = next(st.items)  # may run nested imaps on this pool: re-check after
+                except StopIteration:
+                    st.exhausted = True
+                    return
+                if st.cancelled:
+                    return
+                task = _Task(
+                    next(self._task_ids), st, st.next_index, item, max(_item_size(item), st.estimate())
+                )
+                st.next_index += 1
+                st.outstanding[task.index] = task
+                st.pending.append(task)
+            task = st.pending[0]
+            if not self._budget_allows(st, task.index, task.est):
+                return
+            w = self._pick_worker(st)
+            if w is None:
+                return
+            # Serializing may raise (an unpicklable item): not a pool failure, so outside _guarded.
+            if task.ref is None:
+                task.ref = shm.dumps_to_shm(task.item, owner_pid=self._owner_pid, tag=self._tag)
+            if st.id not in w.imaps and task.fn_ref is None:
+                fn_buf = pickle.PickleBuffer(st.fn_bytes)
+                task.fn_ref = shm.dumps_to_shm(fn_buf, owner_pid=self._owner_pid, tag=self._tag)
+            self._guarded(self._submit, w, task)
+
+    def _budget_allows(self, st: _Imap, index: int, est: int) -> bool:
+        # The task an ordered imap yields next always runs, as does an unordered imap's only task:
+        # otherwise results buffered behind it could block it forever.
+        if st.ordered and index == st.next_yield:
+            return True
+        if not st.ordered and st.inflight == 0 and not st.ready:
+            return True
+        return self._buffered_bytes + self._inflight_bytes + est <= self.ctx.memory_budget_bytes
+
+    def _depth(self, st: _Imap) -> int:
+        # Until the first result shows how big results are, one task per worker.
+        return _TASKS_PER_WORKER if st.result_count else 1
+
+    def _has_room(self, st: _Imap) -> bool:
+        depth = self._depth(st)
+        return any(w is None or len(w.queue) < depth for w in self._workers)
+
+    def _pick_worker(self, st: _Imap) -> _Worker | None:
+        """An idle worker; else, while the pool may grow (``min_workers < num_workers``, or a worker
+        died), a new one; else the least busy worker with room; else None."""
+        depth = self._depth(st)
+        best: _Worker | None = None
+        for w in self._workers:
+            if w is not None and len(w.queue) < depth:
+                if not w.queue:
+                    return w
+                if best is None or len(w.queue) < len(best.queue):
+                    best = w
+        if None in self._workers:  # a task waits and no worker is idle: grow
+            return self._start_worker(self._workers.index(None))
+        return best
+
+    def _submit(self, w: _Worker, task: _Task) -> None:
+        st = task.imap
+        msg = pickle.dumps((_TASK, st.id, task.tid, task.ref, task.fn_ref, st.name), _PROTO)
+        # Bookkeeping first, then the send: if the send fails the worker is dead, and the task is
+        # requeued from its queue like any other.
+        w.queue.append(task)
+        st.pending.popleft()
+        if len(w.queue) == 1:
+            w.head_since = time.monotonic()
+        w.imaps.add(st.id)
+        st.inflight += 1
+        self._inflight_bytes += task.est
+        try:
+            w.conn.send_bytes(msg)
+        except (OSError, EOFError):
+            pass
+
+    # ------------------------------------------------------------------ receiving
+
+    def _pump(self) -> None:
+        """Wait for results, deaths or a timeout, and process what happened."""
+        objs: dict[Any, _Worker] = {}
+        for w in self._workers:
+            if w is not None:
+                objs[w.conn] = w
+                objs[w.sentinel] = w
+        if not objs:  # pragma: no cover - tasks in flight imply workers
+            return
+        timeout = _MAX_WAIT_S
+        limit = self.ctx.task_timeout_s
+        if limit is not None:
+            now = time.monotonic()
+            for w in self._workers:
+                if w is not None and w.head_since is not None:
+                    timeout = min(timeout, max(0.0, w.head_since + limit - now))
+        ready = _wait(list(objs), timeout)
+        self._guarded(self._process, objs, ready, limit)
+
+    def _process(self, objs: dict[Any, _Worker], ready: list[Any], limit: float | None) -> None:
+        dead: list[_Worker] = []
+        for obj in ready:
+            w = objs[obj]
+            if obj is w.conn:
+                if not self._drain(w) and w not in dead:
+                    dead.append(w)
+            elif w not in dead:
+                dead.append(w)
+        for w in dead:
+            if self._workers[w.slot] is w:
+                if w.proc.exitcode is None:  # pipe broken but still alive: make sure it is gone
+                    _kill(w)
+                self._on_death(w, timed_out=False)
+        if limit is not None:
+            now = time.monotonic()
+            for w in list(self._workers):
+                if w is not None and w.head_since is not None and now - w.head_since > limit:
+                    _kill(w)
+                    self._on_death(w, timed_out=True)
+
+    def _drain(self, w: _Worker) -> bool:
+        """Handle every message waiting on ``w``'s pipe; False when the pipe is broken."""
+        try:
+            while w.conn.poll():
+                data = w.conn.recv_bytes()
+                self._handle(w, pickle.loads(data))
+        except (EOFError, OSError, pickle.UnpicklingError):
+            return False
+        return True
+
+    def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
+        kind = msg[0]
+        if kind == _INIT_ERR:
+            self._fatal = msg[2:]
+            return
+        if not w.queue or w.queue[0].tid != msg[1]:  # pragma: no cover - protocol invariant
+            if kind == _OK:
+                shm.discard(msg[2])
+            return
+        task = w.queue[0]
+        st = task.imap
+        if st.cancelled or task.index not in st.outstanding:  # stale: imap closed, or delivered
+            if kind == _OK:
+                shm.discard(msg[2])
+        elif kind == _OK:
+            ref: shm.ShmRef = msg[2]
+            try:
+                entry: _Entry = (task.index, shm.loads_from_shm(ref), ref.nbytes, None)
+            except Exception as exc:
+                entry = (task.index, None, 0, _pack_error(exc, st.name))
+            self._record(st, entry)
+            st.result_bytes += entry[2]
+            st.result_count += 1
+        else:
+            self._record(st, (task.index, None, 0, msg[2:]))
+        # The task is recorded before it leaves the queue: an interruption in between makes it
+        # look in flight (re-run, then deduplicated by ``outstanding``), never lost.
+        w.queue.popleft()
+        w.head_since = time.monotonic() if w.queue else None
+        st.inflight -= 1
+        self._inflight_bytes -= task.est
+        task.item = None
+
+    def _record(self, st: _Imap, entry: _Entry) -> None:
+        if st.ordered:
+            st.ready[entry[0]] = entry  # type: ignore[index]
+        else:
+            st.ready.append(entry)  # type: ignore[union-attr]
+        del st.outstanding[entry[0]]
+        st.buffered += entry[2]
+        self._buffered_bytes += entry[2]
+
+    # ------------------------------------------------------------------ failures
+
+    def _on_death(self, w: _Worker, *, timed_out: bool, count_retry: bool = True) -> None:
+        """``w`` died (or was killed): requeue its tasks, replace it."""
+        self._drain(w)  # results it sent before dying count
+        self._workers[w.slot] = None
+        w.proc.join(1.0)
+        code = w.proc.exitcode
+        try:
+            w.conn.close()
+        except OSError:
+            pass
+        shm.sweep(self._owner_pid, self._tag, w.proc.pid)  # results it wrote but never sent
+        requeue: dict[int, list[_Task]] = {}
+        for position, task in enumerate(w.queue):
+            st = task.imap
+            st.inflight -= 1
+            self._inflight_bytes -= task.est
+            for ref in (task.ref, task.fn_ref):
+                if ref is not None:
+                    shm.discard(ref)
+            task.ref = task.fn_ref = None
+            if st.cancelled or st.error is not None or task.index not in st.outstanding:
+                continue
+            if position == 0 and count_retry:  # it was running this one
+                task.attempts += 1
+                if task.attempts > self.ctx.max_task_retries:
+                    st.error = self._failure(st, task, code, timed_out)
+                    continue
+            requeue.setdefault(st.id, []).append(task)
+        w.queue.clear()
+        for iid, tasks in requeue.items():
+            st = self._imaps[iid]
+            st.pending = collections.deque(sorted([*tasks, *st.pending], key=lambda t: t.index))
+        if not self._closed and self._fatal is None:
+            self._ensure_min_workers()
+
+    def _failure(self, st: _Imap, task: _Task, code: int | None, timed_out: bool) -> TorchRayError:
+        retries = self.ctx.max_task_retries
+        if timed_out:
+            return TaskTimeoutError(
+                f"a task of operator {st.name!r} ran longer than task_timeout_s={self.ctx.task_timeout_s}s "
+                f"{task.attempts} time(s) (DataContext.max_task_retries={retries}); its worker was killed"
+            )
+        return WorkerDiedError(
+            f"a worker process of pool {self.name!r} died ({_describe_exit(code)}) while running a task of "
+            f"operator {st.name!r}; the task ran {task.attempts} time(s) "
+            f"(DataContext.max_task_retries={retries})"
+        )
+
+    def _guarded(self, method: Callable[..., None], *args: Any) -> None:
+        """Run a bookkeeping step; if anything interrupts it (Ctrl-C lands between any two
+        bytecodes, maybe halfway through a pipe message), restore a consistent state: kill every
+        worker with work, requeue that work without counting a retry, recount the bytes."""
+        try:
+            method(*args)
+        except BaseException:
+            if self._closed:
+                self._check_open()
+            try:
+                self._recover()
+            except BaseException:  # pragma: no cover - best effort; close() still cleans up
+                pass
+            raise
+
+    def _recover(self) -> None:
+        for w in list(self._workers):
+            if w is not None:
+                _kill(w)
+                self._on_death(w, timed_out=False, count_retry=False)
+        self._inflight_bytes = 0
+        self._buffered_bytes = 0
+        for st in self._imaps.values():
+            st.inflight = 0
+            for entry in st.ready_entries():
+                st.outstanding.pop(entry[0], None)
+            st.buffered = sum(entry[2] for entry in st.ready_entries())
+            self._buffered_bytes += st.buffered
+            st.pending = collections.deque(sorted(st.outstanding.values(), key=lambda t: t.index))
+
+    # ------------------------------------------------------------------ workers
+
+    def _start_worker(self, slot: int) -> _Worker:
+        parent_conn, child_conn = self._mp.Pipe(duplex=True)
+        inherited: tuple[int, ...] = ()
+        if self.ctx.start_method == "fork":
+            inherited = tuple(w.conn.fileno() for w in self._workers if w is not None) + (
+                parent_conn.fileno(),
+            )
+        proc = self._mp.Process(
+            target=_worker_main,
+            args=(slot, child_conn, self._owner_pid, self._tag, self._init_fn, inherited),
+            name=f"torchray-{self.name}-{slot}",
+            daemon=True,
+        )
+        try:
+            proc.start()
+        finally:
+            child_conn.close()
+        w = _Worker(slot, proc, parent_conn)
+        self._workers[slot] = w
+        return w
+
+    def _ensure_min_workers(self) -> None:
+        alive = sum(w is not None for w in self._workers)
+        for slot, w in enumerate(self._workers):
+            if alive >= self.min_workers:
+                break
+            if w is None:
+                self._start_worker(slot)
+                alive += 1
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TorchRayError(f"ProcessPool {self.name!r} is closed")
+
+
+def _kill(w: _Worker) -> None:
+    try:
+        w.proc.kill()
+        w.proc.join(1.0)
+    except (OSError, ValueError, AttributeError):
+        pass

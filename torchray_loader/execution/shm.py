@@ -1,0 +1,322 @@
+"""Zero-copy transfer of Python objects between processes through shared-memory files.
+
+The producer (a worker) pickles with protocol 5: the pickle stream holds only the small structure of the
+object, while every large contiguous buffer (numpy arrays, Arrow buffers, CPU torch tensors, converted
+to numpy) goes *out of band* into one file in ``/dev/shm``. The consumer maps that file copy-on-write,
+unlinks it at once and unpickles with buffers that point into the mapping, so arrays and Arrow tables
+come back without a copy::
+
+    worker:    ref = dumps_to_shm(table)      # one memcpy into /dev/shm, ref is a few hundred bytes
+    consumer:  table = loads_from_shm(ref)    # mmap + unlink; O(1) in the data size
+
+Invariants:
+
+* A file exists only between ``dumps_to_shm`` and the first ``loads_from_shm`` (or ``discard``) of its
+  ref. After the consumer opened it, the file has no name; its memory lives exactly as long as the
+  arrays/buffers that reference the mapping, so nothing can leak once it is loaded.
+* Mappings are ``MAP_PRIVATE``: loaded arrays are writable, and writes never reach the file.
+* Every file is named ``torchray_<owner-pid>_<tag>_<creator-pid>_<n>_<random>`` and created
+  ``O_EXCL`` with mode 0600, so ``sweep(owner_pid)`` can remove the leftovers of a process (or of one
+  pool, by ``tag``) after a crash, and nobody else can read or replace them.
+* Small objects (less than ``INLINE_THRESHOLD`` bytes in all) travel inline in the ref: a file costs
+  a few syscalls, more than copying a few KiB. Larger ones put their pickle stream into the file too,
+  so a ref is always small.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import io
+import itertools
+import mmap
+import os
+import pickle
+import secrets
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+import cloudpickle
+
+__all__ = [
+    "INLINE_THRESHOLD",
+    "PREFIX",
+    "ShmRef",
+    "discard",
+    "dumps",
+    "dumps_to_shm",
+    "loads_from_shm",
+    "shm_dirs",
+    "sweep",
+]
+
+#: Size (pickle stream plus out-of-band buffers) below which an object travels inline, with no file.
+INLINE_THRESHOLD = 64 * 1024
+#: Every file this module creates starts with this.
+PREFIX = "torchray_"
+_ALIGN = 64  # Arrow's preferred alignment; the mapping itself is page-aligned.
+_MAX_WRITE = 1 << 30  # Linux writes at most ~2 GiB per call; stay well under.
+
+
+def _default_dirs() -> tuple[str, ...]:
+    dirs = []
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK | os.X_OK):
+        dirs.append("/dev/shm")
+    tmp = tempfile.gettempdir()
+    if tmp not in dirs:
+        dirs.append(tmp)
+    return tuple(dirs)
+
+
+# First entry: where files go; later entries: fallbacks when it is missing or full (a container's
+# /dev/shm is often 64 MiB). ``sweep`` looks in all of them.
+_DIRS: tuple[str, ...] = _default_dirs()
+_counter = itertools.count()
+
+
+def shm_dirs() -> tuple[str, ...]:
+    """Directories where transfer files may live, preferred first.
+
+    Example:
+        >>> len(shm_dirs()) >= 1
+        True
+    """
+    return _DIRS
+
+
+@dataclass(frozen=True)
+class ShmRef:
+    """A handle to one pickled object, small enough to send through a pipe.
+
+    Either everything is inline (``path is None``: the pickle stream in ``payload``, its out-of-band
+    buffers in ``inline``), or ``path`` names a file holding the pickle stream at ``spans[0]`` and the
+    buffers at ``spans[1:]`` (``(offset, length)`` pairs, 64-byte aligned). So a ref is always smaller
+    than about ``INLINE_THRESHOLD`` bytes, which keeps pipe messages bounded (a blocking send can then
+    never deadlock against a blocking send from the other side).
+
+    Example:
+        >>> ref = dumps_to_shm([1, 2, 3])
+        >>> ref.path is None, loads_from_shm(ref)
+        (True, [1, 2, 3])
+    """
+
+    payload: bytes = b""
+    path: str | None = None
+    spans: tuple[tuple[int, int], ...] = ()
+    file_size: int = 0
+    inline: tuple[bytearray, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this object occupies in transit (pickle stream plus buffers)."""
+        if self.path is not None:
+            return self.file_size
+        return len(self.payload) + sum(len(b) for b in self.inline)
+
+
+# ----------------------------------------------------------------------------- pickling
+
+
+def _tensor_from_numpy(arr: Any, dtype_name: str | None) -> Any:
+    import torch  # present: the producer had it imported, so the consumer unpickles a torch object
+
+    t = torch.from_numpy(arr)
+    if dtype_name is not None:
+        t = t.view(getattr(torch, dtype_name))
+    return t
+
+
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle (lambdas, closures, ``__main__`` classes by value) plus CPU torch tensors as numpy,
+    so their data goes out of band like any array."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        torch = sys.modules.get("torch")  # never import torch just for this
+        if torch is not None and type(obj) is torch.Tensor:
+            reduced = _reduce_tensor(torch, obj)
+            if reduced is not None:
+                return reduced
+        return super().reducer_override(obj)
+
+
+def _reduce_tensor(torch: Any, t: Any) -> tuple[Any, ...] | None:
+    if (
+        t.device.type != "cpu"
+        or t.layout != torch.strided
+        or t.requires_grad
+        or t.is_quantized
+        or t.is_conj()
+        or t.is_neg()
+    ):
+        return None  # torch's own reduction handles these
+    dtype_name = None
+    if t.dtype == torch.bfloat16:
+        t, dtype_name = t.view(torch.int16), "bfloat16"
+    try:
+        arr = t.contiguous().numpy()
+    except (TypeError, RuntimeError):  # dtypes numpy lacks (float8...)
+        return None
+    return (_tensor_from_numpy, (arr, dtype_name))
+
+
+def dumps(obj: Any, buffer_callback: Any = None) -> bytes:
+    """Pickle ``obj`` with the transfer pickler (protocol 5; lambdas and tensors supported).
+
+    Example:
+        >>> pickle.loads(dumps(lambda x: x + 1))(1)
+        2
+    """
+    f = io.BytesIO()
+    _Pickler(f, protocol=5, buffer_callback=buffer_callback).dump(obj)
+    return f.getvalue()
+
+
+def _new_file(owner: int, tag: str, dirs: tuple[str, ...]) -> tuple[int, str]:
+    name = f"{PREFIX}{owner}_{tag}_{os.getpid()}_{next(_counter)}_{secrets.token_hex(4)}"
+    path = os.path.join(dirs[0], name)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600), path
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    view = view.cast("B")
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done : done + _MAX_WRITE], offset + done)
+
+
+def _write_file(raws: list[memoryview], spans: list[tuple[int, int]], size: int, owner: int, tag: str) -> str:
+    dirs = _DIRS
+    while True:
+        fd, path = _new_file(owner, tag, dirs)
+        try:
+            try:
+                os.ftruncate(fd, size)
+                for raw, (off, _) in zip(raws, spans, strict=True):
+                    _write_all(fd, raw, off)
+                return path
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            # A full /dev/shm (ENOSPC) falls back to the next directory (disk-backed, still mmap'able).
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and len(dirs) > 1:
+                dirs = dirs[1:]
+                continue
+            raise
+        except BaseException:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+            raise
+
+
+def dumps_to_shm(
+    obj: Any, *, owner_pid: int | None = None, tag: str = "x", threshold: int = INLINE_THRESHOLD
+) -> ShmRef:
+    """Pickle ``obj`` for another process; large buffers go into one shared-memory file.
+
+    ``owner_pid`` is the process responsible for cleaning up (default: this one); ``tag`` groups
+    files (e.g. per pool) for :func:`sweep`. The returned ref must reach exactly one
+    :func:`loads_from_shm` or :func:`discard`.
+
+    Example:
+        >>> import numpy as np
+        >>> ref = dumps_to_shm(np.zeros(1 << 20))
+        >>> ref.path is not None
+        True
+        >>> float(loads_from_shm(ref).sum())
+        0.0
+    """
+    if not tag.isalnum():
+        raise ValueError(f"tag must be alphanumeric, got {tag!r}")
+    buffers: list[pickle.PickleBuffer] = []
+    payload = dumps(obj, buffer_callback=buffers.append)
+    raws = [b.raw() for b in buffers]
+    total = len(payload) + sum(r.nbytes for r in raws)
+    if total < threshold:
+        return ShmRef(payload, inline=tuple(bytearray(r) for r in raws))
+    raws.insert(0, memoryview(payload))
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    for r in raws:
+        offset = (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+        spans.append((offset, r.nbytes))
+        offset += r.nbytes
+    path = _write_file(raws, spans, max(offset, 1), owner_pid if owner_pid is not None else os.getpid(), tag)
+    for b in buffers:
+        b.release()
+    return ShmRef(b"", path, tuple(spans), max(offset, 1))
+
+
+def loads_from_shm(ref: ShmRef) -> Any:
+    """Rebuild the object of ``ref``; its buffers are a private (copy-on-write) mapping of the file,
+    which is unlinked before this returns.
+
+    Example:
+        >>> import numpy as np
+        >>> arr = loads_from_shm(dumps_to_shm(np.arange(100_000)))
+        >>> arr.flags.writeable, int(arr[-1])
+        (True, 99999)
+    """
+    if ref.path is None:
+        return pickle.loads(ref.payload, buffers=ref.inline)
+    fd = os.open(ref.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        os.unlink(ref.path)  # from here on the mapping is the only owner of the memory
+    except FileNotFoundError:
+        pass
+    try:
+        mm = mmap.mmap(fd, ref.file_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+    view = memoryview(mm)
+    (p_off, p_len), *spans = ref.spans
+    # Each buffer holds a reference to ``view`` -> ``mm``: the mapping is unmapped when the last array
+    # or Arrow buffer built on it is freed (at once when there is none).
+    return pickle.loads(view[p_off : p_off + p_len], buffers=[view[off : off + n] for off, n in spans])
+
+
+def discard(ref: ShmRef) -> None:
+    """Forget ``ref`` without loading it: remove its file, if any. Idempotent.
+
+    Example:
+        >>> discard(dumps_to_shm(b"x" * 100_000))
+    """
+    if ref.path is not None:
+        try:
+            os.unlink(ref.path)
+        except FileNotFoundError:
+            pass
+
+
+def sweep(owner_pid: int, tag: str | None = None, creator_pid: int | None = None) -> int:
+    """Remove leftover files of ``owner_pid`` (only those of ``tag`` / ``creator_pid`` when given).
+
+    Returns how many were removed. Used when a pool closes, a worker dies, and at exit.
+
+    Example:
+        >>> sweep(os.getpid(), "doc")
+        0
+    """
+    if creator_pid is not None and tag is None:
+        raise ValueError("creator_pid needs tag")
+    pattern = f"{PREFIX}{owner_pid}_"
+    if tag is not None:
+        pattern += f"{tag}_"
+        if creator_pid is not None:
+            pattern += f"{creator_pid}_"
+    removed = 0
+    for d in _DIRS:
+        for path in glob.glob(os.path.join(glob.escape(d), glob.escape(pattern) + "*")):
+            try:
+                os.unlink(path)
+                removed += 1
+            except OSError:
+                pass
+    return removed
