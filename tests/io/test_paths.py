@@ -71,7 +71,10 @@ def test_s3_anonymous_and_endpoint_from_environment(monkeypatch):
     fs, p = resolve_filesystem("s3://anonymous@my-bucket/dir/a.csv")
     assert p == "my-bucket/dir/a.csv"
     assert fs.anon is True
-    assert fs.client_kwargs.get("endpoint_url") == "http://127.0.0.1:9" or fs.endpoint_url == "http://127.0.0.1:9"
+    assert (
+        fs.client_kwargs.get("endpoint_url") == "http://127.0.0.1:9"
+        or fs.endpoint_url == "http://127.0.0.1:9"
+    )
     fs2, p2 = resolve_filesystem("s3://my-bucket/dir/")
     assert fs2.anon is False and p2 == "my-bucket/dir"
 
@@ -104,7 +107,9 @@ def test_bad_path_types():
 
 
 def test_directory_listing_is_recursive_sorted_and_skips_hidden(tmp_path):
-    make_tree(tmp_path, ["b.txt", "a.txt", "sub/c.txt", ".hidden.txt", "_SUCCESS", "_tmp/d.txt", ".part-0.tmp"])
+    make_tree(
+        tmp_path, ["b.txt", "a.txt", "sub/c.txt", ".hidden.txt", "_SUCCESS", "_tmp/d.txt", ".part-0.tmp"]
+    )
     fs, files = expand_paths(str(tmp_path))
     assert names(files, tmp_path) == ["a.txt", "b.txt", "sub/c.txt"]
     assert [f.size for f in files] == [5, 5, 9]
@@ -230,7 +235,11 @@ def test_files_are_grouped_into_tasks_in_order(tmp_path):
         3,
         100,
     ]
-    rows = [b for t in run_tasks(plan_read(str(tmp_path), read_binary_unit)) for b in t.column("bytes").to_pylist()]
+    rows = [
+        b
+        for t in run_tasks(plan_read(str(tmp_path), read_binary_unit))
+        for b in t.column("bytes").to_pylist()
+    ]
     assert rows == [f"{i:03d}.bin".encode() for i in range(100)]
 
 

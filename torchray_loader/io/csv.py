@@ -87,7 +87,10 @@ def read_csv_unit(
     with open_input(fs, unit.file.path, compression=compression) as f:
         try:
             table = pacsv.read_csv(
-                f, read_options=ro, parse_options=_with_handler(parse_options, handler), convert_options=convert_options
+                f,
+                read_options=ro,
+                parse_options=_with_handler(parse_options, handler),
+                convert_options=convert_options,
             )
         except pa.ArrowInvalid as exc:
             if handler.error is not None:

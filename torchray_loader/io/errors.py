@@ -140,7 +140,9 @@ class ReadErrorPolicy:
         return (_rebuild_policy, (self.mode, self.budget, self.ledger))
 
     @classmethod
-    def from_context(cls, on_read_error: str | None = None, read_error_budget: int | None = None) -> ReadErrorPolicy:
+    def from_context(
+        cls, on_read_error: str | None = None, read_error_budget: int | None = None
+    ) -> ReadErrorPolicy:
         """The policy for one read call: explicit reader options win over ``DataContext``.
 
         Example:
@@ -199,10 +201,14 @@ class ReadErrorPolicy:
         count = self._record(item)
         where = f" row {row}" if row is not None else ""
         limit = "unlimited" if self.budget < 0 else str(self.budget)
-        logger.warning("skipped unreadable %s%s: %s (%d skipped, budget %s)", path, where, reason, count, limit)
+        logger.warning(
+            "skipped unreadable %s%s: %s (%d skipped, budget %s)", path, where, reason, count, limit
+        )
         if 0 <= self.budget < count:
             items = self.skipped() or [item]
-            listing = "; ".join(f"{s.path}{'' if s.row is None else f' row {s.row}'}: {s.reason}" for s in items[:20])
+            listing = "; ".join(
+                f"{s.path}{'' if s.row is None else f' row {s.row}'}: {s.reason}" for s in items[:20]
+            )
             more = f" (and {len(items) - 20} more)" if len(items) > 20 else ""
             raise ErrorBudgetExceeded(
                 f"{count} unreadable items exceed read_error_budget={self.budget}: {listing}{more}"
@@ -220,13 +226,16 @@ class ReadErrorPolicy:
                 os.close(fd)
             return len(self.skipped())
         except OSError as exc:  # no shared ledger here: count what this process saw
-            logger.warning("read-error ledger %s unavailable (%s); counting skips per process", self.ledger, exc)
+            logger.warning(
+                "read-error ledger %s unavailable (%s); counting skips per process", self.ledger, exc
+            )
             seen = _LOCAL_SKIPS.setdefault(self.ledger, {})
             seen[(item.path, item.row)] = item
             return len(seen)
 
     def skipped(self) -> list[SkippedItem]:
-        """Distinct items skipped so far by this read call, in the order first seen.
+        """Distinct items skipped so far by this read call, sorted by path and row (workers record
+        them in whatever order they run; the report does not depend on that).
 
         Example:
             >>> ReadErrorPolicy().skipped()
@@ -248,7 +257,7 @@ class ReadErrorPolicy:
             pass
         for key, item in _LOCAL_SKIPS.get(self.ledger, {}).items():
             items.setdefault(key, item)
-        return list(items.values())
+        return sorted(items.values(), key=lambda s: (s.path, -1 if s.row is None else s.row))
 
 
 #: Per-process fallback counts, keyed by ledger path (used only when the ledger cannot be written).

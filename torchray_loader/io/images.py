@@ -55,22 +55,55 @@ def _pil() -> Any:
     return Image
 
 
-def _decode_jpeg_fast(data: bytes, mode: str | None) -> np.ndarray | None:
-    """libjpeg-turbo via torchvision; ``None`` when this path does not apply (then PIL decides)."""
+def _rgb_to_l(rgb: np.ndarray) -> np.ndarray:
+    """PIL's RGB -> L conversion (ITU-R 601-2 luma, PIL's fixed-point rounding), bit for bit."""
+    r, g, b = (rgb[..., i].astype(np.uint32) for i in range(3))
+    return ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16).astype(np.uint8)
+
+
+def _torchvision_jpeg_decoder() -> Any:
+    """``decode(tensor, ImageReadMode) -> CHW tensor`` from torchvision, or ``None`` without it.
+
+    torchvision 0.29 deprecates its public image codecs (in favour of TorchCodec) and warns on every
+    call; the registered ``torch.ops.image.decode_jpeg`` kernel the public function wraps is used
+    directly when present (same libjpeg-turbo code, no per-image warning), else the public function.
+    """
     try:
         import torch
-        from torchvision.io import ImageReadMode, decode_jpeg
-    except ImportError:  # no torchvision: PIL does it all
+        import torchvision.io as tvio
+    except ImportError:
         return None
-    read_mode = {None: ImageReadMode.UNCHANGED, "RGB": ImageReadMode.RGB, "L": ImageReadMode.GRAY}[mode]
+    op = getattr(getattr(torch.ops, "image", None), "decode_jpeg", None)
+    if op is not None:
+        return lambda t, mode: op(t, mode.value, False)
+    return lambda t, mode: tvio.decode_jpeg(t, mode=mode)  # pragma: no cover
+
+
+_JPEG_DECODER: Any = False  # resolved on first use, per process
+
+
+def _decode_jpeg_fast(data: bytes, mode: str | None) -> np.ndarray | None:
+    """libjpeg-turbo via torchvision; ``None`` when this path does not apply (then PIL decides)."""
+    global _JPEG_DECODER
+    if _JPEG_DECODER is False:
+        _JPEG_DECODER = _torchvision_jpeg_decoder()
+    if _JPEG_DECODER is None:
+        return None  # no torchvision: PIL does it all
+    import torch
+    from torchvision.io import ImageReadMode
+
+    # "L" decodes to RGB and converts as PIL does: libjpeg's own gray output (the Y plane) differs
+    # from PIL's luma formula by a level or two, and the output must not depend on the decode path.
+    read_mode = ImageReadMode.UNCHANGED if mode in (None, "L") else ImageReadMode.RGB
     try:
-        chw = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=read_mode)
+        chw = _JPEG_DECODER(torch.frombuffer(bytearray(data), dtype=torch.uint8), read_mode)
     except RuntimeError:
         return None  # unusual or corrupt JPEG: PIL gives the verdict (and the error message)
     if chw.shape[0] == 1:
         return chw[0].numpy()
     if chw.shape[0] == 3:
-        return chw.permute(1, 2, 0).numpy()
+        hwc = chw.permute(1, 2, 0).numpy()
+        return _rgb_to_l(hwc) if mode == "L" else hwc
     return None  # CMYK and friends: PIL keeps Ray's semantics
 
 

@@ -85,7 +85,9 @@ def read_json_unit(
             rows = json.loads(data)
         except ValueError as exc:
             line = getattr(exc, "lineno", None)
-            raise ReadError(shown, f"{f'line {line}: ' if line else ''}invalid JSON: {getattr(exc, 'msg', exc)}") from exc
+            raise ReadError(
+                shown, f"{f'line {line}: ' if line else ''}invalid JSON: {getattr(exc, 'msg', exc)}"
+            ) from exc
         yield _table_from_rows(rows, shown)
         return
     if not head:

@@ -181,7 +181,7 @@ def _local_path(path: str) -> str:
     return os.path.abspath(os.path.expanduser(path))
 
 
-def resolve_filesystem(path: str, filesystem: Any = None) -> tuple[Any, str]:
+def resolve_filesystem(path: str | os.PathLike, filesystem: Any = None) -> tuple[Any, str]:
     """The fsspec file system serving ``path`` and the path as that file system names it.
 
     Example:
@@ -476,7 +476,9 @@ def _slices(table: pa.Table, target_bytes: int) -> Iterator[pa.Table]:
 Combine = Callable[[list[pa.Table]], pa.Table]
 
 
-def _coalesce(tables: Iterable[pa.Table], target_bytes: int, combine: Combine | None = None) -> Iterator[pa.Table]:
+def _coalesce(
+    tables: Iterable[pa.Table], target_bytes: int, combine: Combine | None = None
+) -> Iterator[pa.Table]:
     """Merge consecutive small tables into blocks of about ``target_bytes`` and cut big ones.
 
     Without ``combine``, tables whose schemas differ are never merged (``pa.concat_tables``); a
@@ -554,7 +556,11 @@ def _groups(units: Sequence[ReadUnit], override_num_blocks: int | None) -> list[
     if n == 0:
         return []
     if override_num_blocks is not None:
-        if isinstance(override_num_blocks, bool) or not isinstance(override_num_blocks, int) or override_num_blocks < 1:
+        if (
+            isinstance(override_num_blocks, bool)
+            or not isinstance(override_num_blocks, int)
+            or override_num_blocks < 1
+        ):
             raise ValueError(f"override_num_blocks must be a positive int, got {override_num_blocks!r}")
         k = min(override_num_blocks, n)
     else:
@@ -602,8 +608,8 @@ def plan_file_tasks(
     )
     tasks = []
     for group in _groups(units, override_num_blocks):
-        sizes = [u.file.size for u in group]
-        size = sum(sizes) if all(s is not None for s in sizes) and all(u.part is None for u in group) else None
+        sizes = [u.file.size for u in group if u.file.size is not None and u.part is None]
+        size = sum(sizes) if len(sizes) == len(group) else None
         fn = functools.partial(
             read_files_task,
             tuple(group),
@@ -614,7 +620,11 @@ def plan_file_tasks(
             policy=policy,
             combine=combine,
         )
-        tasks.append(ReadTask(fn, num_rows=None, size_bytes=size, paths=tuple(display_path(fs, u.file.path) for u in group)))
+        tasks.append(
+            ReadTask(
+                fn, num_rows=None, size_bytes=size, paths=tuple(display_path(fs, u.file.path) for u in group)
+            )
+        )
     return tasks
 
 
@@ -626,7 +636,6 @@ def file_units(files: Sequence[FileInfo]) -> list[ReadUnit]:
         ['a', 'b']
     """
     return [ReadUnit(f) for f in files]
-
 
 
 def plan_read(

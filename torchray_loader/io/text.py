@@ -79,7 +79,9 @@ def read_text_unit(
     """Reader for one file: a table with one string row per line."""
     with open_input(fs, unit.file.path, compression=compression) as f:
         data = f.read()
-    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") and data.startswith(codecs.BOM_UTF8):
+    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") and data.startswith(
+        codecs.BOM_UTF8
+    ):
         data = data[len(codecs.BOM_UTF8) :]
     lines = _decode_lines(data, encoding, drop_empty_lines, shown, policy)
     typ = pa.string() if len(data) < 2**31 - 1 else pa.large_string()
@@ -87,7 +89,12 @@ def read_text_unit(
 
 
 def plan_text(
-    paths: Any, *, encoding: str = "utf-8", drop_empty_lines: bool = True, compression: str | None = "infer", **kwargs: Any
+    paths: Any,
+    *,
+    encoding: str = "utf-8",
+    drop_empty_lines: bool = True,
+    compression: str | None = "infer",
+    **kwargs: Any,
 ) -> list[ReadTask]:
     """Read tasks for ``read_text`` (``kwargs``: the common file options of :func:`~.paths.plan_read`).
 

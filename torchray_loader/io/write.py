@@ -79,7 +79,10 @@ def _csv_ok(t: pa.DataType) -> bool:
     if pa.types.is_dictionary(t):
         return _csv_ok(t.value_type)
     return not (
-        isinstance(t, pa.BaseExtensionType) or pa.types.is_nested(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t)
+        isinstance(t, pa.BaseExtensionType)
+        or pa.types.is_nested(t)
+        or pa.types.is_binary(t)
+        or pa.types.is_large_binary(t)
     )
 
 
@@ -107,15 +110,28 @@ def _check_schema(schema: pa.Schema, fmt: str, target: str, column: str | None) 
         fields = list(schema)
     for f in fields:
         if _has_pickle(f.type):
-            _refuse(target, f.name, f.type, fmt, "it holds pickled Python objects, which files never carry; "
-                    "convert the values to numbers, strings or arrays first")
+            _refuse(
+                target,
+                f.name,
+                f.type,
+                fmt,
+                "it holds pickled Python objects, which files never carry; "
+                "convert the values to numbers, strings or arrays first",
+            )
         if fmt == "csv" and not _csv_ok(f.type):
-            _refuse(target, f.name, f.type, fmt, "CSV holds flat values only; use write_parquet for "
-                    "tensors, lists and bytes")
+            _refuse(
+                target,
+                f.name,
+                f.type,
+                fmt,
+                "CSV holds flat values only; use write_parquet for tensors, lists and bytes",
+            )
         if fmt == "json" and not _json_ok(f.type):
             _refuse(target, f.name, f.type, fmt, "JSON has no bytes type; use write_parquet")
         if fmt == "numpy" and isinstance(f.type, VariableShapeTensorType):
-            _refuse(target, f.name, f.type, fmt, "ragged tensors do not form one .npy array; use write_parquet")
+            _refuse(
+                target, f.name, f.type, fmt, "ragged tensors do not form one .npy array; use write_parquet"
+            )
         if fmt == "numpy" and (pa.types.is_nested(f.type) or pa.types.is_binary(f.type)):
             _refuse(target, f.name, f.type, fmt, "a .npy file holds numbers or strings only")
 
@@ -162,7 +178,11 @@ def _write_json(block: pa.Table, f: Any, column: str | None, options: dict[str, 
             values.append([None if a is None else a.tolist() for a in column_to_numpy(col)])
         else:
             values.append(col.to_pylist())
-    rows = [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)] if names else [{} for _ in range(block.num_rows)]
+    rows = (
+        [dict(zip(names, row, strict=True)) for row in zip(*values, strict=True)]
+        if names
+        else [{} for _ in range(block.num_rows)]
+    )
     out = io.TextIOWrapper(f, encoding="utf-8", newline="\n")
     try:
         if lines:
@@ -194,8 +214,15 @@ _SERIALIZERS = {"parquet": _write_parquet, "csv": _write_csv, "json": _write_jso
 # ----------------------------------------------------------------------------------------------
 
 
-def _write_one(fs: Any, directory: str, index: int, block: pa.Table, fmt: str, column: str | None,
-               options: dict[str, Any]) -> str:
+def _write_one(
+    fs: Any,
+    directory: str,
+    index: int,
+    block: pa.Table,
+    fmt: str,
+    column: str | None,
+    options: dict[str, Any],
+) -> str:
     """Write one block atomically (temporary name, then rename) and return its final path."""
     final = posixpath.join(directory, block_file_name(index, fmt))
     shown = display_path(fs, final)

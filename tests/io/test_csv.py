@@ -1,0 +1,98 @@
+"""read_csv / write_csv: round trip, pyarrow options, compression, ragged rows, unwritable columns."""
+
+from __future__ import annotations
+
+import gzip
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pytest
+
+import torchray_loader as rd
+from torchray_loader.errors import ErrorBudgetExceeded, ReadError
+from torchray_loader.io.errors import read_skips
+from torchray_loader.io.write import write_blocks
+
+RAGGED = "a,b,c\n1,2,3\n4,5\n7,8,9\n10,11,12,13\n"
+
+
+def table(start: int, n: int) -> pa.Table:
+    ids = np.arange(start, start + n)
+    return pa.table({"id": ids, "score": ids / 4.0, "name": [f"n{i}" for i in ids], "flag": ids % 2 == 0})
+
+
+def test_round_trip(tmp_path):
+    blocks = [table(0, 5), table(5, 7)]
+    files = write_blocks(blocks, "csv", str(tmp_path))
+    assert [os.path.basename(f) for f in files] == ["part-000000.csv", "part-000001.csv"]
+    back = rd.read_csv(str(tmp_path))
+    assert back.take_all() == pa.concat_tables(blocks).to_pylist()
+
+
+def test_dataset_write_csv_round_trip(tmp_path):
+    ds = rd.from_items([{"x": i, "y": f"s{i}"} for i in range(20)], override_num_blocks=4)
+    ds.write_csv(f"local://{tmp_path}")
+    assert rd.read_csv(f"file://{tmp_path}").take_all() == ds.take_all()
+
+
+def test_options_pass_through(tmp_path):
+    (tmp_path / "a.csv").write_text("x;y\n1;a\n2;b\n")
+    ds = rd.read_csv(
+        str(tmp_path),
+        parse_options=pacsv.ParseOptions(delimiter=";"),
+        convert_options=pacsv.ConvertOptions(column_types={"x": pa.float32()}),
+    )
+    assert ds.take_all() == [{"x": 1.0, "y": "a"}, {"x": 2.0, "y": "b"}]
+    assert str(ds.schema().types[0]) == "float"
+    with pytest.raises(TypeError, match="parse_options"):
+        rd.read_csv(str(tmp_path), parse_options={"delimiter": ";"})
+
+
+def test_write_options(tmp_path):
+    write_blocks([table(0, 2)], "csv", str(tmp_path), delimiter="|")
+    assert (tmp_path / "part-000000.csv").read_text().splitlines()[0] == '"id"|"score"|"name"|"flag"'
+
+
+def test_gzip_files_are_decompressed(tmp_path):
+    with gzip.open(tmp_path / "a.csv.gz", "wt") as f:
+        f.write("x\n1\n2\n")
+    assert rd.read_csv(str(tmp_path)).take_all() == [{"x": 1}, {"x": 2}]
+
+
+def test_ragged_row_names_file_and_line(tmp_path):
+    (tmp_path / "r.csv").write_text(RAGGED)
+    with pytest.raises(ReadError, match=r"r\.csv: row 3: expected 3 columns, got 2: '4,5'"):
+        rd.read_csv(str(tmp_path)).take_all()
+
+
+def test_ragged_rows_are_skipped_within_budget(tmp_path):
+    (tmp_path / "r.csv").write_text(RAGGED)
+    ds = rd.read_csv(str(tmp_path), on_read_error="skip", read_error_budget=2)
+    assert ds.take_all() == [{"a": 1, "b": 2, "c": 3}, {"a": 7, "b": 8, "c": 9}]
+    assert [(os.path.basename(s.path), s.row) for s in read_skips(ds)] == [("r.csv", 3), ("r.csv", 5)]
+    with pytest.raises(ErrorBudgetExceeded, match="read_error_budget=1"):
+        rd.read_csv(str(tmp_path), on_read_error="skip", read_error_budget=1).take_all()
+
+
+def test_conversion_error_names_the_file(tmp_path):
+    (tmp_path / "bad.csv").write_text("x\n1\n2\n")
+    with pytest.raises(ReadError, match=r"bad\.csv: .*invalid value 'oops'"):
+        (tmp_path / "bad.csv").write_text("x\n1\noops\n")
+        rd.read_csv(
+            str(tmp_path), convert_options=pacsv.ConvertOptions(column_types={"x": pa.int64()})
+        ).take_all()
+
+
+def test_tensor_column_cannot_be_written(tmp_path):
+    ds = rd.from_numpy(np.zeros((2, 3, 3)))
+    with pytest.raises(TypeError, match=r"part-000000\.csv: column 'data'.*CSV holds flat values"):
+        ds.write_csv(str(tmp_path))
+    assert os.listdir(tmp_path) == []
+
+
+def test_default_extensions_skip_other_files(tmp_path):
+    (tmp_path / "a.csv").write_text("x\n1\n")
+    (tmp_path / "README.md").write_text("# not data\n")
+    assert rd.read_csv(str(tmp_path)).take_all() == [{"x": 1}]

@@ -1,0 +1,150 @@
+"""read_images: decode paths (libjpeg-turbo, PIL draft), modes, sizes, ragged shapes, bad files."""
+
+from __future__ import annotations
+
+import io
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import torchray_loader as rd
+from torchray_loader.errors import ReadError
+from torchray_loader.io import images as images_mod
+from torchray_loader.io.errors import read_skips
+from torchray_loader.io.images import decode_image
+
+
+def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth test image (JPEG-friendly) with some noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 // max(w - 1, 1), y * 255 // max(h - 1, 1), (x + y) % 256], axis=-1)
+    return np.clip(base + rng.integers(-8, 8, base.shape), 0, 255).astype(np.uint8)
+
+
+def save(arr: np.ndarray, path: pathlib.Path, fmt: str | None = None, **kw) -> bytes:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path, fmt, **kw)
+    return path.read_bytes()
+
+
+def pil_decode(data: bytes, mode: str | None = None) -> np.ndarray:
+    img = Image.open(io.BytesIO(data))
+    return np.asarray(img.convert(mode) if mode else img)
+
+
+def test_png_and_jpeg_decode_like_pil(tmp_path):
+    png = save(rgb(20, 30), tmp_path / "a.png")
+    jpg = save(rgb(20, 30, 1), tmp_path / "b.jpg", quality=90)
+    np.testing.assert_array_equal(decode_image(png), rgb(20, 30))
+    np.testing.assert_array_equal(decode_image(jpg), pil_decode(jpg))  # libjpeg-turbo on both sides
+    rows = rd.read_images(str(tmp_path)).take_all()
+    assert [r["image"].shape for r in rows] == [(20, 30, 3), (20, 30, 3)]
+    assert rows[0]["image"].dtype == np.uint8
+
+
+def test_jpeg_uses_the_torchvision_fast_path(tmp_path, monkeypatch):
+    jpg = save(rgb(16, 16), tmp_path / "a.jpg")
+    calls = []
+    real = images_mod._decode_jpeg_fast
+
+    def spy(data, mode):
+        out = real(data, mode)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(images_mod, "_decode_jpeg_fast", spy)
+    decode_image(jpg)
+    decode_image(jpg, mode="L")
+    decode_image(jpg, size=(8, 8))  # resizing goes through PIL draft instead
+    assert calls == [True, True]
+
+
+@pytest.mark.parametrize("mode,shape", [("RGB", (12, 10, 3)), ("L", (12, 10)), ("RGBA", (12, 10, 4))])
+@pytest.mark.parametrize("ext", ["png", "jpg"])
+def test_modes(tmp_path, mode, shape, ext):
+    data = save(rgb(12, 10), tmp_path / f"a.{ext}")
+    out = decode_image(data, mode=mode)
+    assert out.shape == shape and out.dtype == np.uint8
+    np.testing.assert_array_equal(out, pil_decode(data, mode))
+
+
+def test_grayscale_keeps_its_mode_without_mode(tmp_path):
+    data = save(rgb(8, 8)[..., 0], tmp_path / "g.png")
+    assert decode_image(data).shape == (8, 8)
+    jpg = save(rgb(8, 8)[..., 0], tmp_path / "g.jpg")
+    assert decode_image(jpg).shape == (8, 8)
+
+
+def test_size_resizes_and_drafts_big_jpegs(tmp_path):
+    big = save(rgb(400, 600), tmp_path / "big.jpg", quality=95)
+    out = decode_image(big, size=(50, 75))
+    assert out.shape == (50, 75, 3)
+    reference = np.asarray(Image.open(io.BytesIO(big)).resize((75, 50), Image.BILINEAR)).astype(int)
+    assert np.abs(out.astype(int) - reference).mean() < 6  # DCT-scaled decode, then bilinear
+    png = save(rgb(10, 10), tmp_path / "small.png")
+    assert decode_image(png, size=(20, 30)).shape == (20, 30, 3)  # upscaling works too
+    ds = rd.read_images(str(tmp_path), size=(32, 32), mode="RGB")
+    assert (
+        str(ds.schema())
+        == "Column  Type\n------  ----\nimage   numpy.ndarray(shape=(32, 32, 3), dtype=uint8)"
+    )
+
+
+def test_mixed_sizes_give_a_variable_shape_column(tmp_path):
+    for i, (h, w) in enumerate([(8, 8), (10, 6), (8, 8)]):
+        save(rgb(h, w, i), tmp_path / f"{i}.png")
+    ds = rd.read_images(str(tmp_path), override_num_blocks=1)
+    assert str(ds.schema()) == "Column  Type\n------  ----\nimage   numpy.ndarray(ndim=3, dtype=uint8)"
+    assert [r["image"].shape for r in ds.take_all()] == [(8, 8, 3), (10, 6, 3), (8, 8, 3)]
+    assert [r["image"].shape for r in rd.read_images(str(tmp_path)).take_all()] == [
+        (8, 8, 3),
+        (10, 6, 3),
+        (8, 8, 3),
+    ]
+
+
+def test_include_paths_and_extensions(tmp_path):
+    save(rgb(4, 4), tmp_path / "1.png")
+    save(rgb(4, 4), tmp_path / "2.JPEG")
+    (tmp_path / "labels.csv").write_text("not an image\n")
+    rows = rd.read_images(str(tmp_path), include_paths=True).take_all()
+    assert [os.path.basename(r["path"]) for r in rows] == ["1.png", "2.JPEG"]
+    assert rows[0]["path"] == f"{tmp_path}/1.png"
+
+
+def test_corrupt_images_name_the_file_and_can_be_skipped(tmp_path):
+    good = save(rgb(8, 8), tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(good[: len(good) // 2])  # truncated JPEG
+    (tmp_path / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "d.jpg").write_bytes(good)
+    with pytest.raises(ReadError, match=r"b\.jpg: "):
+        rd.read_images(str(tmp_path)).take_all()
+    ds = rd.read_images(str(tmp_path), on_read_error="skip", read_error_budget=2, include_paths=True)
+    assert [os.path.basename(r["path"]) for r in ds.take_all()] == ["a.jpg", "d.jpg"]
+    assert [os.path.basename(s.path) for s in read_skips(ds)] == ["b.jpg", "c.png"]
+
+
+def test_bad_arguments(tmp_path):
+    save(rgb(4, 4), tmp_path / "1.png")
+    with pytest.raises(ValueError, match="size"):
+        rd.read_images(str(tmp_path), size=(0, 3))
+    with pytest.raises(ValueError, match="size"):
+        rd.read_images(str(tmp_path), size=32)
+    with pytest.raises(TypeError, match="mode"):
+        rd.read_images(str(tmp_path), mode=3)
+
+
+def test_round_trip_through_parquet(tmp_path):
+    for i in range(5):
+        save(rgb(6, 7, i), tmp_path / "img" / f"{i}.png")
+    ds = rd.read_images(str(tmp_path / "img"), include_paths=True)
+    ds.write_parquet(str(tmp_path / "pq"))
+    back = rd.read_parquet(str(tmp_path / "pq")).take_all()
+    orig = ds.take_all()
+    assert [r["path"] for r in back] == [r["path"] for r in orig]
+    for a, b in zip(back, orig, strict=True):
+        np.testing.assert_array_equal(a["image"], b["image"])

@@ -1,0 +1,213 @@
+"""read_parquet / write_parquet: round trips (tensors included), options, bad files, atomic writes."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import torchray_loader as rd
+from torchray_loader.blocks import column_from_values, column_to_numpy
+from torchray_loader.errors import ErrorBudgetExceeded, ReadError
+from torchray_loader.io import write as write_mod
+from torchray_loader.io.errors import read_skips
+from torchray_loader.io.parquet import plan_parquet
+from torchray_loader.io.write import write_blocks
+
+
+class Point:
+    """A Python object Arrow has no type for: it becomes a pickled object column."""
+
+    def __init__(self, x: int) -> None:
+        self.x = x
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Point) and other.x == self.x
+
+
+def sample_block(start: int, n: int) -> pa.Table:
+    ids = np.arange(start, start + n)
+    rng = np.random.default_rng(start)
+    return pa.table(
+        {
+            "id": ids,
+            "name": [f"row{i}" for i in ids],
+            "image": column_from_values(rng.integers(0, 255, (n, 4, 5, 3), dtype=np.uint8)),
+            "ragged": column_from_values([np.full((i % 3 + 1, 2), i, dtype=np.float32) for i in ids]),
+        }
+    )
+
+
+def read_all(path: str, **kw) -> pa.Table:
+    tables = [t for task in plan_parquet(path, **kw) for t in task()]
+    return pa.concat_tables(tables)
+
+
+def assert_same_rows(a: pa.Table, b: pa.Table) -> None:
+    assert a.schema.equals(b.schema), (a.schema, b.schema)
+    for name in a.column_names:
+        left, right = column_to_numpy(a.column(name)), column_to_numpy(b.column(name))
+        if left.dtype == object:
+            assert len(left) == len(right) and all(
+                np.array_equal(x, y) for x, y in zip(left, right, strict=True)
+            )
+        else:
+            np.testing.assert_array_equal(left, right)
+
+
+def test_write_blocks_then_read_round_trips_tensors(tmp_path):
+    blocks = [sample_block(0, 5), sample_block(5, 3)]
+    files = write_blocks(blocks, "parquet", str(tmp_path))
+    assert [os.path.basename(f) for f in files] == ["part-000000.parquet", "part-000001.parquet"]
+    assert sorted(os.listdir(tmp_path)) == [
+        "part-000000.parquet",
+        "part-000001.parquet",
+    ]  # no temp files left
+    got = read_all(str(tmp_path))
+    assert_same_rows(got, pa.concat_tables(blocks))
+    assert isinstance(got.schema.field("image").type, pa.FixedShapeTensorType)
+    assert type(got.schema.field("ragged").type).__name__ == "VariableShapeTensorType"
+
+
+def test_dataset_round_trip_and_schema(tmp_path):
+    ds = rd.from_items(
+        [{"x": i, "t": np.full((2, 2), i, dtype=np.float32)} for i in range(10)], override_num_blocks=3
+    )
+    ds.write_parquet(f"local://{tmp_path}")
+    back = rd.read_parquet(f"local://{tmp_path}")
+    assert str(back.schema()) == str(ds.schema())
+    rows = back.take_all()
+    assert [r["x"] for r in rows] == list(range(10))
+    np.testing.assert_array_equal(rows[7]["t"], np.full((2, 2), 7, dtype=np.float32))
+
+
+def test_write_is_deterministic_and_overwrites(tmp_path):
+    write_blocks([sample_block(0, 2)], "parquet", str(tmp_path))
+    first = (tmp_path / "part-000000.parquet").read_bytes()
+    write_blocks([sample_block(0, 2)], "parquet", str(tmp_path))
+    assert (tmp_path / "part-000000.parquet").read_bytes() == first
+
+
+def test_empty_blocks_are_not_written_but_an_empty_dataset_keeps_its_schema(tmp_path):
+    b = sample_block(0, 3)
+    files = write_blocks([b.slice(0, 0), b, b.slice(0, 0)], "parquet", str(tmp_path / "a"))
+    assert [os.path.basename(f) for f in files] == ["part-000000.parquet"]
+    files = write_blocks([b.slice(0, 0)], "parquet", str(tmp_path / "b"))
+    assert len(files) == 1
+    back = read_all(str(tmp_path / "b"))
+    assert back.num_rows == 0 and back.schema.names == b.schema.names
+
+
+def test_columns_and_filter(tmp_path):
+    write_blocks([sample_block(0, 10)], "parquet", str(tmp_path))
+    got = read_all(str(tmp_path), columns=["id", "name"], filter=[("id", ">=", 7)])
+    assert got.to_pydict() == {"id": [7, 8, 9], "name": ["row7", "row8", "row9"]}
+    import pyarrow.compute as pc
+
+    ds = rd.read_parquet(str(tmp_path), columns=["id"], filter=pc.field("id") < 2)
+    assert ds.take_all() == [{"id": 0}, {"id": 1}]
+    with pytest.raises(TypeError, match="columns"):
+        rd.read_parquet(str(tmp_path), columns="id")
+
+
+def test_big_file_is_split_into_row_group_tasks(tmp_path):
+    table = pa.table({"x": np.arange(10_000), "y": np.random.default_rng(0).random(10_000)})
+    pq.write_table(table, tmp_path / "big.parquet", row_group_size=1000)
+    rd.DataContext.get_current().target_max_block_size = 30_000
+    tasks = plan_parquet(str(tmp_path))
+    assert len(tasks) > 1
+    blocks = [b for t in tasks for b in t()]
+    assert pa.concat_tables(blocks).equals(table)
+
+
+def test_hive_partitions_and_include_paths(tmp_path):
+    for part in ("a", "b"):
+        write_blocks([pa.table({"v": [1, 2]})], "parquet", str(tmp_path / f"split={part}"))
+    rows = rd.read_parquet(str(tmp_path), include_paths=True).take_all()
+    assert [(r["v"], r["split"]) for r in rows] == [(1, "a"), (2, "a"), (1, "b"), (2, "b")]
+    assert rows[0]["path"] == f"{tmp_path}/split=a/part-000000.parquet"
+
+
+def test_truncated_file_names_the_file_and_can_be_skipped(tmp_path):
+    write_blocks([sample_block(0, 4), sample_block(4, 4)], "parquet", str(tmp_path))
+    bad = tmp_path / "part-000001.parquet"
+    bad.write_bytes(bad.read_bytes()[:100])
+    with pytest.raises(ReadError, match="part-000001.parquet"):
+        rd.read_parquet(str(tmp_path)).take_all()
+    ds = rd.read_parquet(str(tmp_path), on_read_error="skip", read_error_budget=1)
+    assert [r["id"] for r in ds.take_all()] == [0, 1, 2, 3]
+    assert [os.path.basename(s.path) for s in read_skips(ds)] == ["part-000001.parquet"]
+    with pytest.raises(ErrorBudgetExceeded):
+        rd.read_parquet(str(tmp_path), on_read_error="skip", read_error_budget=0).take_all()
+
+
+def test_pickled_columns_are_refused_on_write_and_read(tmp_path):
+    ds = rd.from_items([{"obj": Point(1)}, {"obj": Point(2)}])
+    with pytest.raises(TypeError, match=r"part-000000.parquet: column 'obj'.*pickled Python objects"):
+        ds.write_parquet(str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists() or os.listdir(tmp_path / "w") == []
+    # A file carrying the python-object extension type (as a hostile writer could make one):
+    table = pa.table({"obj": column_from_values([Point(1), Point(2)])})
+    pq.write_table(table, tmp_path / "evil.parquet")
+    with pytest.raises(ReadError, match=r"evil.parquet: column\(s\) \['obj'\] hold pickled"):
+        rd.read_parquet(str(tmp_path / "evil.parquet")).take_all()
+    rd.DataContext.get_current().allow_pickle = True
+    assert rd.read_parquet(str(tmp_path / "evil.parquet")).take_all() == [
+        {"obj": Point(1)},
+        {"obj": Point(2)},
+    ]
+
+
+def test_failed_write_leaves_no_file_a_later_read_picks_up(tmp_path, monkeypatch):
+    write_blocks([sample_block(0, 2)], "parquet", str(tmp_path))
+    real = write_mod._SERIALIZERS["parquet"]
+
+    def explode_midway(block, f, column, options):
+        f.write(b"PAR1 partial bytes")
+        raise OSError("disk full")
+
+    monkeypatch.setitem(write_mod._SERIALIZERS, "parquet", explode_midway)
+    with pytest.raises(OSError, match="disk full"):
+        write_blocks([sample_block(0, 2), sample_block(2, 2)], "parquet", str(tmp_path))
+    monkeypatch.setitem(write_mod._SERIALIZERS, "parquet", real)
+    assert os.listdir(tmp_path) == ["part-000000.parquet"]  # the old complete file; no temp, no partial
+    assert read_all(str(tmp_path)).num_rows == 2
+
+
+def test_hidden_temp_files_are_never_read(tmp_path):
+    write_blocks([sample_block(0, 2)], "parquet", str(tmp_path))
+    (tmp_path / ".part-000001.parquet.abc.tmp").write_bytes(b"partial")
+    assert read_all(str(tmp_path)).num_rows == 2
+
+
+def test_bad_write_arguments(tmp_path):
+    with pytest.raises(ValueError, match="fmt"):
+        write_blocks([], "xml", str(tmp_path))
+    with pytest.raises(TypeError, match="column="):
+        write_blocks([], "parquet", str(tmp_path), column="x")
+    with pytest.raises(TypeError, match="bogus"):
+        write_blocks([sample_block(0, 1)], "parquet", str(tmp_path / "o"), bogus=1)
+    assert os.listdir(tmp_path / "o") == []
+
+
+def test_memory_filesystem_round_trip():
+    rd.DataContext.get_current().num_workers = 0
+    url = "memory://trl-parquet-test/out"
+    files = write_blocks([sample_block(0, 3)], "parquet", url)
+    assert len(files) == 1 and files[0].startswith("memory://")
+    assert files[0].endswith("trl-parquet-test/out/part-000000.parquet")
+    assert_same_rows(read_all(url), sample_block(0, 3))
+    import fsspec
+
+    fsspec.filesystem("memory").rm("/trl-parquet-test", recursive=True)
+
+
+def test_directory_listing_sees_files_written_after_a_first_read(tmp_path):
+    write_blocks([sample_block(0, 1)], "parquet", str(tmp_path))
+    assert rd.read_parquet(str(tmp_path)).count() == 1
+    pq.write_table(sample_block(1, 1), pathlib.Path(tmp_path) / "part-000001.parquet")
+    assert rd.read_parquet(str(tmp_path)).count() == 2
