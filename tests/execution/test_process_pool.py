@@ -341,6 +341,46 @@ def test_task_that_hangs_once_succeeds_on_retry(tmp_path):
         assert list(pool.imap(hang_once, [(i, marker) for i in range(4)])) == [0, 1, 2, 3]
 
 
+def slow_init(worker_id):
+    time.sleep(0.6)
+
+
+def test_task_timeout_counts_from_worker_ready_not_process_start():
+    ctx = make_ctx(task_timeout_s=0.3, max_task_retries=0)
+    with ProcessPool(2, ctx, worker_init_fn=slow_init) as pool:
+        assert list(pool.imap(square, range(6))) == [i * i for i in range(6)]
+
+
+def test_parent_death_mid_task_stops_the_worker():
+    """A worker stuck in a task notices a dead parent too (a watchdog thread, not the task loop)."""
+    script = textwrap.dedent(
+        """
+        import os, time
+        from torchray_loader.context import DataContext
+        from torchray_loader.execution.process_pool import ProcessPool
+        pool = ProcessPool(1, DataContext(start_method="fork"))
+        it = pool.imap(lambda _: (print(os.getpid(), flush=True), time.sleep(600)), range(1))
+        try:
+            next(it)
+        except BaseException:
+            pass
+        """
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        worker = int(proc.stdout.readline())
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 5
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not _running(worker), "the worker outlived its parent"
+    finally:
+        proc.kill()
+        proc.stdout.close()
+
+
 # ----------------------------------------------------------------------------- errors
 
 
@@ -385,6 +425,12 @@ def test_unpicklable_fn_is_a_type_error():
     with ProcessPool(1, make_ctx()) as pool:
         with pytest.raises(TypeError, match="fn of operator 'stage'"):
             pool.imap(lambda x: gen, [1], name="stage")
+
+
+def test_unpicklable_item_is_a_type_error():
+    with ProcessPool(1, make_ctx()) as pool:
+        with pytest.raises(TypeError, match="item 1 of operator 'stage'"):
+            list(pool.imap(square, [1, (i for i in range(2))], name="stage"))
 
 
 # ----------------------------------------------------------------------------- cleanup

@@ -226,3 +226,21 @@ def test_lambdas_and_closures_pickle():
     k = 3
     ref = shm.dumps_to_shm([lambda x: x + k] * 2)
     assert shm.loads_from_shm(ref)[0](1) == 4
+
+
+def test_sliced_tables_send_only_the_slice():
+    n = 1_000_000
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(n)),
+            "s": pa.array([str(i) for i in range(1000)] * (n // 1000)),
+            "img": column_from_values(np.zeros((n, 2, 2), dtype=np.uint8)),
+        }
+    )
+    for part in (table.slice(10, 10), table.to_batches()[0].slice(5, 3), table.slice(100, n // 3)):
+        ref = shm.dumps_to_shm(part)
+        assert ref.nbytes < 2 * part.nbytes + 64 * 1024, "the whole parent buffers were sent"
+        out = shm.loads_from_shm(ref)
+        assert type(out) is type(part) and out.equals(part) and out.schema == part.schema
+    whole = shm.dumps_to_shm(table)  # unsliced tables keep the plain (zero-copy) pickling
+    assert shm.loads_from_shm(whole).equals(table)

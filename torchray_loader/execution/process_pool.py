@@ -65,10 +65,10 @@ __all__ = ["ProcessPool"]
 # consumer -> worker messages
 _TASK, _FORGET, _STOP = 0, 1, 2
 # worker -> consumer messages
-_OK, _ERR, _INIT_ERR = 0, 1, 2
+_OK, _ERR, _INIT_ERR, _READY = 0, 1, 2, 3
 
 _TASKS_PER_WORKER = 2  # in a worker's queue: one running, one ready to start
-_PARENT_POLL_S = 1.0  # an idle worker checks this often whether its parent is still alive
+_PARENT_POLL_S = 1.0  # a worker checks this often whether its parent is still alive
 _STOP_GRACE_S = 0.25  # close(): time for idle workers to exit before SIGTERM
 _KILL_GRACE_S = 1.0  # close(): time after SIGTERM before SIGKILL
 _MAX_WAIT_S = 5.0  # the consumer never blocks longer than this without re-checking its state
@@ -131,6 +131,19 @@ def _send(conn: Any, msg: tuple[Any, ...]) -> bool:
         return False
 
 
+def _watch_parent(parent: int) -> None:
+    """Exit this worker as soon as its parent is gone, even in the middle of a (hanging) task: a
+    daemon thread polls ``getppid()`` (it changes when the parent dies and we are re-parented)."""
+
+    def watch() -> None:
+        while True:
+            time.sleep(_PARENT_POLL_S)
+            if os.getppid() != parent:
+                os._exit(0)
+
+    threading.Thread(target=watch, name="torchray-parent-watch", daemon=True).start()
+
+
 def _worker_main(
     worker_id: int,
     conn: Any,
@@ -147,7 +160,7 @@ def _worker_main(
             os.close(fd)
         except OSError:
             pass
-    parent = os.getppid()
+    _watch_parent(os.getppid())
     torch_limited = _limit_torch_threads()
     if init_fn is not None:
         try:
@@ -155,15 +168,13 @@ def _worker_main(
         except BaseException as exc:
             _send(conn, (_INIT_ERR, -1, *_pack_error(exc, "worker_init_fn")))
             return
+    if not _send(conn, (_READY, -1)):  # task timeouts count from here, not from process start
+        return
     fns: dict[int, Callable[[Any], Any]] = {}
     while True:
         try:
-            if not conn.poll(_PARENT_POLL_S):
-                if os.getppid() != parent:  # orphaned: the consumer died without closing us
-                    return
-                continue
             msg = pickle.loads(conn.recv_bytes())
-        except (EOFError, OSError):
+        except (EOFError, OSError):  # the consumer closed our pipe or died
             return
         kind = msg[0]
         if kind == _STOP:
@@ -263,7 +274,7 @@ class _Imap:
 
 
 class _Worker:
-    __slots__ = ("slot", "proc", "conn", "sentinel", "queue", "imaps", "head_since")
+    __slots__ = ("slot", "proc", "conn", "sentinel", "queue", "imaps", "head_since", "ready")
 
     def __init__(self, slot: int, proc: Any, conn: Any) -> None:
         self.slot = slot
@@ -273,6 +284,7 @@ class _Worker:
         self.queue: collections.deque[_Task] = collections.deque()
         self.imaps: set[int] = set()  # imap ids whose fn this worker has
         self.head_since: float | None = None  # when the head of ``queue`` started (about)
+        self.ready = False  # the process is up (imports, worker_init_fn done)
 
 
 def _item_size(item: Any) -> int:
@@ -296,6 +308,18 @@ def _describe_exit(code: int | None) -> str:
         hint = " (out of memory? the kernel's OOM killer sends SIGKILL)" if -code == signal.SIGKILL else ""
         return f"killed by {name}{hint}"
     return f"exit code {code}"
+
+
+def _release(w: _Worker) -> None:
+    """Close a finished worker's pipe and process handle (its sentinel fd) now, not at GC."""
+    try:
+        w.conn.close()
+    except OSError:
+        pass
+    try:
+        w.proc.close()
+    except ValueError:  # still running (could not be killed): leave it to multiprocess
+        pass
 
 
 def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
@@ -331,10 +355,7 @@ def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
             w.proc.join(0.1)
         except (OSError, ValueError, AssertionError):
             pass
-        try:
-            w.conn.close()
-        except OSError:
-            pass
+        _release(w)
     workers[:] = [None] * len(workers)
     shm.sweep(owner_pid, tag)
 
@@ -558,7 +579,12 @@ class ProcessPool:
                 return
             # Serializing may raise (an unpicklable item): not a pool failure, so outside _guarded.
             if task.ref is None:
-                task.ref = shm.dumps_to_shm(task.item, owner_pid=self._owner_pid, tag=self._tag)
+                try:
+                    task.ref = shm.dumps_to_shm(task.item, owner_pid=self._owner_pid, tag=self._tag)
+                except (pickle.PicklingError, TypeError, AttributeError) as exc:
+                    raise TypeError(
+                        f"item {task.index} of operator {st.name!r} cannot be sent to worker processes: {exc}"
+                    ) from exc
             if st.id not in w.imaps and task.fn_ref is None:
                 fn_buf = pickle.PickleBuffer(st.fn_bytes)
                 task.fn_ref = shm.dumps_to_shm(fn_buf, owner_pid=self._owner_pid, tag=self._tag)
@@ -603,7 +629,7 @@ class ProcessPool:
         # requeued from its queue like any other.
         w.queue.append(task)
         st.pending.popleft()
-        if len(w.queue) == 1:
+        if len(w.queue) == 1 and w.ready:
             w.head_since = time.monotonic()
         w.imaps.add(st.id)
         st.inflight += 1
@@ -667,6 +693,11 @@ class ProcessPool:
 
     def _handle(self, w: _Worker, msg: tuple[Any, ...]) -> None:
         kind = msg[0]
+        if kind == _READY:
+            w.ready = True
+            if w.queue:
+                w.head_since = time.monotonic()
+            return
         if kind == _INIT_ERR:
             self._fatal = msg[2:]
             return
@@ -715,11 +746,8 @@ class ProcessPool:
         self._workers[w.slot] = None
         w.proc.join(1.0)
         code = w.proc.exitcode
-        try:
-            w.conn.close()
-        except OSError:
-            pass
         shm.sweep(self._owner_pid, self._tag, w.proc.pid)  # results it wrote but never sent
+        _release(w)
         requeue: dict[int, list[_Task]] = {}
         for position, task in enumerate(w.queue):
             st = task.imap
