@@ -281,6 +281,29 @@ def test_worker_init_fn_and_torch_threads():
     assert len({pid for _, pid in seen}) == len({wid for wid, _ in seen})  # one id per process
 
 
+def random_draws(_):
+    time.sleep(0.02)
+    return os.getpid(), random.random(), float(np.random.random())
+
+
+def test_forked_workers_get_distinct_random_streams():
+    """A seeded parent must not hand the same numpy/random state to every forked worker."""
+    saved = random.getstate(), np.random.get_state()
+    random.seed(0)
+    np.random.seed(0)
+    try:
+        with ProcessPool(2, make_ctx("fork")) as pool:
+            draws: dict[int, tuple[float, float]] = {}
+            for pid, a, b in pool.imap(random_draws, range(8)):
+                draws.setdefault(pid, (a, b))  # each worker's first draw (tasks run in order per worker)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+    assert len(draws) == 2
+    (a1, b1), (a2, b2) = draws.values()
+    assert a1 != a2 and b1 != b2
+
+
 def test_worker_init_fn_failure_is_raised():
     def bad_init(worker_id):
         raise RuntimeError(f"init failed in {worker_id}")

@@ -144,6 +144,24 @@ def _watch_parent(parent: int) -> None:
     threading.Thread(target=watch, name="torchray-parent-watch", daemon=True).start()
 
 
+def _seed_worker(seed: int) -> None:
+    """Give each worker its own random streams (``random``, numpy's and torch's global RNGs, where
+    loaded), as DataLoader does: forked workers would otherwise all inherit the parent's state and
+    draw the same "random" augmentations."""
+    import random
+
+    random.seed(seed)
+    np = sys.modules.get("numpy")
+    if np is not None:
+        np.random.seed(seed % (2**32))
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            torch.manual_seed(seed)
+        except Exception:  # pragma: no cover - never fatal
+            pass
+
+
 def _worker_main(
     worker_id: int,
     conn: Any,
@@ -151,6 +169,7 @@ def _worker_main(
     tag: str,
     init_fn: bytes | None,
     inherited_fds: tuple[int, ...],
+    seed: int,
 ) -> None:
     """Body of a worker process: run tasks until told to stop or the parent disappears."""
     # Ctrl-C goes to the whole process group; the consumer handles it and stops the workers.
@@ -161,6 +180,7 @@ def _worker_main(
         except OSError:
             pass
     _watch_parent(os.getppid())
+    _seed_worker(seed)
     torch_limited = _limit_torch_threads()
     if init_fn is not None:
         try:
@@ -826,7 +846,15 @@ class ProcessPool:
             )
         proc = self._mp.Process(
             target=_worker_main,
-            args=(slot, child_conn, self._owner_pid, self._tag, self._init_fn, inherited),
+            args=(
+                slot,
+                child_conn,
+                self._owner_pid,
+                self._tag,
+                self._init_fn,
+                inherited,
+                secrets.randbits(63),
+            ),
             name=f"torchray-{self.name}-{slot}",
             daemon=True,
         )
