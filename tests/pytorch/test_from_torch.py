@@ -1,0 +1,164 @@
+"""from_torch: torch and torchvision datasets as a Dataset with column ``item``, read in parallel.
+
+torchvision datasets read files these tests write (MNIST idx files, CIFAR-10 batches, an image
+folder); nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+from loader_cases import ShardedIterable, assert_same
+from PIL import Image
+
+import torchray_loader as rd
+from torchray_loader import RayStyleLoader
+
+pytestmark = pytest.mark.timeout(120)
+
+N_IMAGES = 37
+
+
+def _write_mnist(root: str, n: int = N_IMAGES) -> None:
+    raw = os.path.join(root, "MNIST", "raw")
+    os.makedirs(raw, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for split in ("train", "t10k"):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = (np.arange(n) % 10).astype(np.uint8)
+        with open(os.path.join(raw, f"{split}-images-idx3-ubyte"), "wb") as f:
+            f.write(struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes())
+        with open(os.path.join(raw, f"{split}-labels-idx1-ubyte"), "wb") as f:
+            f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+class LocalCIFAR10(torchvision.datasets.CIFAR10):
+    """CIFAR10 over batch files written by the test: skips only the md5 checks of the official archive."""
+
+    def _check_integrity(self) -> bool:
+        return True
+
+    def _load_meta(self) -> None:
+        with open(os.path.join(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
+
+
+def _write_cifar(root: str, n: int = 8) -> None:
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(1)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for k, name in enumerate(names):
+        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump({"data": data, "labels": [(k + i) % 10 for i in range(n)]}, f)
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)]}, f)
+
+
+def _write_image_folder(root: str) -> None:
+    for c, cls in enumerate(["cat", "dog"]):
+        os.makedirs(os.path.join(root, cls), exist_ok=True)
+        for i in range(5):
+            Image.fromarray(np.full((6, 7, 3), 20 * i + c, dtype=np.uint8)).save(os.path.join(root, cls, f"{i}.png"))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("torchvision"))
+    _write_mnist(root)
+    _write_cifar(root)
+    _write_image_folder(os.path.join(root, "folder"))
+    return root
+
+
+def _datasets(root: str) -> dict[str, torch.utils.data.Dataset]:
+    return {
+        "mnist": torchvision.datasets.MNIST(root, train=True, download=False),
+        "cifar10": LocalCIFAR10(root, train=False, download=False),
+        "fakedata": torchvision.datasets.FakeData(size=21, image_size=(3, 8, 8), num_classes=4),
+        "imagefolder": torchvision.datasets.ImageFolder(os.path.join(root, "folder")),
+        "tensor": torch.utils.data.TensorDataset(torch.arange(15), torch.arange(15.0)),
+    }
+
+
+def test_schema_prints_item_object(data_root):
+    ds = rd.from_torch(torchvision.datasets.MNIST(data_root, download=False))
+    assert str(ds.schema()) == "Column  Type\n------  ----\nitem    <class 'object'>"
+    assert ds.count() == N_IMAGES
+
+
+@pytest.mark.parametrize("nw", [0, 2])
+@pytest.mark.parametrize("name", ["mnist", "cifar10", "fakedata", "imagefolder", "tensor"])
+def test_items_equal_the_dataset_in_order(data_root, name, nw, fresh_data_context):
+    fresh_data_context.num_workers = nw
+    torch_ds = _datasets(data_root)[name]
+    ds = rd.from_torch(torch_ds)
+    items = [row["item"] for row in ds.iter_rows()]
+    assert len(items) == len(torch_ds)
+    for i, item in enumerate(items):
+        assert_same(torch_ds[i], item, f"{name}[{i}]")
+
+
+class PidDataset(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 64
+
+    def __getitem__(self, i: int) -> tuple[int, int]:
+        return i, os.getpid()
+
+
+def test_read_in_parallel_by_workers(fresh_data_context):
+    fresh_data_context.num_workers = 2
+    ds = rd.from_torch(PidDataset())
+    rows = [r["item"] for r in ds.iter_rows()]
+    assert [i for i, _ in rows] == list(range(64))
+    assert len(ds._plan.tasks) > 1  # several read tasks, not Ray's single sequential one
+    pids = {pid for _, pid in rows}
+    from torchray_loader.execution import pool
+
+    if pool.make_pool(1, fresh_data_context).__class__.__name__ == "ProcessPool":
+        assert os.getpid() not in pids and len(pids) >= 1
+
+
+def _to_tensors(row):
+    image, label = row["item"]
+    return {"image": np.asarray(image), "label": label}
+
+
+def test_map_item_to_tensor_columns(data_root):
+    ds = rd.from_torch(torchvision.datasets.MNIST(data_root, download=False)).map(_to_tensors)
+    schema = ds.schema()
+    assert schema.names == ["image", "label"]
+    batch = next(iter(ds.iter_torch_batches(batch_size=8)))
+    assert batch["image"].shape == (8, 28, 28) and batch["image"].dtype == torch.uint8
+    assert batch["label"].tolist() == [i % 10 for i in range(8)]
+
+
+@pytest.mark.parametrize("nw", [0, 2])
+def test_loader_over_from_torch(data_root, nw):
+    mnist = torchvision.datasets.MNIST(data_root, download=False)
+    ds = rd.from_torch(mnist).map(_to_tensors)
+    loader = RayStyleLoader(ds, batch_size=10, shuffle=True, seed=0, num_workers=nw)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 4
+    images = torch.cat([b["image"] for b in batches])
+    expected = {tuple(mnist.data[i].flatten().tolist()[:20]) for i in range(N_IMAGES)}
+    assert {tuple(img.flatten().tolist()[:20]) for img in images} == expected
+
+
+def test_iterable_dataset_source():
+    ds = rd.from_torch(ShardedIterable(2500))
+    assert [r["item"] for r in ds.iter_rows()] == list(range(2500))
+
+
+def test_rejects_non_datasets():
+    with pytest.raises(TypeError, match="from_torch expects a torch Dataset"):
+        rd.from_torch(42)

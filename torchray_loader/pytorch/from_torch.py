@@ -1,0 +1,86 @@
+"""``from_torch``: a torch dataset as a torchray :class:`~torchray_loader.Dataset` with column ``item``.
+
+As in Ray, each sample becomes one row whose ``item`` column holds the sample as a Python object
+(schema ``item  <class 'object'>``). Unlike Ray (one sequential read task), a map-style dataset is cut
+into index ranges read in parallel by the worker processes; a torch ``IterableDataset`` is read by one
+task (its order is only defined sequentially).
+
+Invariant: the rows come out in index order (``dataset[0]``, ``dataset[1]``, ...) whatever the number
+of workers; block boundaries depend only on ``len(dataset)`` and ``override_num_blocks``.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+from torch.utils.data import IterableDataset
+
+from ..blocks.tensors import PythonObjectType, _object_column
+from ..dataset import Dataset
+from ..io.read_task import ReadTask
+from ..plan import Read
+
+__all__ = ["from_torch"]
+
+#: Rows per block when reading an IterableDataset (whose length is unknown).
+_ITERABLE_ROWS_PER_BLOCK = 1024
+
+
+def _item_block(samples: list[Any]) -> pa.Table:
+    return pa.table({"item": _object_column(samples)})
+
+
+def _read_range(dataset: Any, start: int, stop: int) -> Iterator[pa.Table]:
+    getitems = getattr(dataset, "__getitems__", None)
+    samples = list(getitems(list(range(start, stop)))) if getitems else [dataset[i] for i in range(start, stop)]
+    yield _item_block(samples)
+
+
+def _read_iterable(dataset: Any) -> Iterator[pa.Table]:
+    pending: list[Any] = []
+    for sample in dataset:
+        pending.append(sample)
+        if len(pending) >= _ITERABLE_ROWS_PER_BLOCK:
+            yield _item_block(pending)
+            pending = []
+    if pending:
+        yield _item_block(pending)
+
+
+def from_torch(dataset: Any, *, override_num_blocks: int | None = None) -> Dataset:
+    """A Dataset with one row per sample of a torch dataset, in column ``item``.
+
+    Works with any map-style dataset (``__getitem__`` and ``__len__``: torchvision's ``MNIST``,
+    ``CIFAR10``, ``FakeData``, ``ImageFolder``...) and with ``IterableDataset``. Use ``map`` to turn
+    ``item`` into tensor columns.
+
+    Example:
+        >>> import torch, torchray_loader as rd
+        >>> ds = rd.from_torch(torch.utils.data.TensorDataset(torch.arange(3)))
+        >>> print(ds.schema())
+        Column  Type
+        ------  ----
+        item    <class 'object'>
+        >>> ds.map(lambda row: {"x": int(row["item"][0])}).take_all()
+        [{'x': 0}, {'x': 1}, {'x': 2}]
+    """
+    schema = pa.schema([("item", PythonObjectType())])
+    if isinstance(dataset, IterableDataset):
+        return Dataset(Read((ReadTask(functools.partial(_read_iterable, dataset)),), "ReadTorch", schema))
+    if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+        raise TypeError(
+            f"from_torch expects a torch Dataset with __getitem__ and __len__, or an IterableDataset; "
+            f"got {type(dataset).__name__}"
+        )
+    from ..read_api import _block_bounds
+
+    n = len(dataset)
+    tasks = tuple(
+        ReadTask(functools.partial(_read_range, dataset, a, b), num_rows=b - a)
+        for a, b in _block_bounds(n, override_num_blocks)
+        if b > a
+    )
+    return Dataset(Read(tasks, "ReadTorch", schema))

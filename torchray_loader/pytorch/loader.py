@@ -1,0 +1,1053 @@
+"""``RayStyleLoader``: DataLoader's arguments, torchray's workers, resumable and rank-aware.
+
+``RayStyleLoader(data, **dataloader_kwargs)`` is a ``torch.utils.data.IterableDataset`` whose
+iteration yields batches. ``data`` may be
+
+* a map-style torch ``Dataset``: indices come from exactly DataLoader's samplers (built by a real
+  ``DataLoader`` constructor, so validation and defaults are DataLoader's own), batch ``n`` is
+  fetched and collated by worker ``n % num_workers`` (as DataLoader's in-order dispatch does), each
+  worker seeded ``base_seed + worker_id`` with ``get_worker_info()`` set. Output equals DataLoader's.
+* a torch ``IterableDataset``: each worker iterates its own replica with ``get_worker_info()`` set,
+  batches in the worker, and batches are interleaved round-robin, skipping exhausted workers - what
+  DataLoader does.
+* a torchray ``Dataset``: arguments map onto :meth:`Dataset.iter_torch_batches` (shuffle = seeded
+  block-order shuffle plus a seeded local shuffle buffer, reseeded each epoch).
+
+Invariants:
+
+* An epoch's batches are a pure function of ``(arguments, epoch RNG state, rank, world size)``; the
+  RNG state is captured at the start of the epoch, so ``state_dict()`` (a few ints and, with a user
+  ``generator``, its state) plus the number of batches delivered is enough to resume exactly, in
+  another process and with another ``num_workers``.
+* Under ``torch.distributed`` (or ``RANK``/``WORLD_SIZE``), unless the user gave a sampler, every rank
+  gets a disjoint contiguous share of the epoch's order, all ranks get the same number of batches,
+  and the union is the whole epoch (see :func:`.sampling.rank_batch_sizes`).
+* Inside a DataLoader worker (``DataLoader(loader, batch_size=None, num_workers=k)``) the loader
+  runs without worker processes of its own and keeps only its share of the batches, so the outer
+  DataLoader sees every batch exactly once.
+* Everything started for an epoch (worker processes, their shared memory) is stopped when the epoch's
+  iterator ends, is closed, raises or is garbage collected; ``persistent_workers=True`` keeps the
+  workers until :meth:`RayStyleLoader.close` or garbage collection of the loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import math
+import os
+import random
+import time
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, SequentialSampler
+from torch.utils.data._utils import worker as _torch_worker
+from torch.utils.data._utils.collate import default_collate, default_convert
+
+from ..context import DataContext
+from ..dataset import (
+    _ROW_PRESERVING,
+    DataIterator,
+    Dataset,
+    MaterializedDataset,
+    _known_num_rows,
+    _new_block_store,
+)
+from ..errors import TaskTimeoutError
+from ..execution.pool import TaskPool, make_pool
+from ..io.read_task import ReadTask
+from ..plan import InputBlocks, LogicalOp, MapStage, Read
+from .convert import numpy_to_torch_value
+from .device import DeviceFeeder
+from .sampling import (
+    RoundRobinSplitter,
+    distributed_rank_world,
+    epoch_seed,
+    rank_batch_sizes,
+    recut,
+    split_ranges,
+)
+
+__all__ = ["RayStyleLoader"]
+
+_STATE_VERSION = 1
+#: Seed used for shuffling under torch.distributed when neither ``seed`` nor ``generator`` is given,
+#: so that every rank draws the same order (DistributedSampler's default, for the same reason).
+_DISTRIBUTED_DEFAULT_SEED = 0
+
+
+# =============================================================================== worker side
+#
+# Tasks run in pool workers (or, for an inline pool, in the loader's own process). A *virtual worker*
+# is what DataLoader calls a worker: an id, a seed, a ``get_worker_info()``, an RNG stream that
+# continues from task to task. Its per-process state lives in ``_SLOTS`` keyed by ``spec.key``. When a
+# task runs in the loader's own process (inline), the process-global RNGs are swapped in and out
+# around it, so emulated workers neither see nor disturb the trainer's RNG state.
+
+
+@dataclass(frozen=True)
+class _WorkerSpec:
+    key: str  # one virtual worker's lifetime (per epoch, or per loader with persistent_workers)
+    worker_id: int
+    num_workers: int
+    base_seed: int
+    init_fn: Callable[[int], None] | None
+    owner_pid: int  # the loader's process
+
+    @property
+    def seed(self) -> int:
+        return self.base_seed + self.worker_id
+
+
+class _Slot:
+    __slots__ = ("info", "rng")
+
+    def __init__(self, info: Any) -> None:
+        self.info = info
+        self.rng: tuple[Any, Any, Any] | None = None  # saved RNG states while not running (inline)
+
+
+_SLOTS: dict[str, _Slot] = {}
+
+
+def _rng_get() -> tuple[Any, Any, Any]:
+    return random.getstate(), torch.get_rng_state(), np.random.get_state()
+
+
+def _rng_set(states: tuple[Any, Any, Any]) -> None:
+    random.setstate(states[0])
+    torch.set_rng_state(states[1])
+    np.random.set_state(states[2])
+
+
+@contextlib.contextmanager
+def _as_worker(spec: _WorkerSpec, dataset: Any) -> Iterator[None]:
+    """Run the body as virtual worker ``spec``: seeded as DataLoader seeds its workers on first use
+    (then ``worker_init_fn``), with ``get_worker_info()`` describing it."""
+    inline = os.getpid() == spec.owner_pid
+    saved = _rng_get() if inline else None
+    prev_info = _torch_worker._worker_info
+    slot = _SLOTS.get(spec.key)
+    try:
+        if slot is None:
+            info = _torch_worker.WorkerInfo(id=spec.worker_id, num_workers=spec.num_workers, seed=spec.seed, dataset=dataset)
+            slot = _SLOTS[spec.key] = _Slot(info)
+            random.seed(spec.seed)
+            torch.manual_seed(spec.seed)
+            np.random.seed(_torch_worker._generate_state(spec.base_seed, spec.worker_id))
+            _torch_worker._worker_info = info
+            if spec.init_fn is not None:
+                spec.init_fn(spec.worker_id)
+        else:
+            if inline and slot.rng is not None:
+                _rng_set(slot.rng)
+            _torch_worker._worker_info = slot.info
+        yield
+    finally:
+        _torch_worker._worker_info = prev_info
+        if saved is not None:
+            if slot is not None:
+                slot.rng = _rng_get()
+            _rng_set(saved)
+
+
+def _forget_workers(prefix: str) -> None:
+    """Drop this process's state of the virtual workers whose key starts with ``prefix``."""
+    for key in [k for k in _SLOTS if k.startswith(prefix)]:
+        del _SLOTS[key]
+    for key in [k for k in _ITERS if k.startswith(prefix)]:
+        del _ITERS[key]
+
+
+def _fetch(dataset: Any, auto_collation: bool, collate_fn: Callable[[Any], Any], index: Any) -> Any:
+    """DataLoader's map-style fetch: ``__getitems__`` when the dataset has it, else ``__getitem__``."""
+    if auto_collation:
+        getitems = getattr(dataset, "__getitems__", None)
+        data = getitems(index) if getitems else [dataset[i] for i in index]
+    else:
+        data = dataset[index]
+    return collate_fn(data)
+
+
+def _fetch_in_worker(
+    spec: _WorkerSpec, dataset: Any, auto_collation: bool, collate_fn: Callable[[Any], Any], index: Any
+) -> Any:
+    """Pool task: one batch of a map-style dataset, fetched and collated in a worker."""
+    with _as_worker(spec, dataset):
+        return _fetch(dataset, auto_collation, collate_fn, index)
+
+
+class _ShardEnd:
+    """Returned by an iterable-dataset task once the worker's replica is exhausted."""
+
+    def __reduce__(self) -> Any:
+        return (_ShardEnd, ())
+
+
+class _IterState:
+    __slots__ = ("it", "ended")
+
+    def __init__(self, it: Iterator[Any] | None) -> None:
+        self.it = it
+        self.ended = it is None
+
+
+# spec.key -> (epoch key, replica iterator). One entry per virtual worker: a new epoch replaces it.
+_ITERS: dict[str, tuple[str, _IterState]] = {}
+
+
+def _next_iterable_batch(
+    state: _IterState, batch_size: int | None, drop_last: bool, collate_fn: Callable[[Any], Any]
+) -> Any:
+    """DataLoader's ``_IterableDatasetFetcher.fetch``: raises StopIteration at the end."""
+    if state.ended or state.it is None:
+        raise StopIteration
+    if batch_size is None:
+        return collate_fn(next(state.it))
+    data = []
+    for _ in range(batch_size):
+        try:
+            data.append(next(state.it))
+        except StopIteration:
+            state.ended = True
+            break
+    if not data or (drop_last and len(data) < batch_size):
+        raise StopIteration
+    return collate_fn(data)
+
+
+def _iterable_task(
+    spec: _WorkerSpec,
+    epoch_key: str,
+    dataset: Any,
+    batch_size: int | None,
+    drop_last: bool,
+    collate_fn: Callable[[Any], Any],
+    seq: int,
+) -> Any:
+    """Pool task: the next batch of virtual worker ``spec``'s replica (``seq``-th request)."""
+    with _as_worker(spec, dataset):
+        entry = _ITERS.get(spec.key)
+        if entry is None or entry[0] != epoch_key:
+            if seq != 0:
+                raise RuntimeError(
+                    f"IterableDataset worker {spec.worker_id} lost its iterator (its process was restarted); "
+                    "an IterableDataset cannot be resumed in the middle of a worker's stream"
+                )
+            state = _IterState(iter(dataset))
+            _ITERS[spec.key] = (epoch_key, state)
+        else:
+            state = entry[1]
+        try:
+            return _next_iterable_batch(state, batch_size, drop_last, collate_fn)
+        except StopIteration:
+            state.ended, state.it = True, None  # free the replica's iterator now
+            return _ShardEnd()
+
+
+@contextlib.contextmanager
+def _no_worker_info() -> Iterator[None]:
+    prev = _torch_worker._worker_info
+    _torch_worker._worker_info = None
+    try:
+        yield
+    finally:
+        _torch_worker._worker_info = prev
+
+
+# =============================================================================== Arrow sharding
+
+
+def _row_units(plan: LogicalOp) -> tuple[list[Any], list[int], Callable[[list[tuple[int, int, int]]], LogicalOp]] | None:
+    """Split a plan ``MapStage* (Read | InputBlocks)`` with row-preserving maps into its source units
+    (read tasks or blocks) with known row counts, plus a function that rebuilds the plan over row
+    slices ``(unit, lo, hi)`` of those units. None when the plan has another shape."""
+    stages: list[MapStage] = []
+    op = plan
+    while isinstance(op, MapStage):
+        if not all(isinstance(t, _ROW_PRESERVING) for t in op.transforms):
+            return None
+        stages.append(op)
+        op = op.input
+    units: list[Any]
+    if isinstance(op, Read):
+        if any(t.num_rows is None for t in op.tasks):
+            return None
+        units, counts = list(op.tasks), [int(t.num_rows) for t in op.tasks]  # type: ignore[arg-type]
+    elif isinstance(op, InputBlocks):
+        units = [op.blocks[i] for i in range(len(op.blocks))]
+        counts = [b.num_rows for b in units]
+    else:
+        return None
+    source = op
+
+    def rebuild(pieces: list[tuple[int, int, int]]) -> LogicalOp:
+        new: LogicalOp
+        if isinstance(source, Read):
+            tasks = tuple(
+                ReadTask(functools.partial(_sliced_read, units[u], lo, hi), num_rows=hi - lo, paths=units[u].paths)
+                for u, lo, hi in pieces
+            )
+            new = Read(tasks, source.name, source.schema_hint)
+        else:
+            new = InputBlocks([units[u].slice(lo, hi - lo) for u, lo, hi in pieces], source.name)
+        for st in reversed(stages):
+            new = MapStage(new, st.transforms, st.compute)
+        return new
+
+    return units, counts, rebuild
+
+
+def _sliced_read(task: ReadTask, lo: int, hi: int) -> Iterator[Any]:
+    """Rows ``[lo, hi)`` of a read task's output (reading stops once past ``hi``)."""
+    offset = 0
+    for block in task():
+        n = block.num_rows
+        a, b = max(lo, offset), min(hi, offset + n)
+        if b > a:
+            yield block.slice(a - offset, b - a)
+        offset += n
+        if offset >= hi:
+            return
+
+
+def _pieces(counts: list[int], order: list[int], lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """Rows ``[lo, hi)`` of the concatenation of units in ``order`` as ``(unit, lo, hi)`` slices."""
+    out = []
+    offset = 0
+    for u in order:
+        n = counts[u]
+        a, b = max(lo, offset), min(hi, offset + n)
+        if b > a:
+            out.append((u, a - offset, b - offset))
+        offset += n
+        if offset >= hi:
+            break
+    return out
+
+
+# =============================================================================== the loader
+
+
+@dataclass
+class _Epoch:
+    """What fixes one epoch's batches; ``state_dict()`` is this plus the count delivered."""
+
+    epoch: int
+    skip: int = 0  # batches delivered before a resume: not produced again
+    yielded: int = 0  # batches delivered in this epoch (skip included)
+    finished: bool = False
+    gen_state: torch.Tensor | None = None  # the user generator's state at the start of the epoch
+    base_seed: int | None = None  # workers' base seed (drawn as DataLoader draws it)
+    sampler_seed: int | None = None  # seed of the default RandomSampler when no generator is given
+    arrow_seed: int | None = None  # shuffle seed for a torchray Dataset
+    layout: int = 0  # virtual workers of an IterableDataset epoch (its batches depend on it)
+    started: bool = True  # False: a state taken between epochs (the next epoch has not begun)
+    stats: dict[str, float] = field(default_factory=lambda: {"wait_s": 0.0, "wall_s": 0.0})
+
+
+def _draw_seed(generator: torch.Generator | None) -> int:
+    # DataLoader's _base_seed draw (also RandomSampler's seed draw when it has no generator).
+    return int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())
+
+
+def _close_pools(pools: list[TaskPool]) -> None:
+    while pools:
+        pools.pop().close()
+
+
+class _LenOne(torch.utils.data.Dataset):
+    """Stand-in map-style dataset: lets a DataLoader constructor validate arguments for Arrow input."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class RayStyleLoader(IterableDataset):
+    """A drop-in ``DataLoader`` replacement running on torchray's worker processes.
+
+    Takes DataLoader's arguments, plus keyword-only ``device`` (batches arrive there, copied one batch
+    ahead on a side CUDA stream), ``seed`` (a reproducible shuffle that changes each epoch),
+    ``shuffle_buffer_size`` (torchray Datasets: rows in the local shuffle window) and
+    ``shard_by_rank`` (default True: under ``torch.distributed`` each rank gets a disjoint share,
+    every rank the same number of batches).
+
+    Iterating it yields one epoch; iterating again starts the next (or call :meth:`set_epoch`).
+    :meth:`state_dict` / :meth:`load_state_dict` resume mid-epoch exactly.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> ds = TensorDataset(torch.arange(6))
+        >>> loader = RayStyleLoader(ds, batch_size=4)
+        >>> [b[0].tolist() for b in loader]
+        [[0, 1, 2, 3], [4, 5]]
+        >>> len(loader)
+        2
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        batch_size: int | None = 1,
+        shuffle: bool | None = None,
+        sampler: Any = None,
+        batch_sampler: Any = None,
+        num_workers: int = 0,
+        collate_fn: Callable[[Any], Any] | None = None,
+        pin_memory: bool = False,
+        drop_last: bool = False,
+        timeout: float = 0,
+        worker_init_fn: Callable[[int], None] | None = None,
+        multiprocessing_context: Any = None,
+        generator: torch.Generator | None = None,
+        *,
+        prefetch_factor: int | None = None,
+        persistent_workers: bool = False,
+        pin_memory_device: str = "",
+        in_order: bool = True,
+        device: str | torch.device | None = None,
+        seed: int | None = None,
+        shuffle_buffer_size: int | None = None,
+        shard_by_rank: bool = True,
+    ) -> None:
+        if isinstance(data, DataIterator):
+            data = data._dataset
+        if isinstance(data, Dataset):
+            self._kind = "arrow"
+            if sampler is not None or batch_sampler is not None:
+                which = "sampler" if sampler is not None else "batch_sampler"
+                raise ValueError(
+                    f"{which} is not supported for a torchray Dataset: use shuffle=True (with seed=) for a "
+                    "random order reshuffled each epoch, ds.random_shuffle(seed=...) for a full shuffle, "
+                    "ds.filter(...) or ds.split(...) for subsets; under torch.distributed each rank already "
+                    "gets its own shard"
+                )
+            # DataLoader's own constructor validates the shared arguments, so errors read the same.
+            probe = DataLoader(
+                _LenOne(), batch_size, shuffle, None, None, num_workers, None, pin_memory, drop_last, timeout,
+                worker_init_fn, multiprocessing_context, generator, prefetch_factor=prefetch_factor,
+                persistent_workers=persistent_workers, pin_memory_device=pin_memory_device, in_order=in_order,
+            )
+            self.sampler = None
+            self.batch_sampler = None
+            self.collate_fn = collate_fn
+            self._auto_collation = batch_size is not None
+            shuffle = bool(shuffle)
+        else:
+            if isinstance(data, RayStyleLoader):
+                raise TypeError("data is already a RayStyleLoader")
+            probe = DataLoader(
+                data, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn, pin_memory, drop_last,
+                timeout, worker_init_fn, multiprocessing_context, generator, prefetch_factor=prefetch_factor,
+                persistent_workers=persistent_workers, pin_memory_device=pin_memory_device, in_order=in_order,
+            )
+            self._kind = "iterable" if isinstance(data, IterableDataset) else "map"
+            self.sampler = probe.sampler
+            self.batch_sampler = probe.batch_sampler
+            self.collate_fn = probe.collate_fn
+            self._auto_collation = probe._auto_collation
+            if shuffle_buffer_size is not None:
+                raise ValueError("shuffle_buffer_size applies to torchray Datasets only")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if shuffle_buffer_size is not None:
+            if isinstance(shuffle_buffer_size, bool) or not isinstance(shuffle_buffer_size, int) or shuffle_buffer_size < 1:
+                raise ValueError(f"shuffle_buffer_size must be a positive int, got {shuffle_buffer_size!r}")
+            if not shuffle:
+                raise ValueError("shuffle_buffer_size needs shuffle=True")
+        self._feeder_args = (device, pin_memory)
+        DeviceFeeder(device, pin_memory)  # validates device now
+
+        self.dataset = data
+        self.batch_size = probe.batch_size
+        self.drop_last = probe.drop_last
+        self.shuffle = bool(shuffle)
+        self.num_workers = num_workers
+        self.pin_memory = pin_memory
+        self.pin_memory_device = pin_memory_device
+        self.timeout = timeout
+        self.worker_init_fn = worker_init_fn
+        self.multiprocessing_context = probe.multiprocessing_context
+        self.generator = generator
+        self.prefetch_factor = probe.prefetch_factor
+        self.persistent_workers = persistent_workers
+        self.in_order = in_order  # results are always delivered in order (deterministic)
+        self.device = device
+        self.seed = None if seed is None else int(seed)
+        self.shuffle_buffer_size = shuffle_buffer_size
+        self.shard_by_rank = shard_by_rank
+        # We built the RandomSampler (shuffle=True, no sampler): we may re-seed it per epoch.
+        self._default_random = self._kind == "map" and sampler is None and batch_sampler is None and self.shuffle
+        self._user_sampler = sampler is not None or batch_sampler is not None
+
+        self._uid = uuid.uuid4().hex
+        self._epoch_counter = 0  # the epoch of the next __iter__ unless set_epoch / a resume says otherwise
+        self._explicit_epoch: int | None = None
+        self._pending: dict[str, Any] | None = None  # a loaded state, applied by the next __iter__
+        self._current: _Epoch | None = None
+        self._pools: list[TaskPool] = []  # persistent workers
+        self._pools_finalizer = weakref.finalize(self, _close_pools, self._pools)
+        self._materialized: Dataset | None = None
+        self._persistent_seed: int | None = None  # base seed of persistent workers (first epoch's)
+        self._last_dataset: Dataset | None = None
+
+    # ------------------------------------------------------------------ public helpers
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use ``epoch`` for the following iterations (seeds shuffles; forwarded to a sampler's
+        ``set_epoch``, e.g. ``DistributedSampler``).
+
+        Example:
+            >>> import torch
+            >>> loader = RayStyleLoader(torch.utils.data.TensorDataset(torch.arange(4)), shuffle=True, seed=1)
+            >>> loader.set_epoch(3)
+            >>> a = [b[0].item() for b in loader]; b = [b[0].item() for b in loader]
+            >>> a == b
+            True
+        """
+        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
+            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        self._explicit_epoch = int(epoch)
+        for s in (self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):
+            if s is not None and hasattr(s, "set_epoch"):
+                s.set_epoch(int(epoch))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader stands: load it into a new loader (same arguments, any ``num_workers``,
+        any process) and the next iteration yields exactly the remaining batches of the epoch.
+
+        Example:
+            >>> import torch
+            >>> loader = RayStyleLoader(torch.utils.data.TensorDataset(torch.arange(6)), batch_size=2, shuffle=True, seed=0)
+            >>> it = iter(loader); first = next(it)
+            >>> state = loader.state_dict()
+            >>> fresh = RayStyleLoader(torch.utils.data.TensorDataset(torch.arange(6)), batch_size=2, shuffle=True, seed=0)
+            >>> fresh.load_state_dict(state)
+            >>> rest = [b[0] for b in fresh]
+            >>> sorted(torch.cat([first[0], *rest]).tolist())
+            [0, 1, 2, 3, 4, 5]
+        """
+        if self._pending is not None:
+            return dict(self._pending)
+        cur = self._current
+        if cur is None or cur.finished:
+            epoch = self._next_epoch_number(peek=True)
+            return self._state(_Epoch(epoch, gen_state=self._generator_state(), started=False), 0)
+        return self._state(cur, cur.yielded)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from :meth:`state_dict`: the next iteration continues that epoch where it stopped.
+
+        Example:
+            >>> import torch
+            >>> loader = RayStyleLoader(torch.utils.data.TensorDataset(torch.arange(3)))
+            >>> loader.load_state_dict({"version": 1, "kind": "map", "epoch": 0, "batches_yielded": 2})
+            >>> [b[0].item() for b in loader]
+            [2]
+        """
+        if not isinstance(state, dict) or state.get("version") != _STATE_VERSION:
+            raise ValueError(f"not a RayStyleLoader state (version {_STATE_VERSION}): {state!r}")
+        if state.get("kind") != self._kind:
+            raise ValueError(f"state is for a {state.get('kind')!r} loader, this one iterates a {self._kind!r} input")
+        if not isinstance(state.get("batches_yielded"), int) or state["batches_yielded"] < 0:
+            raise ValueError("state['batches_yielded'] must be a non-negative int")
+        self._pending = dict(state)
+        self._epoch_counter = int(state["epoch"])
+        self._explicit_epoch = None
+
+    def stats(self) -> str:
+        """Execution statistics of the latest epoch (a torchray Dataset's operator stats, plus the time
+        the training loop spent waiting for batches).
+
+        Example:
+            >>> import torch
+            >>> loader = RayStyleLoader(torch.utils.data.TensorDataset(torch.arange(4)), batch_size=2)
+            >>> _ = list(loader)
+            >>> "2 batches" in loader.stats()
+            True
+        """
+        cur = self._current
+        if cur is None:
+            return "(not iterated yet)"
+        wall, wait = cur.stats["wall_s"], cur.stats["wait_s"]
+        n = cur.yielded - cur.skip
+        line = (
+            f"RayStyleLoader epoch {cur.epoch}: {n} batches in {wall:.3f}s "
+            f"({n / wall if wall > 0 else 0.0:.1f} batches/s), waited for data {wait:.3f}s "
+            f"({100 * wait / wall if wall > 0 else 0.0:.1f}%)"
+        )
+        if self._last_dataset is not None:
+            return f"{self._last_dataset.stats()}\n{line}"
+        return line
+
+    def close(self) -> None:
+        """Stop persistent workers now (they also stop when the loader is garbage collected).
+
+        Example:
+            >>> import torch
+            >>> RayStyleLoader(torch.utils.data.TensorDataset(torch.arange(2))).close()
+        """
+        _close_pools(self._pools)
+        _forget_workers(self._uid)
+
+    def __len__(self) -> int:
+        if self._kind == "map":
+            rank, world = self._rank_world()
+            if world > 1:
+                return len(self._rank_sizes(len(self.sampler), rank, world))
+            return len(self.batch_sampler if self._auto_collation else self.sampler)
+        if self._kind == "iterable":
+            length = len(self.dataset)
+            if self.batch_size is not None:
+                length = length // self.batch_size if self.drop_last else math.ceil(length / self.batch_size)
+            return length
+        n = _known_num_rows(self.dataset._plan)
+        if n is None and self._materialized is not None:
+            n = self._materialized.count()
+        if n is None:
+            raise TypeError(
+                "len() of a RayStyleLoader over a torchray Dataset whose row count is not known before "
+                "running it; call ds = ds.materialize() first, or count batches while iterating"
+            )
+        rank, world = self._rank_world()
+        if world > 1:
+            return len(rank_batch_sizes(n, world, self.batch_size or 1, self.drop_last)[rank])
+        if self.batch_size is None:
+            raise TypeError("len() is unknown with batch_size=None (one batch per block)")
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __repr__(self) -> str:
+        return (
+            f"RayStyleLoader({type(self.dataset).__name__}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+            f"num_workers={self.num_workers})"
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled into DataLoader workers (spawn) or by users: no processes, no finalizer.
+        state = self.__dict__.copy()
+        state["_pools"] = []
+        state["_pools_finalizer"] = None
+        state["_current"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._pools_finalizer = weakref.finalize(self, _close_pools, self._pools)
+
+    # ------------------------------------------------------------------ iteration
+
+    def __iter__(self) -> Iterator[Any]:
+        ep = self._begin_epoch()
+        if self._kind == "map":
+            batches = self._iter_map(ep)
+        elif self._kind == "iterable":
+            batches = self._iter_iterable(ep)
+        else:
+            batches = self._iter_arrow(ep)
+        feeder = DeviceFeeder(*self._feeder_args)
+        if feeder.active:
+            batches = feeder.feed(batches)
+        return self._deliver(ep, batches)
+
+    def _deliver(self, ep: _Epoch, batches: Iterator[Any]) -> Iterator[Any]:
+        # Counts what the training loop received (the resume point) and how long it waited.
+        start = time.perf_counter()
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    batch = next(batches)
+                except StopIteration:
+                    ep.finished = True
+                    return
+                except TaskTimeoutError as exc:
+                    raise RuntimeError(f"RayStyleLoader timed out after {self.timeout} seconds") from exc
+                finally:
+                    now = time.perf_counter()
+                    ep.stats["wait_s"] += now - t0
+                    ep.stats["wall_s"] = now - start
+                ep.yielded += 1
+                yield batch
+        finally:
+            ep.stats["wall_s"] = time.perf_counter() - start
+            close = getattr(batches, "close", None)
+            if close is not None:
+                close()
+
+    def _next_epoch_number(self, peek: bool = False) -> int:
+        if self._explicit_epoch is not None:
+            return self._explicit_epoch
+        epoch = self._epoch_counter
+        if not peek:
+            self._epoch_counter += 1
+        return epoch
+
+    def _generator_state(self) -> torch.Tensor | None:
+        return None if self.generator is None else self.generator.get_state()
+
+    def _state(self, ep: _Epoch, yielded: int) -> dict[str, Any]:
+        return {
+            "version": _STATE_VERSION,
+            "kind": self._kind,
+            "epoch": ep.epoch,
+            "batches_yielded": yielded,
+            "generator_state": None if ep.gen_state is None else ep.gen_state.clone(),
+            "base_seed": ep.base_seed,
+            "sampler_seed": ep.sampler_seed,
+            "arrow_seed": ep.arrow_seed,
+            "num_workers": ep.layout if ep.started else None,
+        }
+
+    def _begin_epoch(self) -> _Epoch:
+        """Fix the epoch's randomness now (as DataLoader draws its seeds in ``iter()``)."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            ep = _Epoch(
+                int(pending["epoch"]),
+                skip=int(pending["batches_yielded"]),
+                gen_state=pending.get("generator_state"),
+                base_seed=pending.get("base_seed"),
+                sampler_seed=pending.get("sampler_seed"),
+                arrow_seed=pending.get("arrow_seed"),
+            )
+            # A started epoch keeps its worker layout (an IterableDataset's batches depend on it).
+            ep.layout = self.num_workers if pending.get("num_workers") is None else int(pending["num_workers"])
+            ep.yielded = ep.skip
+            self._epoch_counter = ep.epoch + 1
+        else:
+            ep = _Epoch(self._next_epoch_number(), layout=self.num_workers)
+        if self.generator is not None:
+            if ep.gen_state is not None:
+                self.generator.set_state(ep.gen_state)
+            else:
+                ep.gen_state = self.generator.get_state()
+        self._current = ep
+        return ep
+
+    def _rank_world(self) -> tuple[int, int]:
+        if not self.shard_by_rank or self._user_sampler or self._kind == "iterable":
+            return 0, 1
+        return distributed_rank_world()
+
+    def _rank_sizes(self, num_rows: int, rank: int, world: int) -> list[int]:
+        return rank_batch_sizes(num_rows, world, self.batch_size or 1, self.drop_last)[rank]
+
+    def _outer_worker(self) -> tuple[int, int] | None:
+        """``(id, num_workers)`` when running inside a DataLoader worker process."""
+        info = torch.utils.data.get_worker_info()
+        if info is None:
+            return None
+        return info.id, info.num_workers
+
+    def _processes(self) -> int:
+        return 0 if self._outer_worker() is not None else self.num_workers
+
+    def _ctx(self, processes: int) -> DataContext:
+        ctx = DataContext.get_current().copy()
+        ctx.num_workers = processes
+        mp = self.multiprocessing_context
+        if mp is not None:
+            ctx.start_method = mp if isinstance(mp, str) else mp.get_start_method()
+        if self.timeout > 0:
+            ctx.task_timeout_s = float(self.timeout)
+            ctx.max_task_retries = 0
+        return ctx
+
+    def _get_pools(self, count: int, processes: int, ctx: DataContext) -> tuple[list[TaskPool], bool]:
+        """``count`` single-worker pools (inline ones when ``processes == 0``) and whether they are
+        the loader's persistent pools (not to be closed at the end of the epoch)."""
+        if processes == 0:
+            return [make_pool(0, ctx) for _ in range(count)], False
+        if self.persistent_workers and count == processes:
+            if len(self._pools) != count:
+                _close_pools(self._pools)
+                self._pools.extend(make_pool(1, ctx, name=f"loader-{i}") for i in range(count))
+            return self._pools, True
+        pools: list[TaskPool] = []
+        try:
+            for i in range(count):
+                pools.append(make_pool(1, ctx, name=f"loader-{i}"))
+        except BaseException:
+            _close_pools(pools)
+            raise
+        return pools, False
+
+    def _worker_key(self, ep: _Epoch, persistent: bool) -> str:
+        # Persistent workers keep their RNG stream and init across epochs, as DataLoader's do.
+        return f"{self._uid}-p" if persistent else f"{self._uid}-{ep.epoch}-{uuid.uuid4().hex[:8]}"
+
+    def _draw_base_seed(self, ep: _Epoch, gen: torch.Generator | None) -> int:
+        # DataLoader draws the base seed when it creates an iterator: every epoch, or only the first
+        # time with persistent workers (they keep their seeds and RNG streams).
+        if ep.base_seed is None:
+            if self.persistent_workers and self._persistent_seed is not None:
+                ep.base_seed = self._persistent_seed
+            else:
+                ep.base_seed = _draw_seed(gen)
+                if self.persistent_workers:
+                    self._persistent_seed = ep.base_seed
+        return ep.base_seed
+
+    # ------------------------------------------------------------------ map-style
+
+    def _epoch_sampler(self, ep: _Epoch) -> Any:
+        """The epoch's sampler, with DataLoader's draws in DataLoader's order: the workers' base seed
+        first, then (lazily, in the sampler) the permutation."""
+        rank, world = self._rank_world()
+        seed = self.seed
+        if seed is None and self.generator is None and world > 1 and self._default_random:
+            seed = _DISTRIBUTED_DEFAULT_SEED  # every rank must draw the same permutation
+        if seed is not None and self.generator is None:
+            g = torch.Generator()
+            g.manual_seed(epoch_seed(seed, ep.epoch))
+            self._draw_base_seed(ep, g)
+            if world > 1:
+                ep.base_seed = epoch_seed(ep.base_seed, rank)  # ranks augment differently
+            return RandomSampler(self.dataset, generator=g) if self._default_random else self.sampler
+        self._draw_base_seed(ep, self.generator)
+        if self._default_random and self.generator is None:
+            if ep.sampler_seed is None:
+                ep.sampler_seed = _draw_seed(None)
+            g = torch.Generator()
+            g.manual_seed(ep.sampler_seed)
+            return RandomSampler(self.dataset, generator=g)
+        return self.sampler
+
+    def _index_stream(self, ep: _Epoch) -> Iterator[Any]:
+        """The epoch's index batches (or single indices without auto-collation) for this rank."""
+        sampler = self._epoch_sampler(ep)
+        rank, world = self._rank_world()
+        if world > 1:
+            order = list(iter(sampler))
+            sizes = rank_batch_sizes(len(order), world, self.batch_size or 1, self.drop_last)
+            start = sum(sum(s) for s in sizes[:rank])
+
+            def cut() -> Iterator[Any]:
+                pos = start
+                for size in sizes[rank]:
+                    if self._auto_collation:
+                        yield order[pos : pos + size]
+                    else:
+                        yield order[pos]
+                    pos += size
+
+            return cut()
+        if not self._auto_collation:
+            return iter(sampler)
+        if self.batch_sampler is not None and (sampler is self.sampler or self._user_sampler):
+            return iter(self.batch_sampler)
+        return iter(BatchSampler(sampler, self.batch_size, self.drop_last))  # type: ignore[arg-type]
+
+    def _iter_map(self, ep: _Epoch) -> Iterator[Any]:
+        stream = self._index_stream(ep)
+        if ep.skip:
+            stream = itertools.islice(stream, ep.skip, None)  # resume: indices only, nothing fetched
+        outer = self._outer_worker()
+        if outer is not None:
+            stream = itertools.islice(stream, outer[0], None, outer[1])
+        processes = self._processes()
+        return self._fetch_map(ep, stream, processes)
+
+    def _fetch_map(self, ep: _Epoch, stream: Iterator[Any], processes: int) -> Iterator[Any]:
+        if processes == 0:
+            for index in stream:
+                yield _fetch(self.dataset, self._auto_collation, self.collate_fn, index)
+            return
+        ctx = self._ctx(processes)
+        pools, persistent = self._get_pools(processes, processes, ctx)
+        key = self._worker_key(ep, persistent)
+        splitter = RoundRobinSplitter(stream, processes)
+        gens: list[Iterator[Any]] = []
+        try:
+            for v, pool in enumerate(pools):
+                spec = _WorkerSpec(f"{key}-{v}", v, processes, ep.base_seed or 0, self.worker_init_fn, os.getpid())
+                fn = functools.partial(_fetch_in_worker, spec, self.dataset, self._auto_collation, self.collate_fn)
+                gens.append(pool.imap(fn, splitter.stream(v), name=f"{type(self.dataset).__name__}.fetch"))
+            # Batch n comes from worker n % k; when one worker has nothing left, no later batch exists.
+            for n in itertools.count():
+                try:
+                    batch = next(gens[n % processes])
+                except StopIteration:
+                    return
+                yield batch
+        finally:
+            for g in gens:
+                g.close()  # type: ignore[attr-defined]
+            if not persistent:
+                _close_pools(pools)
+                _forget_workers(key)
+
+    # ------------------------------------------------------------------ IterableDataset
+
+    def _iter_iterable(self, ep: _Epoch) -> Iterator[Any]:
+        self._draw_base_seed(ep, self.generator)
+        outer = self._outer_worker()
+        if outer is not None:
+            # Inside a DataLoader worker: the replica runs here as if num_workers=0 (the dataset does not
+            # see the outer worker info, so it does not shard itself) and we keep every k-th batch.
+            return itertools.islice(self._iter_inline_replica(), ep.skip + outer[0], None, outer[1])
+        batches = self._iter_replicas(ep) if ep.layout > 0 else self._iter_inline_replica()
+        if ep.skip:
+            batches = _drop(batches, ep.skip)
+        return batches
+
+    def _iter_inline_replica(self) -> Iterator[Any]:
+        state = _IterState(None)
+        with _no_worker_info():
+            state = _IterState(iter(self.dataset))
+        while True:
+            with _no_worker_info():
+                try:
+                    batch = _next_iterable_batch(state, self.batch_size, self.drop_last, self.collate_fn)
+                except StopIteration:
+                    return
+            yield batch
+
+    def _iter_replicas(self, ep: _Epoch) -> Iterator[Any]:
+        workers = ep.layout  # the epoch's worker count fixes its batches, even after a resume
+        processes = self.num_workers
+        ctx = self._ctx(processes)
+        pools, persistent = self._get_pools(workers, processes, ctx)
+        key = self._worker_key(ep, persistent)
+        epoch_key = uuid.uuid4().hex
+        gens: list[Iterator[Any]] = []
+        try:
+            for v, pool in enumerate(pools):
+                spec = _WorkerSpec(f"{key}-{v}", v, workers, ep.base_seed or 0, self.worker_init_fn, os.getpid())
+                fn = functools.partial(
+                    _iterable_task, spec, epoch_key, self.dataset, self.batch_size, self.drop_last, self.collate_fn
+                )
+                gens.append(pool.imap(fn, itertools.count(), name=f"{type(self.dataset).__name__}.__iter__"))
+            active = list(range(workers))
+            # Round-robin over workers, skipping exhausted ones: DataLoader's in-order interleaving.
+            while active:
+                for v in list(active):
+                    result = next(gens[v])
+                    if isinstance(result, _ShardEnd):
+                        active.remove(v)
+                        gens[v].close()  # type: ignore[attr-defined]
+                        continue
+                    yield result
+        finally:
+            for g in gens:
+                g.close()  # type: ignore[attr-defined]
+            if not persistent:
+                _close_pools(pools)
+                _forget_workers(key)
+
+    # ------------------------------------------------------------------ torchray Dataset
+
+    def _arrow_seed(self, ep: _Epoch, world: int) -> int:
+        if ep.arrow_seed is None:
+            if self.seed is not None:
+                ep.arrow_seed = epoch_seed(self.seed, ep.epoch)
+            elif world > 1 and self.generator is None:
+                ep.arrow_seed = epoch_seed(_DISTRIBUTED_DEFAULT_SEED, ep.epoch)
+            else:
+                ep.arrow_seed = _draw_seed(self.generator) & ((1 << 63) - 1)
+        return ep.arrow_seed
+
+    def _shardable(self, processes: int) -> tuple[list[Any], list[int], Callable[..., LogicalOp]]:
+        ds: Dataset = self.dataset
+        units = _row_units(ds._plan)
+        if units is None:
+            # Row counts per source unit are unknown before running (filters, shuffles...): run the
+            # pipeline once and keep its blocks (spilled past the memory budget) for every epoch.
+            if self._materialized is None:
+                store = _new_block_store()
+                for block in ds.iter_internal_blocks(self._ctx(processes)):
+                    store.append(block)
+                self._materialized = MaterializedDataset(InputBlocks(store, "Materialized"))
+            units = _row_units(self._materialized._plan)
+            assert units is not None
+        return units
+
+    def _iter_arrow(self, ep: _Epoch) -> Iterator[Any]:
+        ds: Dataset = self.dataset
+        rank, world = self._rank_world()
+        outer = self._outer_worker()
+        processes = self._processes()
+        seed = self._arrow_seed(ep, world) if self.shuffle else None
+        sizes: list[int] | None = None
+        if world > 1 or outer is not None:
+            units, counts, rebuild = self._shardable(processes)
+            total = sum(counts)
+            order = list(range(len(units)))
+            if seed is not None:
+                order = [int(i) for i in np.random.default_rng(seed).permutation(len(units))]
+            B = self.batch_size or 1
+            if world > 1:
+                all_sizes = rank_batch_sizes(total, world, B, self.drop_last)
+                lo = sum(sum(s) for s in all_sizes[:rank])
+                sizes = all_sizes[rank]
+            else:
+                n_batches = total // B if self.drop_last else math.ceil(total / B)
+                sizes = [min(B, total - i * B) for i in range(n_batches)]
+                lo = 0
+            if outer is not None:  # a DataLoader worker takes a contiguous run of this part's batches
+                a, b = split_ranges(len(sizes), outer[1])[outer[0]]
+                lo += sum(sizes[:a])
+                sizes = sizes[a:b]
+            hi = lo + sum(sizes)
+            part = rank * (outer[1] if outer else 1) + (outer[0] if outer else 0)
+            ds = Dataset(rebuild(_pieces(counts, order, lo, hi)))
+            local_seed = None if seed is None else epoch_seed(seed, part)
+        else:
+            if seed is not None:
+                ds = ds.randomize_block_order(seed=seed)
+            local_seed = seed
+        self._last_dataset = ds
+        ctx = self._ctx(processes)
+        prefetch = 0 if processes == 0 else (self.prefetch_factor or 2) * processes
+        buffer = None
+        if self.shuffle:
+            buffer = self.shuffle_buffer_size or max(1024, 8 * (self.batch_size or 1))
+        natural = sizes is None or all(s == self.batch_size for s in sizes[:-1])
+        if natural:
+            return ds.iter_torch_batches(
+                prefetch_batches=prefetch, batch_size=self.batch_size, device=None, collate_fn=self.collate_fn,
+                drop_last=self.drop_last, local_shuffle_buffer_size=buffer, local_shuffle_seed=local_seed,
+                _skip_batches=ep.skip, _ctx=ctx,
+            )
+        # Equal batch counts across ranks need some short batches before the last: re-cut rows.
+        assert sizes is not None
+        numpy_batches = ds.iter_batches(
+            prefetch_batches=prefetch, batch_size=self.batch_size, batch_format="numpy", drop_last=False,
+            local_shuffle_buffer_size=buffer, local_shuffle_seed=local_seed, _ctx=ctx,
+        )
+        return self._convert_recut(recut(numpy_batches, sizes), ep.skip)
+
+    def _convert_recut(self, batches: Iterator[dict[str, np.ndarray]], skip: int) -> Iterator[Any]:
+        for i, batch in enumerate(batches):
+            if i < skip:
+                continue
+            if self.collate_fn is not None:
+                yield self.collate_fn(batch)
+            else:
+                yield {k: numpy_to_torch_value(v, None, copy=True) for k, v in batch.items()}
+
+
+def _drop(it: Iterator[Any], n: int) -> Iterator[Any]:
+    try:
+        for i, item in enumerate(it):
+            if i >= n:
+                yield item
+    finally:
+        close = getattr(it, "close", None)
+        if close is not None:
+            close()
+
+
+# Keep the names DataLoader users look for importable from here too.
+_ = (Iterable, SequentialSampler, default_collate, default_convert)
