@@ -31,8 +31,7 @@ def read_file_bytes(fs: Any, path: str) -> bytes:
         >>> len(read_file_bytes(LocalFileSystem(), __file__)) > 0
         True
     """
-    with fs.open(path, "rb") as f:
-        return f.read()
+    return fs.cat_file(path)
 
 
 def read_binary_unit(

@@ -23,7 +23,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import ErrorBudgetExceeded, ReadError
 from .errors import ReadErrorPolicy
-from .paths import FileReadOptions, ReadUnit, open_input, plan_read
+from .paths import FileReadOptions, ReadUnit, plan_read, read_input_bytes
 from .read_task import ReadTask
 
 __all__ = ["plan_csv", "read_csv_unit", "CSV_EXTENSIONS"]
@@ -84,18 +84,18 @@ def read_csv_unit(
     """Reader for one CSV file."""
     handler = _RowHandler(policy, shown)
     ro = read_options if read_options is not None else pacsv.ReadOptions(use_threads=False)
-    with open_input(fs, unit.file.path, compression=compression) as f:
-        try:
-            table = pacsv.read_csv(
-                f,
-                read_options=ro,
-                parse_options=_with_handler(parse_options, handler),
-                convert_options=convert_options,
-            )
-        except pa.ArrowInvalid as exc:
-            if handler.error is not None:
-                raise handler.error from exc
-            raise ReadError(shown, str(exc).removeprefix("CSV parse error: ")) from exc
+    data = read_input_bytes(fs, unit.file.path, compression=compression)
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(data),
+            read_options=ro,
+            parse_options=_with_handler(parse_options, handler),
+            convert_options=convert_options,
+        )
+    except pa.ArrowInvalid as exc:
+        if handler.error is not None:
+            raise handler.error from exc
+        raise ReadError(shown, str(exc).removeprefix("CSV parse error: ")) from exc
     if handler.error is not None:  # pragma: no cover - pyarrow always raises after "error"
         raise handler.error
     yield table

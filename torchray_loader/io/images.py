@@ -107,6 +107,27 @@ def _decode_jpeg_fast(data: bytes, mode: str | None) -> np.ndarray | None:
     return None  # CMYK and friends: PIL keeps Ray's semantics
 
 
+_WARM = False
+
+
+def _warm_up_decoders() -> None:
+    """Decode a tiny JPEG and PNG once in this process (the consumer, at ``read_images`` time).
+
+    torch, torchvision, its JPEG kernel and PIL's format plugins load lazily and take seconds on a
+    cold machine; worker processes forked afterwards inherit them loaded instead of each paying on
+    its first image (with the ``spawn`` start method this only costs the consumer the imports).
+    """
+    global _WARM
+    if _WARM:
+        return
+    Image = _pil()
+    for fmt in ("JPEG", "PNG"):
+        buf = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(buf, fmt)
+        decode_image(buf.getvalue())
+    _WARM = True
+
+
 def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str | None = None) -> np.ndarray:
     """Decode one encoded image to an HWC (or HW for one channel) array.
 
@@ -208,6 +229,7 @@ def plan_images(
     if mode is not None and not isinstance(mode, str):
         raise TypeError(f"mode must be a PIL mode string such as 'RGB', got {mode!r}")
     kwargs.setdefault("file_extensions", IMAGE_EXTENSIONS)
+    _warm_up_decoders()
     return plan_read(
         paths,
         read_image_unit,

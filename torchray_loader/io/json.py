@@ -26,7 +26,7 @@ import pyarrow.json as pajson
 
 from ..errors import ReadError
 from .errors import ReadErrorPolicy
-from .paths import FileReadOptions, ReadUnit, open_input, plan_read
+from .paths import FileReadOptions, ReadUnit, plan_read, read_input_bytes
 from .read_task import ReadTask
 
 __all__ = ["plan_json", "read_json_unit", "JSON_EXTENSIONS"]
@@ -75,8 +75,7 @@ def read_json_unit(
     compression: str | None = "infer",
 ) -> Iterator[pa.Table]:
     """Reader for one JSON / JSON Lines file."""
-    with open_input(fs, unit.file.path, compression=compression) as f:
-        data = f.read()
+    data = read_input_bytes(fs, unit.file.path, compression=compression)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     head = data.lstrip()[:1]

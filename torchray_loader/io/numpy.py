@@ -23,7 +23,7 @@ import pyarrow as pa
 from ..blocks import column_from_values
 from ..errors import ReadError
 from .errors import ReadErrorPolicy
-from .paths import FileReadOptions, ReadUnit, open_input, plan_read
+from .paths import FileReadOptions, ReadUnit, plan_read, read_input_bytes
 from .read_task import ReadTask
 
 __all__ = ["plan_numpy", "read_numpy_unit", "NUMPY_EXTENSIONS"]
@@ -41,8 +41,7 @@ def read_numpy_unit(
     fs: Any, unit: ReadUnit, shown: str, policy: ReadErrorPolicy, options: FileReadOptions
 ) -> Iterator[pa.Table]:
     """Reader for one ``.npy``/``.npz`` file."""
-    with open_input(fs, unit.file.path, compression="infer") as f:
-        data = f.read()
+    data = read_input_bytes(fs, unit.file.path)
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=options.allow_pickle)
     except ValueError as exc:

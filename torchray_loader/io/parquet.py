@@ -57,7 +57,10 @@ def read_parquet_unit(
 ) -> Iterator[pa.Table]:
     """Reader for one parquet file or one run of its row groups (``unit.part``)."""
     expr = _as_expression(filter)
-    with fs.open(unit.file.path, "rb") as f:
+    small = unit.file.size is not None and unit.file.size <= options.target_block_bytes
+    # A small file is fetched whole (one GET on S3); a big one is opened for ranged reads.
+    source = pa.BufferReader(fs.cat_file(unit.file.path)) if small else fs.open(unit.file.path, "rb")
+    with source as f:
         pf = pq.ParquetFile(f)
         schema = pf.schema_arrow
         refuse_pickled(schema, shown, options.allow_pickle)

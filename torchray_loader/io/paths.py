@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import glob as _glob
+import io
 import math
 import os
 import posixpath
@@ -56,7 +57,7 @@ __all__ = [
     "plan_read",
     "file_units",
     "display_path",
-    "open_input",
+    "read_input_bytes",
     "MIN_READ_TASKS",
     "MAX_FILES_PER_TASK",
 ]
@@ -437,14 +438,32 @@ def expand_paths(
 # 3. read tasks
 
 
-def open_input(fs: Any, path: str, *, compression: str | None = "infer") -> Any:
-    """Open ``path`` for reading, decompressing ``.gz``/``.bz2``/... when ``compression="infer"``.
+def read_input_bytes(fs: Any, path: str, *, compression: str | None = "infer") -> bytes:
+    """All bytes of ``path``, decompressed by extension (``.gz``, ``.bz2``...) when ``compression="infer"``.
+
+    One whole-object read (``cat_file``): on S3 a single GET, no HEAD request first.
 
     Example:
+        >>> import gzip, tempfile, os
         >>> from fsspec.implementations.local import LocalFileSystem
-        >>> with open_input(LocalFileSystem(), __file__) as f: _ = f.read(1)
+        >>> p = os.path.join(tempfile.mkdtemp(), "a.txt.gz")
+        >>> with gzip.open(p, "wb") as f: _ = f.write(b"hi")
+        >>> read_input_bytes(LocalFileSystem(), p)
+        b'hi'
     """
-    return fs.open(path, "rb", compression=compression)
+    data = fs.cat_file(path)
+    if compression == "infer":
+        from fsspec.utils import infer_compression
+
+        compression = infer_compression(path)
+    if compression:
+        from fsspec.compression import compr
+
+        if compression not in compr:
+            raise ValueError(f"unknown compression {compression!r}; known: {sorted(k for k in compr if k)}")
+        with compr[compression](io.BytesIO(data), mode="rb") as f:
+            return f.read()
+    return data
 
 
 def _constant_column(value: str, n: int) -> pa.Array:
@@ -638,6 +657,21 @@ def file_units(files: Sequence[FileInfo]) -> list[ReadUnit]:
     return [ReadUnit(f) for f in files]
 
 
+def _warm_up_pyarrow() -> None:
+    """Load pyarrow's lazy pandas shim in the consumer, once.
+
+    pyarrow imports pandas (when installed) on the first ``pa.array`` of a process; in each freshly
+    forked worker that costs seconds per execution. Done here, before the workers fork, they inherit it.
+    """
+    global _PYARROW_WARM
+    if not _PYARROW_WARM:
+        pa.array([0])
+        _PYARROW_WARM = True
+
+
+_PYARROW_WARM = False
+
+
 def plan_read(
     paths: Any,
     reader: UnitReader,
@@ -667,6 +701,7 @@ def plan_read(
         >>> [b.column("bytes").to_pylist() for t in plan_read(str(d), read_binary_unit) for b in t()]
         [[b'xy']]
     """
+    _warm_up_pyarrow()
     policy = ReadErrorPolicy.from_context(on_read_error, read_error_budget)
     fs, files = expand_paths(
         paths,

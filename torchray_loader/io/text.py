@@ -21,7 +21,7 @@ from typing import Any
 import pyarrow as pa
 
 from .errors import ReadErrorPolicy
-from .paths import FileReadOptions, ReadUnit, open_input, plan_read
+from .paths import FileReadOptions, ReadUnit, plan_read, read_input_bytes
 from .read_task import ReadTask
 
 __all__ = ["plan_text", "read_text_unit", "split_lines"]
@@ -77,8 +77,7 @@ def read_text_unit(
     compression: str | None = "infer",
 ) -> Iterator[pa.Table]:
     """Reader for one file: a table with one string row per line."""
-    with open_input(fs, unit.file.path, compression=compression) as f:
-        data = f.read()
+    data = read_input_bytes(fs, unit.file.path, compression=compression)
     if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") and data.startswith(
         codecs.BOM_UTF8
     ):
