@@ -89,7 +89,7 @@ def guide_data(tmp_path_factory) -> pathlib.Path:
     return root
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def where(request, guide_data, fresh_data_context) -> Callable[[str], str]:
     """``where(relative)``: the URL of a guide file, on local disk or on the S3 server (anonymous)."""
     if request.param == "local":

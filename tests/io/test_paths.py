@@ -267,3 +267,14 @@ def test_read_task_error_names_the_task_paths(tmp_path):
     (tmp_path / "a.bin").unlink()  # vanished between listing and reading
     with pytest.raises(ReadError, match="a.bin"):
         run_tasks(tasks)
+
+
+def test_tasks_are_sized_by_bytes(tmp_path):
+    for i in range(20):
+        (tmp_path / f"{i:02d}.bin").write_bytes(b"x" * 1000)
+    rd.DataContext.get_current().target_max_block_size = 3000
+    tasks = plan_read(str(tmp_path), read_binary_unit)
+    assert [len(t.paths) for t in tasks] == [2] * 10  # budget min(3000, 20000 / 8) bytes per task
+    assert [t.size_bytes for t in tasks] == [2000] * 10
+    tasks = plan_read(str(tmp_path), read_binary_unit, size_ratio=3.0)  # 3000 in-memory bytes per file
+    assert [len(t.paths) for t in tasks] == [1] * 20

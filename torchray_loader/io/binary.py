@@ -37,7 +37,17 @@ def read_file_bytes(fs: Any, path: str) -> bytes:
 def read_binary_unit(
     fs: Any, unit: ReadUnit, shown: str, policy: ReadErrorPolicy, options: FileReadOptions
 ) -> Iterator[pa.Table]:
-    """Reader for one file: a one-row table ``{"bytes": <file contents>}``."""
+    """Reader for one file: a one-row table ``{"bytes": <file contents>}``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"; _ = p.write_bytes(b"hi")
+        >>> unit = ReadUnit(FileInfo(str(p)))
+        >>> [t.to_pydict() for t in read_binary_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
+        [{'bytes': [b'hi']}]
+    """
     data = read_file_bytes(fs, unit.file.path)
     typ = pa.binary() if len(data) <= _MAX_BINARY else pa.large_binary()
     yield pa.table({"bytes": pa.array([data], type=typ)})

@@ -81,7 +81,17 @@ def read_csv_unit(
     convert_options: pacsv.ConvertOptions | None = None,
     compression: str | None = "infer",
 ) -> Iterator[pa.Table]:
-    """Reader for one CSV file."""
+    """Reader for one CSV file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.csv"; _ = p.write_text("x\\n1\\n")
+        >>> unit = ReadUnit(FileInfo(str(p)))
+        >>> [t.to_pydict() for t in read_csv_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
+        [{'x': [1]}]
+    """
     handler = _RowHandler(policy, shown)
     ro = read_options if read_options is not None else pacsv.ReadOptions(use_threads=False)
     data = read_input_bytes(fs, unit.file.path, compression=compression)

@@ -46,6 +46,9 @@ IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif"]
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
+#: Decoded bytes per encoded byte, for sizing read tasks (JPEG/PNG photos decode to ~5-15x).
+IMAGE_SIZE_RATIO = 10.0
+
 
 def _pil() -> Any:
     try:
@@ -168,7 +171,18 @@ def read_image_unit(
     size: tuple[int, int] | None = None,
     mode: str | None = None,
 ) -> Iterator[pa.Table]:
-    """Reader for one image file: a one-row table ``{"image": <array>}``."""
+    """Reader for one image file: a one-row table ``{"image": <array>}``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.png"; Image.new("RGB", (3, 2)).save(p)
+        >>> unit = ReadUnit(FileInfo(str(p)))
+        >>> [t.column("image").type.shape for t in read_image_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
+        [[2, 3, 3]]
+    """
     arr = decode_image(read_file_bytes(fs, unit.file.path), size=size, mode=mode)
     yield pa.table({"image": column_from_values([arr])})
 
@@ -235,5 +249,6 @@ def plan_images(
         read_image_unit,
         {"size": checked, "mode": mode},
         combine=combine_image_tables,
+        size_ratio=IMAGE_SIZE_RATIO,
         **kwargs,
     )

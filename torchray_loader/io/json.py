@@ -74,7 +74,17 @@ def read_json_unit(
     parse_options: pajson.ParseOptions | None = None,
     compression: str | None = "infer",
 ) -> Iterator[pa.Table]:
-    """Reader for one JSON / JSON Lines file."""
+    """Reader for one JSON / JSON Lines file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.json"; _ = p.write_text('[{"x": 1}]')
+        >>> unit = ReadUnit(FileInfo(str(p)))
+        >>> [t.to_pydict() for t in read_json_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
+        [{'x': [1]}]
+    """
     data = read_input_bytes(fs, unit.file.path, compression=compression)
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]

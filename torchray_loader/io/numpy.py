@@ -40,7 +40,17 @@ def _column(arr: np.ndarray, shown: str) -> pa.Array:
 def read_numpy_unit(
     fs: Any, unit: ReadUnit, shown: str, policy: ReadErrorPolicy, options: FileReadOptions
 ) -> Iterator[pa.Table]:
-    """Reader for one ``.npy``/``.npz`` file."""
+    """Reader for one ``.npy``/``.npz`` file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.npy"; np.save(p, np.arange(3))
+        >>> unit = ReadUnit(FileInfo(str(p)))
+        >>> [t.to_pydict() for t in read_numpy_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
+        [{'data': [0, 1, 2]}]
+    """
     data = read_input_bytes(fs, unit.file.path)
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=options.allow_pickle)

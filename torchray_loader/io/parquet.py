@@ -34,6 +34,9 @@ __all__ = ["plan_parquet", "read_parquet_unit", "PARQUET_EXTENSIONS"]
 
 PARQUET_EXTENSIONS = ["parquet", "parq", "pq"]
 
+#: In-memory bytes per file byte, for sizing read tasks (compressed, encoded columns).
+PARQUET_SIZE_RATIO = 3.0
+
 
 def _as_expression(filter: Any) -> Any:
     if filter is None:
@@ -55,7 +58,17 @@ def read_parquet_unit(
     columns: Sequence[str] | None = None,
     filter: Any = None,
 ) -> Iterator[pa.Table]:
-    """Reader for one parquet file or one run of its row groups (``unit.part``)."""
+    """Reader for one parquet file or one run of its row groups (``unit.part``).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.parquet"; pq.write_table(pa.table({"x": [1]}), p)
+        >>> unit = ReadUnit(FileInfo(str(p)))
+        >>> [t.to_pydict() for t in read_parquet_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
+        [{'x': [1]}]
+    """
     expr = _as_expression(filter)
     small = unit.file.size is not None and unit.file.size <= options.target_block_bytes
     # A small file is fetched whole (one GET on S3); a big one is opened for ranged reads.
@@ -134,5 +147,6 @@ def plan_parquet(
         read_parquet_unit,
         reader_kwargs,
         make_units=functools.partial(_row_group_units, target),
+        size_ratio=PARQUET_SIZE_RATIO,
         **kwargs,
     )

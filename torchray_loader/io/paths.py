@@ -111,7 +111,12 @@ class Partitioning:
 
 @dataclass(frozen=True)
 class FileInfo:
-    """One input file: its path on the file system, size when listed, partition values."""
+    """One input file: its path on the file system, size when listed, partition values.
+
+    Example:
+        >>> FileInfo("/data/year=2024/a.csv", 10, (("year", "2024"),)).partitions
+        (('year', '2024'),)
+    """
 
     path: str
     size: int | None = None
@@ -120,7 +125,12 @@ class FileInfo:
 
 @dataclass(frozen=True)
 class ReadUnit:
-    """What one reader call reads: a file, or a part of it (``part``, e.g. parquet row groups)."""
+    """What one reader call reads: a file, or a part of it (``part``, e.g. parquet row groups).
+
+    Example:
+        >>> ReadUnit(FileInfo("a.parquet"), part=(0, 1)).part
+        (0, 1)
+    """
 
     file: FileInfo
     part: Any = None
@@ -128,7 +138,12 @@ class ReadUnit:
 
 @dataclass(frozen=True)
 class FileReadOptions:
-    """Options every file reader shares, captured in the consumer at ``read_*`` time."""
+    """Options every file reader shares, captured in the consumer at ``read_*`` time.
+
+    Example:
+        >>> FileReadOptions(include_paths=True).allow_pickle
+        False
+    """
 
     include_paths: bool = False
     #: Target size of the blocks a task yields (``DataContext.target_max_block_size`` at read time).
@@ -545,6 +560,17 @@ def read_files_task(
 
     Invariant: tables come out in unit order, rows in file order; a unit the policy skips
     contributes no rows at all.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.binary import read_binary_unit
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"; _ = p.write_bytes(b"hi")
+        >>> units = (ReadUnit(FileInfo(str(p))), ReadUnit(FileInfo(str(p))))
+        >>> blocks = read_files_task(units, LocalFileSystem(), read_binary_unit, {},
+        ...                          options=FileReadOptions(), policy=ReadErrorPolicy())
+        >>> [b.num_rows for b in blocks]
+        [2]
     """
 
     def produce() -> Iterator[pa.Table]:
@@ -570,7 +596,18 @@ def _read_unit(
     return iter(reader(fs, unit, shown, policy, options, **reader_kwargs))
 
 
-def _groups(units: Sequence[ReadUnit], override_num_blocks: int | None) -> list[list[ReadUnit]]:
+def _groups(
+    units: Sequence[ReadUnit], override_num_blocks: int | None, size_ratio: float = 1.0
+) -> list[list[ReadUnit]]:
+    """Cut ``units`` (in order) into contiguous task groups.
+
+    ``override_num_blocks``: that many groups of (nearly) equal unit counts. Otherwise groups are
+    filled greedily up to a budget of in-memory bytes (file size x ``size_ratio``, the format's
+    decoded/encoded ratio), at most ``target_max_block_size`` and small enough that there are about
+    ``MIN_READ_TASKS`` groups, and at most ``MAX_FILES_PER_TASK`` units each. A unit that is part of
+    a file (parquet row groups) was already cut to the target size: it is a task of its own. The
+    result depends on the files only, never on ``num_workers``.
+    """
     n = len(units)
     if n == 0:
         return []
@@ -582,15 +619,33 @@ def _groups(units: Sequence[ReadUnit], override_num_blocks: int | None) -> list[
         ):
             raise ValueError(f"override_num_blocks must be a positive int, got {override_num_blocks!r}")
         k = min(override_num_blocks, n)
-    else:
-        from ..context import DataContext
+        edges = np.linspace(0, n, k + 1).astype(np.int64)
+        return [list(units[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    from ..context import DataContext
 
-        target = max(1, DataContext.get_current().target_max_block_size)
-        total = sum(u.file.size or 0 for u in units)
-        k = max(min(n, MIN_READ_TASKS), math.ceil(n / MAX_FILES_PER_TASK), math.ceil(total / target))
-        k = min(k, n)
-    edges = np.linspace(0, n, k + 1).astype(np.int64)
-    return [list(units[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    target = max(1, DataContext.get_current().target_max_block_size)
+    est = [target if u.part is not None else int((u.file.size or 0) * size_ratio) for u in units]
+    total = sum(est)
+    if total == 0:  # sizes unknown: split by count
+        k = min(n, max(MIN_READ_TASKS, math.ceil(n / MAX_FILES_PER_TASK)))
+        edges = np.linspace(0, n, k + 1).astype(np.int64)
+        return [list(units[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    budget = max(1, min(target, math.ceil(total / min(n, MIN_READ_TASKS))))
+    groups: list[list[ReadUnit]] = []
+    current: list[ReadUnit] = []
+    size = 0
+    for unit, e in zip(units, est, strict=True):
+        if current and (size + e > budget or len(current) >= MAX_FILES_PER_TASK or unit.part is not None):
+            groups.append(current)
+            current, size = [], 0
+        current.append(unit)
+        size += e
+        if unit.part is not None:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
+    return groups
 
 
 def plan_file_tasks(
@@ -605,10 +660,13 @@ def plan_file_tasks(
     read_error_budget: int | None = None,
     policy: ReadErrorPolicy | None = None,
     combine: Combine | None = None,
+    size_ratio: float = 1.0,
 ) -> list[ReadTask]:
     """Group ``units`` into read tasks running ``reader`` (a module-level function) in workers.
 
-    The ``DataContext`` is read here, in the consumer, and captured into each task.
+    The ``DataContext`` is read here, in the consumer, and captured into each task. ``size_ratio``
+    estimates in-memory bytes per file byte (decoded JPEGs are ~10x their files), so a task's
+    output stays near ``target_max_block_size``.
 
     Example:
         >>> from fsspec.implementations.local import LocalFileSystem
@@ -626,7 +684,7 @@ def plan_file_tasks(
         allow_pickle=ctx.allow_pickle,
     )
     tasks = []
-    for group in _groups(units, override_num_blocks):
+    for group in _groups(units, override_num_blocks, size_ratio):
         sizes = [u.file.size for u in group if u.file.size is not None and u.part is None]
         size = sum(sizes) if len(sizes) == len(group) else None
         fn = functools.partial(
@@ -688,6 +746,7 @@ def plan_read(
     read_error_budget: int | None = None,
     combine: Combine | None = None,
     make_units: Callable[[Any, list[FileInfo]], list[ReadUnit]] | None = None,
+    size_ratio: float = 1.0,
 ) -> list[ReadTask]:
     """The whole planning of a file read: list files, cut them into units, group units into tasks.
 
@@ -721,4 +780,5 @@ def plan_read(
         override_num_blocks=override_num_blocks,
         policy=policy,
         combine=combine,
+        size_ratio=size_ratio,
     )

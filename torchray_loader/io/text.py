@@ -76,7 +76,17 @@ def read_text_unit(
     drop_empty_lines: bool = True,
     compression: str | None = "infer",
 ) -> Iterator[pa.Table]:
-    """Reader for one file: a table with one string row per line."""
+    """Reader for one file: a table with one string row per line.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.txt"; _ = p.write_text("x\\n\\ny\\n")
+        >>> unit = ReadUnit(FileInfo(str(p)))
+        >>> [t.to_pydict() for t in read_text_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
+        [{'text': ['x', 'y']}]
+    """
     data = read_input_bytes(fs, unit.file.path, compression=compression)
     if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") and data.startswith(
         codecs.BOM_UTF8
