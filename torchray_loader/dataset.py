@@ -841,8 +841,10 @@ class Dataset:
 
     # ------------------------------------------------------------------------------ misc
 
-    def to_ray(self) -> Any:
-        """This pipeline as a ``ray.data.Dataset`` (needs the ``ray`` extra).
+    def to_ray(self, *, preserve_order: bool | None = None) -> Any:
+        """This pipeline as a ``ray.data.Dataset`` built from the same plan (needs the ``ray`` extra).
+
+        ``preserve_order=True`` asks Ray to keep this package's deterministic block order.
 
         Example:
             >>> import torchray_loader as rd
@@ -850,7 +852,7 @@ class Dataset:
         """
         from .integrations.ray import to_ray
 
-        return to_ray(self)
+        return to_ray(self, preserve_order=preserve_order)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.iter_rows()
