@@ -206,3 +206,118 @@ def ids(batches: list[Any], key: Any = None) -> list[int]:
         else:
             out.append(int(v))
     return out
+
+
+# ------------------------------------------------------------------------------ resume cases
+
+
+def _row_features(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "feat": np.full(3, row["id"], dtype=np.float32)}
+
+
+def make_resume_loader(case: str, num_workers: int) -> Any:
+    """The loaders of the resume tests, built identically in the test and in the fresh process."""
+    import torchray_loader as rd
+    from torchray_loader import RayStyleLoader
+
+    if case == "map_generator":
+        return RayStyleLoader(
+            TensorDS(23), batch_size=3, shuffle=True, generator=torch.Generator().manual_seed(5), num_workers=num_workers
+        )
+    if case == "map_seed":
+        return RayStyleLoader(DictDS(23), batch_size=4, shuffle=True, seed=11, num_workers=num_workers)
+    if case == "map_unseeded":
+        return RayStyleLoader(TupleDS(23), batch_size=3, shuffle=True, num_workers=num_workers)
+    if case == "map_no_batching":
+        return RayStyleLoader(TensorDS(9), batch_size=None, shuffle=True, seed=2, num_workers=num_workers)
+    if case == "iterable":
+        return RayStyleLoader(ShardedIterable(29), batch_size=3, num_workers=num_workers)
+    if case == "iterable_dicts":
+        return RayStyleLoader(TensorIterable(17), batch_size=2, num_workers=num_workers)
+    if case == "arrow_shuffle":
+        ds = rd.range(100, override_num_blocks=7).map(_row_features)
+        return RayStyleLoader(ds, batch_size=8, shuffle=True, seed=3, shuffle_buffer_size=20, num_workers=num_workers)
+    if case == "arrow_plain":
+        return RayStyleLoader(rd.range(50, override_num_blocks=4), batch_size=7, num_workers=num_workers)
+    if case == "arrow_unseeded":
+        return RayStyleLoader(rd.range(40, override_num_blocks=5), batch_size=6, shuffle=True, num_workers=num_workers)
+    raise KeyError(case)
+
+
+RESUME_CASES = [
+    "map_generator",
+    "map_seed",
+    "map_unseeded",
+    "map_no_batching",
+    "iterable",
+    "iterable_dicts",
+    "arrow_shuffle",
+    "arrow_plain",
+    "arrow_unseeded",
+]
+#: Cases whose *next* epoch is reproducible in another process (no draw from the global RNG).
+RESUME_NEXT_EPOCH_REPRODUCIBLE = {"map_generator", "map_seed", "map_no_batching", "iterable", "iterable_dicts", "arrow_shuffle", "arrow_plain"}
+
+
+def resume_main(jobs_path: str, out_path: str) -> None:
+    """Entry point of the fresh process: load each state, finish its epoch and run one more."""
+    jobs = torch.load(jobs_path, weights_only=False)
+    results = {}
+    for key, job in jobs.items():
+        loader = make_resume_loader(job["case"], job["num_workers"])
+        loader.load_state_dict(job["state"])
+        rest = list(loader)
+        nxt = list(loader)
+        results[key] = {"rest": rest, "next": nxt}
+    torch.save(results, out_path)
+
+
+# ------------------------------------------------------------------------------ distributed
+
+
+def _plus_one(row: dict[str, Any]) -> dict[str, Any]:
+    return {"id": row["id"], "next": row["id"] + 1}
+
+
+def gloo_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """One rank of the real torch.distributed test (started by torch.multiprocessing.spawn)."""
+    import json
+    import os
+
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader, DistributedSampler
+
+    import torchray_loader as rd
+    from torchray_loader import RayStyleLoader
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        result: dict[str, Any] = {}
+        for name, loader in {
+            "map_shuffle_nw2": RayStyleLoader(TensorDS(37), batch_size=4, shuffle=True, num_workers=2),
+            "map_seq": RayStyleLoader(TensorDS(37), batch_size=5),
+            "arrow_shuffle": RayStyleLoader(rd.range(103, override_num_blocks=6).map(_plus_one), batch_size=8, shuffle=True),
+            "arrow_filter": RayStyleLoader(rd.range(61).filter(_odd), batch_size=4, shuffle=True, seed=1),
+        }.items():
+            key = "id" if name.startswith("arrow") else None
+            batches = list(loader)
+            result[name] = {
+                "ids": [int(x) // (10 if key is None else 1) for x in ids([b[:, 0] if key is None else b for b in batches], key)],
+                "num_batches": len(batches),
+                "len": len(loader),
+            }
+        sampler = DistributedSampler(TensorDS(37), shuffle=True, seed=5)
+        ours = [b[:, 0].tolist() for b in RayStyleLoader(TensorDS(37), batch_size=4, sampler=sampler)]
+        theirs = [b[:, 0].tolist() for b in DataLoader(TensorDS(37), batch_size=4, sampler=sampler)]
+        result["distributed_sampler_equal"] = ours == theirs
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, result)
+        if rank == 0:
+            with open(os.path.join(out_dir, "result.json"), "w") as f:
+                json.dump(gathered, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def _odd(row: dict[str, Any]) -> bool:
+    return row["id"] % 2 == 1

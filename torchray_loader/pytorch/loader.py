@@ -346,6 +346,7 @@ class _Epoch:
     finished: bool = False
     gen_state: torch.Tensor | None = None  # the user generator's state at the start of the epoch
     base_seed: int | None = None  # workers' base seed (drawn as DataLoader draws it)
+    base_seed_drawn: bool = True  # whether this epoch drew it (not with persistent workers' later epochs)
     sampler_seed: int | None = None  # seed of the default RandomSampler when no generator is given
     arrow_seed: int | None = None  # shuffle seed for a torchray Dataset
     layout: int = 0  # virtual workers of an IterableDataset epoch (its batches depend on it)
@@ -662,10 +663,13 @@ class RayStyleLoader(IterableDataset):
 
     def _deliver(self, ep: _Epoch, batches: Iterator[Any]) -> Iterator[Any]:
         # Counts what the training loop received (the resume point) and how long it waited.
-        start = time.perf_counter()
+        # ``clock`` is bound now: an iterator left open at interpreter exit is finalized after module
+        # globals (``time``) are torn down, and its ``finally`` must still run cleanly.
+        clock = time.perf_counter
+        start = clock()
         try:
             while True:
-                t0 = time.perf_counter()
+                t0 = clock()
                 try:
                     batch = next(batches)
                 except StopIteration:
@@ -674,13 +678,13 @@ class RayStyleLoader(IterableDataset):
                 except TaskTimeoutError as exc:
                     raise RuntimeError(f"RayStyleLoader timed out after {self.timeout} seconds") from exc
                 finally:
-                    now = time.perf_counter()
+                    now = clock()
                     ep.stats["wait_s"] += now - t0
                     ep.stats["wall_s"] = now - start
                 ep.yielded += 1
                 yield batch
         finally:
-            ep.stats["wall_s"] = time.perf_counter() - start
+            ep.stats["wall_s"] = clock() - start
             close = getattr(batches, "close", None)
             if close is not None:
                 close()
@@ -704,6 +708,7 @@ class RayStyleLoader(IterableDataset):
             "batches_yielded": yielded,
             "generator_state": None if ep.gen_state is None else ep.gen_state.clone(),
             "base_seed": ep.base_seed,
+            "base_seed_drawn": ep.base_seed_drawn,
             "sampler_seed": ep.sampler_seed,
             "arrow_seed": ep.arrow_seed,
             "num_workers": ep.layout if ep.started else None,
@@ -718,6 +723,7 @@ class RayStyleLoader(IterableDataset):
                 skip=int(pending["batches_yielded"]),
                 gen_state=pending.get("generator_state"),
                 base_seed=pending.get("base_seed"),
+                base_seed_drawn=bool(pending.get("base_seed_drawn", True)),
                 sampler_seed=pending.get("sampler_seed"),
                 arrow_seed=pending.get("arrow_seed"),
             )
@@ -787,16 +793,24 @@ class RayStyleLoader(IterableDataset):
         # Persistent workers keep their RNG stream and init across epochs, as DataLoader's do.
         return f"{self._uid}-p" if persistent else f"{self._uid}-{ep.epoch}-{uuid.uuid4().hex[:8]}"
 
-    def _draw_base_seed(self, ep: _Epoch, gen: torch.Generator | None) -> int:
-        # DataLoader draws the base seed when it creates an iterator: every epoch, or only the first
-        # time with persistent workers (they keep their seeds and RNG streams).
-        if ep.base_seed is None:
-            if self.persistent_workers and self._persistent_seed is not None:
-                ep.base_seed = self._persistent_seed
-            else:
-                ep.base_seed = _draw_seed(gen)
-                if self.persistent_workers:
-                    self._persistent_seed = ep.base_seed
+    def _draw_base_seed(self, ep: _Epoch, gen: torch.Generator | None, *, per_epoch_gen: bool = False) -> int:
+        """The workers' base seed, drawn as DataLoader draws it when it creates an iterator: every
+        epoch, or only the first time with persistent workers (they keep their seeds and RNG streams).
+
+        On a resume the seed comes from the state, but a generator is still advanced by the same draw,
+        so the permutation drawn after it is the same as in the interrupted run."""
+        if ep.base_seed is not None:  # resumed epoch
+            if ep.base_seed_drawn and gen is not None:
+                _draw_seed(gen)
+            if self.persistent_workers and self._persistent_seed is None:
+                self._persistent_seed = ep.base_seed
+            return ep.base_seed
+        if self.persistent_workers and self._persistent_seed is not None and not per_epoch_gen:
+            ep.base_seed, ep.base_seed_drawn = self._persistent_seed, False
+        else:
+            ep.base_seed, ep.base_seed_drawn = _draw_seed(gen), True
+            if self.persistent_workers and self._persistent_seed is None:
+                self._persistent_seed = ep.base_seed
         return ep.base_seed
 
     # ------------------------------------------------------------------ map-style
@@ -810,10 +824,9 @@ class RayStyleLoader(IterableDataset):
             seed = _DISTRIBUTED_DEFAULT_SEED  # every rank must draw the same permutation
         if seed is not None and self.generator is None:
             g = torch.Generator()
-            g.manual_seed(epoch_seed(seed, ep.epoch))
-            self._draw_base_seed(ep, g)
-            if world > 1:
-                ep.base_seed = epoch_seed(ep.base_seed, rank)  # ranks augment differently
+            g.manual_seed(epoch_seed(seed, ep.epoch, rank))  # ranks augment differently...
+            self._draw_base_seed(ep, g, per_epoch_gen=True)
+            g.manual_seed(epoch_seed(seed, ep.epoch))  # ...but draw the same permutation
             return RandomSampler(self.dataset, generator=g) if self._default_random else self.sampler
         self._draw_base_seed(ep, self.generator)
         if self._default_random and self.generator is None:
@@ -949,13 +962,16 @@ class RayStyleLoader(IterableDataset):
     # ------------------------------------------------------------------ torchray Dataset
 
     def _arrow_seed(self, ep: _Epoch, world: int) -> int:
-        if ep.arrow_seed is None:
-            if self.seed is not None:
-                ep.arrow_seed = epoch_seed(self.seed, ep.epoch)
-            elif world > 1 and self.generator is None:
-                ep.arrow_seed = epoch_seed(_DISTRIBUTED_DEFAULT_SEED, ep.epoch)
-            else:
-                ep.arrow_seed = _draw_seed(self.generator) & ((1 << 63) - 1)
+        """The epoch's shuffle seed: from ``seed`` and the epoch; else drawn from ``generator`` (or
+        torch's global RNG), kept in the state so a resume reuses it."""
+        if self.seed is not None:
+            ep.arrow_seed = epoch_seed(self.seed, ep.epoch)
+        elif world > 1 and self.generator is None:
+            ep.arrow_seed = epoch_seed(_DISTRIBUTED_DEFAULT_SEED, ep.epoch)  # same on every rank
+        elif ep.arrow_seed is None:
+            ep.arrow_seed = _draw_seed(self.generator) & ((1 << 63) - 1)
+        elif self.generator is not None:
+            _draw_seed(self.generator)  # resumed: advance the generator as the interrupted run did
         return ep.arrow_seed
 
     def _shardable(self, processes: int) -> tuple[list[Any], list[int], Callable[..., LogicalOp]]:

@@ -1,0 +1,119 @@
+"""Resume: stop after k batches, save ``state_dict()``, load it in a *fresh process* (with another
+``num_workers``), and the concatenation equals an uninterrupted epoch; the epoch after it too."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from loader_cases import (
+    RESUME_CASES,
+    RESUME_NEXT_EPOCH_REPRODUCIBLE,
+    TensorDS,
+    assert_same_batches,
+    make_resume_loader,
+)
+
+from torchray_loader import RayStyleLoader
+
+pytestmark = pytest.mark.timeout(300)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+STOP_AFTER = {"map_no_batching": 4}
+WORKER_CHANGES = [(0, 2), (2, 0)]
+
+
+def _job_key(case: str, before: int, after: int) -> str:
+    return f"{case}:{before}->{after}"
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """Run every (case, num_workers change): the reference epochs and the interrupted first part
+    here, the rest in ONE fresh Python process (so the suite pays for one interpreter start)."""
+    tmp = tmp_path_factory.mktemp("resume")
+    jobs, expected = {}, {}
+    for case in RESUME_CASES:
+        for before, after in WORKER_CHANGES:
+            key = _job_key(case, before, after)
+            torch.manual_seed(99)  # the unseeded cases draw from the global RNG: same draws twice
+            ref = make_resume_loader(case, before)
+            epoch1, epoch2 = list(ref), list(ref)
+            torch.manual_seed(99)
+            loader = make_resume_loader(case, before)
+            k = STOP_AFTER.get(case, 2)
+            it = iter(loader)
+            head = [next(it) for _ in range(k)]
+            state = loader.state_dict()
+            del it
+            assert state["batches_yielded"] == k
+            jobs[key] = {"case": case, "num_workers": after, "state": state}
+            if case.startswith("iterable"):
+                # An IterableDataset's batches depend on the worker count: the resumed epoch keeps the
+                # old layout, the next epoch uses the new one.
+                epoch2 = list(make_resume_loader(case, after))
+            expected[key] = {"epoch1": epoch1, "epoch2": epoch2, "head": head}
+    jobs_path, out_path = str(tmp / "jobs.pt"), str(tmp / "out.pt")
+    torch.save(jobs, jobs_path)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([HERE, REPO, os.environ.get("PYTHONPATH", "")]))
+    code = f"import loader_cases; loader_cases.resume_main({jobs_path!r}, {out_path!r})"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return expected, torch.load(out_path, weights_only=False)
+
+
+@pytest.mark.parametrize("before,after", WORKER_CHANGES)
+@pytest.mark.parametrize("case", RESUME_CASES)
+def test_resume_in_fresh_process(resumed, case, before, after):
+    expected, results = resumed
+    key = _job_key(case, before, after)
+    exp, got = expected[key], results[key]
+    assert_same_batches(exp["epoch1"], exp["head"] + got["rest"])
+    if case in RESUME_NEXT_EPOCH_REPRODUCIBLE:
+        assert_same_batches(exp["epoch2"], got["next"])
+    else:
+        assert len(got["next"]) == len(exp["epoch2"])
+
+
+def test_state_between_epochs_starts_the_next_epoch():
+    ref = RayStyleLoader(TensorDS(10), batch_size=3, shuffle=True, seed=4)
+    epochs = [list(ref) for _ in range(3)]
+    loader = RayStyleLoader(TensorDS(10), batch_size=3, shuffle=True, seed=4)
+    list(loader)
+    state = loader.state_dict()
+    assert state["epoch"] == 1 and state["batches_yielded"] == 0
+    fresh = RayStyleLoader(TensorDS(10), batch_size=3, shuffle=True, seed=4)
+    fresh.load_state_dict(state)
+    assert_same_batches(epochs[1], list(fresh))
+    assert_same_batches(epochs[2], list(fresh))
+
+
+def test_resume_with_user_generator_restores_its_state():
+    g_ref = torch.Generator().manual_seed(8)
+    ref = RayStyleLoader(TensorDS(10), batch_size=2, shuffle=True, generator=g_ref)
+    e1, e2 = list(ref), list(ref)
+    g = torch.Generator().manual_seed(8)
+    loader = RayStyleLoader(TensorDS(10), batch_size=2, shuffle=True, generator=g)
+    it = iter(loader)
+    head = [next(it) for _ in range(3)]
+    state = loader.state_dict()
+    # A new loader whose generator has another seed: the state carries the generator's state.
+    fresh = RayStyleLoader(TensorDS(10), batch_size=2, shuffle=True, generator=torch.Generator().manual_seed(123))
+    fresh.load_state_dict(state)
+    assert_same_batches(e1, head + list(fresh))
+    assert_same_batches(e2, list(fresh))
+
+
+def test_set_epoch_makes_epochs_reproducible():
+    loader = RayStyleLoader(TensorDS(10), batch_size=3, shuffle=True, seed=4)
+    loader.set_epoch(5)
+    a = list(loader)
+    other = RayStyleLoader(TensorDS(10), batch_size=3, shuffle=True, seed=4, num_workers=2)
+    other.set_epoch(5)
+    assert_same_batches(a, list(other))
+    other.set_epoch(6)
+    assert [t.tolist() for t in list(other)] != [t.tolist() for t in a]
