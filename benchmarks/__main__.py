@@ -12,6 +12,7 @@ per (implementation, num_workers), Ray only at the largest worker count; never t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -107,9 +108,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         key = i if processes == "run" else (job.impl, job.num_workers) if processes == "group" else 0
         groups.setdefault(key, []).append(job)
     by_key: dict[str, Result] = {}
+    unavailable: dict[tuple[str, str, str, int], Result] = {}
     for group in groups.values():
-        for job, res in zip(group, harness.run_jobs(group, work_dir=work, job_timeout_s=timeout, on_result=_progress), strict=True):
+        if processes == "run":
+            job = group[0]
+            known = unavailable.get((job.workload, job.variant, job.impl, job.num_workers))
+            if known is not None:  # a missing piece stays missing: skip the other repeats
+                by_key[job.key] = dataclasses.replace(known, repeat=job.repeat)
+                continue
+        for job, res in zip(group, harness.run_jobs(group, work_dir=work, job_timeout_s=timeout, on_result=_progress),
+                            strict=True):
             by_key[job.key] = res
+            if res.status == "unavailable":
+                unavailable[(job.workload, job.variant, job.impl, job.num_workers)] = res
     results = [by_key[j.key] for j in jobs]
     try:
         work.rmdir()

@@ -446,23 +446,29 @@ def markdown(payload: dict[str, Any], png_name: str = "performance.png") -> str:
             why.append(f"this is a {payload['mode']} run")
         lines += [f"> **Preliminary numbers**: {'; '.join(why)}. Rerun the full suite to refresh this page.", ""]
     lines += [
-        f"Latest full run: {payload['created']}, {payload['elapsed_s']:.0f} s, package commit "
-        f"`{p.get('commit', '?')}`.",
+        f"{'Latest full run' if payload['mode'] == 'full' else 'Run'} ({payload['mode']} mode): "
+        f"{payload['created']}, {payload['elapsed_s'] / 60:.0f} min, package commit `{p.get('commit', '?')}`.",
         "",
         f"- **Machine**: {m['cores']} cores ({m['cpu']}), {m['memory_gib']} GiB RAM, "
         f"{'GPU: ' + m['cuda'] if m.get('cuda') else 'no GPU'}; {m['os']}; Python {m['python']}.",
         f"- **Libraries**: {versions}.",
         f"- **Command**: `{payload['command']}` (from the repository root).",
-        f"- **Method**: {payload['repeats']} alternating runs per configuration "
-        f"(torchray, RayStyleLoader, DataLoader, Ray, torchray, ...), "
+        f"- **Method**: {payload['repeats']} alternating run(s) per configuration (torchray, RayStyleLoader, "
+        f"DataLoader, Ray, torchray, ...), "
         f"{'each in a fresh process' if payload.get('processes') == 'run' else 'runs sharing processes'}; "
-        "the table shows medians. *rows/s* is over a full warm epoch (the second, through a new iterator); "
-        "*1st batch* is the time from just after the imports to the first batch (pipeline construction, "
-        "worker start-up and `ray.init` included); *peak RSS* sums the resident memory of the process "
-        "and all its descendants (memory shared by forked workers counts once per process), *peak PSS* "
-        "counts shared pages once (sampled every 0.5 s). The consumer reads one element per batch. "
-        "*x DataLoader* / *x Ray* are rows/s ratios at the same `num_workers` (Ray runs with "
-        "`ray.init(num_cpus=max(1, num_workers))`).",
+        "the table shows medians. The consumer loop reads one element of each batch.",
+        "- *rows/s*: "
+        + ("over a full warm epoch (a second iterator on the same pipeline object, after a warm-up epoch "
+           "that stops after at most 5 s)." if payload["mode"] == "full" else
+           "over the only epoch, start-up included (quick mode)."),
+        "- *1st batch*: from just after the imports (the data already on disk or in memory) to the first "
+        "batch: pipeline construction, worker start-up and `ray.init` included. Shuffled Arrow pipelines "
+        "(torchray, Ray) fill a 10,000-row shuffle window first.",
+        "- *peak RSS*: the largest sum of resident memory over the process and all its descendants, sampled "
+        "every 0.1 s (pages shared by forked workers count once per process); *peak PSS* counts shared "
+        "pages once (sampled every 0.5 s).",
+        "- *x DataLoader*, *x Ray*: rows/s ratios at the same `num_workers`. Ray runs with "
+        "`ray.init(num_cpus=max(1, num_workers))` (W6: at least 2, for its two actors).",
         "",
         f"![speed-ups]({png_name})",
         "",
