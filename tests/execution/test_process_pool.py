@@ -508,6 +508,17 @@ def test_workers_ignore_sigint():
         assert set(pool.imap(slow_pid, range(8))) == pids  # same processes, none died
 
 
+def test_close_with_busy_workers_is_prompt():
+    pool = ProcessPool(2, make_ctx())
+    it = pool.imap(sleep_then, [(0, 0.0), (1, 30.0), (2, 30.0)], ordered=False)
+    assert next(it) == 0  # the two others are running now
+    t0 = time.monotonic()
+    pool.close()
+    assert time.monotonic() - t0 < 0.2 + 0.5  # no waiting for the tasks (0.5: a loaded machine)
+    with pytest.raises(Exception, match="closed"):
+        next(it)
+
+
 def test_close_is_idempotent_and_results_outlive_it():
     pool = ProcessPool(2, make_ctx())
     results = list(pool.imap(big_array, range(3)))

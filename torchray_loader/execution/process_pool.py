@@ -343,7 +343,8 @@ def _release(w: _Worker) -> None:
 
 
 def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
-    """Stop ``workers``: ask, then SIGTERM, then SIGKILL; join; remove the pool's shm files.
+    """Stop ``workers``: ask idle ones to exit and SIGTERM busy ones, SIGTERM what is left after a short
+    grace, then SIGKILL; join; remove the pool's shm files.
 
     Runs from ``close()``, from the weakref finalizer or at exit; never in another process (a forked
     child holds a copy of the pool and must not kill its siblings)."""
@@ -352,8 +353,11 @@ def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
     live = [w for w in workers if w is not None]
     for w in live:
         try:
-            w.conn.send_bytes(pickle.dumps((_STOP,), _PROTO))
-        except (OSError, EOFError, ValueError):
+            if w.queue:  # busy: it would read STOP only after its tasks, whose results nobody wants
+                w.proc.terminate()
+            else:
+                w.conn.send_bytes(pickle.dumps((_STOP,), _PROTO))
+        except (OSError, EOFError, ValueError, AttributeError):
             pass
     for grace, action in ((_STOP_GRACE_S, "terminate"), (_KILL_GRACE_S, "kill"), (_KILL_GRACE_S, None)):
         deadline = time.monotonic() + grace

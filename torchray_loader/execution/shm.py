@@ -222,10 +222,29 @@ def _write_all(fd: int, view: memoryview, offset: int) -> None:
         done += os.pwrite(fd, view[done : done + _MAX_WRITE], offset + done)
 
 
+def _full(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def _write_file(raws: list[memoryview], spans: list[tuple[int, int]], size: int, owner: int, tag: str) -> str:
+    """Write ``raws`` at ``spans`` into a new file; a full directory (a container's 64 MiB /dev/shm)
+    falls back to the next one (disk-backed, still mmap-able). Never leaves a partial file."""
     dirs = _DIRS
     while True:
-        fd, path = _new_file(owner, tag, dirs)
+        try:
+            fd, path = _new_file(owner, tag, dirs)
+        except OSError as exc:
+            if _full(exc) and len(dirs) > 1:
+                dirs = dirs[1:]
+                continue
+            raise
         try:
             try:
                 os.ftruncate(fd, size)
@@ -235,20 +254,13 @@ def _write_file(raws: list[memoryview], spans: list[tuple[int, int]], size: int,
             finally:
                 os.close(fd)
         except OSError as exc:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-            # A full /dev/shm (ENOSPC) falls back to the next directory (disk-backed, still mmap'able).
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT) and len(dirs) > 1:
+            _unlink_quietly(path)
+            if _full(exc) and len(dirs) > 1:
                 dirs = dirs[1:]
                 continue
             raise
         except BaseException:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
+            _unlink_quietly(path)
             raise
 
 
@@ -325,10 +337,7 @@ def discard(ref: ShmRef) -> None:
         >>> discard(dumps_to_shm(b"x" * 100_000))
     """
     if ref.path is not None:
-        try:
-            os.unlink(ref.path)
-        except FileNotFoundError:
-            pass
+        _unlink_quietly(ref.path)
 
 
 def sweep(owner_pid: int, tag: str | None = None, creator_pid: int | None = None) -> int:
