@@ -336,6 +336,13 @@ def test_sigkilled_worker_task_is_rerun_exactly_once(tmp_path, start_method, wor
         assert sorted(pool.imap(square, range(10), ordered=False)) == [i * i for i in range(10)]
 
 
+def test_sigkilled_worker_unordered_still_exactly_once(tmp_path):
+    marker = str(tmp_path / "killed")
+    with ProcessPool(2, make_ctx()) as pool:
+        got = list(pool.imap(kill_self_once, [(i, 3, marker) for i in range(30)], ordered=False))
+    assert os.path.exists(marker) and sorted(got) == [i * 10 for i in range(30)]
+
+
 def test_dead_worker_without_retries_raises_quickly():
     t0 = time.monotonic()
     with ProcessPool(2, make_ctx(max_task_retries=0)) as pool:

@@ -384,6 +384,19 @@ def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
     shm.sweep(owner_pid, tag)
 
 
+def _preload_in_forkserver(mp_ctx: Any) -> None:
+    """Have the forkserver import this module once, so each worker it forks starts in milliseconds
+    instead of importing the package again (only effective before the forkserver starts)."""
+    try:
+        from multiprocess import forkserver
+
+        current = list(getattr(forkserver._forkserver, "_preload_modules", ["__main__"]))
+        if __name__ not in current:
+            mp_ctx.set_forkserver_preload([*current, __name__])
+    except Exception:  # pragma: no cover - an optimisation only
+        pass
+
+
 _EXIT_SWEEP_LOCK = threading.Lock()
 _exit_sweep_pid: int | None = None
 
@@ -432,6 +445,8 @@ class ProcessPool:
         self.ctx = ctx
         self.name = name
         self._mp = multiprocess.get_context(ctx.start_method)
+        if ctx.start_method == "forkserver":
+            _preload_in_forkserver(self._mp)
         self._owner_pid = os.getpid()
         self._tag = secrets.token_hex(4)  # names this pool's shm files
         try:
