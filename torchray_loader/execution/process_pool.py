@@ -26,6 +26,16 @@ Invariants:
   running counts a retry (the others never started).
 * Everything a pool starts is stopped by ``close()``, its weakref finalizer (garbage collection) or
   at interpreter exit, only ever from the process that created the pool.
+
+Trade-offs, on purpose:
+
+* A task queued behind a slow one on the same worker waits for it (as with DataLoader's per-worker
+  prefetch); queueing is what keeps fast tasks from idling workers between round trips.
+* Closing an ``imap`` early does not kill its running tasks (an actor's state would be lost): they
+  finish and their results are dropped; at most ``_TASKS_PER_WORKER`` per worker. ``close()`` does
+  terminate them.
+* Forked workers inherit the consumer's mappings of results received so far; those pages are shared
+  copy-on-write and freed when both sides let go (at the latest when the pool closes).
 """
 
 from __future__ import annotations
