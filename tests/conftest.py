@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 import torchray_loader as rd
@@ -19,23 +17,20 @@ def fresh_data_context():
     rd.DataContext._set_current(rd.DataContext())
 
 
-def _children() -> list:
-    import psutil
-
-    return [p for p in psutil.Process(os.getpid()).children(recursive=True) if p.status() != psutil.STATUS_ZOMBIE]
-
-
 @pytest.fixture
 def no_leaks():
-    """Assert the test left no child process and no shared-memory segment of the package."""
+    """Assert the test left no child process and no shared-memory file of the package."""
+    import gc
     import time
 
-    before_shm = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+    from leak_checks import live_children, transfer_files
+
+    before = set(transfer_files())
     yield
+    gc.collect()
     deadline = time.time() + 10
-    while _children() and time.time() < deadline:
+    while live_children() and time.time() < deadline:
         time.sleep(0.05)
-    assert not _children(), f"leftover child processes: {_children()}"
-    if os.path.isdir("/dev/shm"):
-        leaked = {f for f in set(os.listdir("/dev/shm")) - before_shm if f.startswith("torchray")}
-        assert not leaked, f"leftover shared-memory files: {sorted(leaked)}"
+    assert not live_children(), f"leftover child processes: {live_children()}"
+    leaked = sorted(set(transfer_files()) - before)
+    assert not leaked, f"leftover shared-memory files: {leaked}"

@@ -8,57 +8,17 @@ module so later tests elsewhere see no children either.
 from __future__ import annotations
 
 import gc
-import glob
-import os
 import time
 
-import psutil
+import leak_checks
 import pytest
-
-from torchray_loader.execution import shm
-
-
-def _helper_pids() -> set[int]:
-    """PIDs of multiprocess's forkserver and resource tracker, if running."""
-    pids: set[int] = set()
-    try:
-        from multiprocess import forkserver, resource_tracker
-    except ImportError:  # pragma: no cover
-        return pids
-    for pid in (
-        getattr(forkserver._forkserver, "_forkserver_pid", None),
-        getattr(resource_tracker._resource_tracker, "_pid", None),
-    ):
-        if pid:
-            pids.add(pid)
-    return pids
-
-
-def live_children() -> list[psutil.Process]:
-    """Child processes (recursively) that are neither zombies nor multiprocessing's helpers."""
-    helpers = _helper_pids()
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        try:
-            if p.pid not in helpers and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return out
+from leak_checks import live_children, transfer_files
 
 
 @pytest.fixture(name="live_children")
 def live_children_fixture():
     """The ``live_children`` function, for tests that check processes mid-test."""
     return live_children
-
-
-def transfer_files(owner_pid: int | None = None) -> list[str]:
-    """Transfer files owned by ``owner_pid`` (default: this process), in every directory shm may use.
-
-    Only this process's files: other test runs on the machine may create their own meanwhile."""
-    pattern = f"{shm.PREFIX}{owner_pid or os.getpid()}_*"
-    return sorted(f for d in shm.shm_dirs() for f in glob.glob(os.path.join(d, pattern)))
 
 
 @pytest.fixture(autouse=True)
@@ -80,12 +40,4 @@ def no_worker_or_shm_leaks():
 def stop_multiprocessing_helpers():
     """Stop the forkserver and resource tracker after the module (they would outlive it)."""
     yield
-    try:
-        from multiprocess import forkserver, resource_tracker
-    except ImportError:  # pragma: no cover
-        return
-    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
-        try:
-            helper._stop()
-        except Exception:
-            pass
+    leak_checks.stop_multiprocessing_helpers()
