@@ -59,6 +59,7 @@ import dill
 import multiprocess
 from multiprocess.connection import wait as _wait
 
+from ..blocks.block import warm_up_arrow
 from ..context import DataContext
 from ..errors import (
     TaskTimeoutError,
@@ -455,6 +456,8 @@ class ProcessPool:
         self.ctx = ctx
         self.name = name
         self._mp = multiprocess.get_context(ctx.start_method)
+        if ctx.start_method == "fork":
+            warm_up_arrow()
         if ctx.start_method == "forkserver":
             _preload_in_forkserver(self._mp)
         self._owner_pid = os.getpid()
