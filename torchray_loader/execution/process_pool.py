@@ -142,14 +142,38 @@ def _send(conn: Any, msg: tuple[Any, ...]) -> bool:
         return False
 
 
-def _watch_parent(parent: int) -> None:
+def _owner_gone(owner_pid: int) -> bool:
+    """Whether the pool's owner has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        import psutil
+
+        return psutil.Process(owner_pid).status() == psutil.STATUS_ZOMBIE
+    except Exception:  # NoSuchProcess, or no psutil: gone as far as we can tell
+        return True
+
+
+def _sweep_if_orphaned(owner_pid: int) -> None:
+    """Remove every transfer file of ``owner_pid`` if it has exited: they can only be garbage."""
+    if _owner_gone(owner_pid):
+        try:
+            shm.sweep(owner_pid)
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
+def _watch_parent(parent: int, owner_pid: int) -> None:
     """Exit this worker as soon as its parent is gone, even in the middle of a (hanging) task: a
-    daemon thread polls ``getppid()`` (it changes when the parent dies and we are re-parented)."""
+    daemon thread polls ``getppid()`` (it changes when the parent dies and we are re-parented).
+
+    An owner that died without cleaning up (SIGKILL, ``os._exit``) leaves transfer files behind
+    that nobody else will remove: a worker that sees its owner gone (here, or as a broken pipe in
+    its task loop) removes every file of that owner before exiting."""
 
     def watch() -> None:
         while True:
             time.sleep(_PARENT_POLL_S)
             if os.getppid() != parent:
+                _sweep_if_orphaned(owner_pid)
                 os._exit(0)
 
     threading.Thread(target=watch, name="torchray-parent-watch", daemon=True).start()
@@ -190,7 +214,7 @@ def _worker_main(
             os.close(fd)
         except OSError:
             pass
-    _watch_parent(os.getppid())
+    _watch_parent(os.getppid(), owner_pid)
     _seed_worker(seed)
     torch_limited = _limit_torch_threads()
     if init_fn is not None:
@@ -206,6 +230,7 @@ def _worker_main(
         try:
             msg = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):  # the consumer closed our pipe or died
+            _sweep_if_orphaned(owner_pid)
             return
         kind = msg[0]
         if kind == _STOP:
@@ -230,6 +255,7 @@ def _worker_main(
         if not _send(conn, reply):
             if reply[0] == _OK:
                 shm.discard(reply[2])
+            _sweep_if_orphaned(owner_pid)
             return
         if not torch_limited:  # the task may have imported torch
             torch_limited = _limit_torch_threads()
@@ -353,12 +379,22 @@ def _release(w: _Worker) -> None:
         pass
 
 
+def _exitcode(w: _Worker) -> int | None:
+    """``w``'s exit code; 0 once its process handle was released (it was reaped then)."""
+    try:
+        return w.proc.exitcode
+    except ValueError:  # "process object is closed"
+        return 0
+
+
 def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
     """Stop ``workers``: ask idle ones to exit and SIGTERM busy ones, SIGTERM what is left after a short
     grace, then SIGKILL; join; remove the pool's shm files.
 
     Runs from ``close()``, from the weakref finalizer or at exit; never in another process (a forked
-    child holds a copy of the pool and must not kill its siblings)."""
+    child holds a copy of the pool and must not kill its siblings). At interpreter exit a daemon
+    thread (a prefetch thread) may still drive the pool meanwhile and release dead workers: handles
+    released under our feet count as stopped."""
     if os.getpid() != owner_pid:
         return
     live = [w for w in workers if w is not None]
@@ -373,7 +409,7 @@ def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
     for grace, action in ((_STOP_GRACE_S, "terminate"), (_KILL_GRACE_S, "kill"), (_KILL_GRACE_S, None)):
         deadline = time.monotonic() + grace
         while True:
-            alive = [w for w in live if w.proc.exitcode is None]
+            alive = [w for w in live if _exitcode(w) is None]
             remaining = deadline - time.monotonic()
             if not alive or remaining <= 0:
                 break
@@ -796,8 +832,11 @@ class ProcessPool:
         """``w`` died (or was killed): requeue its tasks, replace it."""
         self._drain(w)  # results it sent before dying count
         self._workers[w.slot] = None
-        w.proc.join(1.0)
-        code = w.proc.exitcode
+        try:
+            w.proc.join(1.0)
+        except ValueError:  # released by a concurrent shutdown (interpreter exit)
+            pass
+        code = _exitcode(w)
         shm.sweep(self._owner_pid, self._tag, w.proc.pid)  # results it wrote but never sent
         _release(w)
         requeue: dict[int, list[_Task]] = {}
@@ -821,7 +860,7 @@ class ProcessPool:
         for iid, tasks in requeue.items():
             st = self._imaps[iid]
             st.pending = collections.deque(sorted([*tasks, *st.pending], key=lambda t: t.index))
-        if not self._closed and self._fatal is None:
+        if not self._closed and self._finalizer.alive and self._fatal is None:
             self._ensure_min_workers()
 
     def _failure(self, st: _Imap, task: _Task, code: int | None, timed_out: bool) -> TorchRayError:
@@ -870,6 +909,7 @@ class ProcessPool:
     # ------------------------------------------------------------------ workers
 
     def _start_worker(self, slot: int) -> _Worker:
+        self._check_open()  # never start a worker after shutdown (e.g. from a thread at exit)
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
         inherited: tuple[int, ...] = ()
         if self.ctx.start_method == "fork":
@@ -908,7 +948,8 @@ class ProcessPool:
                 alive += 1
 
     def _check_open(self) -> None:
-        if self._closed:
+        # The finalizer is dead once the pool was shut down by GC or at interpreter exit.
+        if self._closed or not self._finalizer.alive:
             raise TorchRayError(f"ProcessPool {self.name!r} is closed")
 
 
