@@ -7,10 +7,16 @@ chained to a ``UserCodeError`` (see ``errors.raise_user_error``).
 
 ``InlinePool`` (``num_workers=0``) runs everything in the calling thread; ``ProcessPool`` (in
 ``process_pool.py``) runs worker processes.
+
+Nesting: a pipeline iterated *inside* a worker process (a UDF that reads a small dataset, a
+``RayStyleLoader`` inside a ``torch.utils.data.DataLoader`` worker...) runs inline in that worker.
+Workers are daemonic processes, which cannot start processes of their own, and the machine's cores
+are already taken by the outer workers.
 """
 
 from __future__ import annotations
 
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
@@ -73,6 +79,21 @@ class InlinePool:
         self.close()
 
 
+def in_daemon_process() -> bool:
+    """True inside a daemonic worker process (ours, or a ``torch.utils.data.DataLoader``'s), where
+    starting worker processes is impossible.
+
+    Example:
+        >>> in_daemon_process()
+        False
+    """
+    for mod in ("multiprocess", "multiprocessing"):
+        mp = sys.modules.get(mod)
+        if mp is not None and getattr(mp.current_process(), "daemon", False):
+            return True
+    return False
+
+
 def make_pool(
     num_workers: int,
     ctx: DataContext,
@@ -81,11 +102,11 @@ def make_pool(
     min_workers: int | None = None,
     worker_init_fn: Callable[[int], None] | None = None,
 ) -> TaskPool:
-    """A pool of ``num_workers`` processes (``0``: inline). ``min_workers`` < ``num_workers`` lets an
-    actor pool start small and grow with queue depth."""
+    """A pool of ``num_workers`` processes (``0``, or inside a daemonic worker process: inline).
+    ``min_workers`` < ``num_workers`` lets an actor pool start small and grow with queue depth."""
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
-    if num_workers == 0:
+    if num_workers == 0 or in_daemon_process():
         return InlinePool()
     try:
         from .process_pool import ProcessPool
