@@ -296,15 +296,26 @@ def read_skips(dataset: Any) -> list[SkippedItem]:
     return out
 
 
+#: Arrow extension types whose values are pickles: this package's object columns and Ray Data's
+#: (a file Ray wrote; with ``ray.data`` imported, converting such a column would unpickle it).
+PICKLED_EXTENSION_NAMES = frozenset({"torchray.python_object", "ray.data.arrow_pickled_object"})
+
+
 def _pickled_columns(schema: pa.Schema) -> list[str]:
-    from ..blocks.tensors import PYTHON_OBJECT_NAME
+    """Top-level columns that hold (or nest) a pickled-object extension type. A type is recognised
+    whether or not it is registered in this process (unregistered, its name is still in the field
+    metadata), so the verdict never depends on which libraries happen to be imported."""
 
-    def walk(t: pa.DataType) -> bool:
+    def walk_type(t: pa.DataType) -> bool:
         if isinstance(t, pa.BaseExtensionType):
-            return t.extension_name == PYTHON_OBJECT_NAME or walk(t.storage_type)
-        return any(walk(t.field(i).type) for i in range(t.num_fields)) if t.num_fields else False
+            return t.extension_name in PICKLED_EXTENSION_NAMES or walk_type(t.storage_type)
+        return any(walk_field(t.field(i)) for i in range(t.num_fields)) if t.num_fields else False
 
-    return [f.name for f in schema if walk(f.type)]
+    def walk_field(f: pa.Field) -> bool:
+        name = (f.metadata or {}).get(b"ARROW:extension:name", b"")
+        return name.decode("utf-8", "replace") in PICKLED_EXTENSION_NAMES or walk_type(f.type)
+
+    return [f.name for f in schema if walk_field(f)]
 
 
 def refuse_pickled(schema: pa.Schema, path: str, allow_pickle: bool) -> None:
