@@ -102,10 +102,15 @@ def read_json_unit(
     if not head:
         return
     try:
-        yield pajson.read_json(io.BytesIO(data), read_options=read_options, parse_options=parse_options)
-        return
+        table = pajson.read_json(io.BytesIO(data), read_options=read_options, parse_options=parse_options)
+        # pyarrow's JSON parser does not check that strings are UTF-8; an invalid one would only
+        # fail later, far from this file, when the column is converted. Python finds the line.
+        table.validate(full=True)
     except pa.ArrowInvalid:
         pass  # find out why below, in Python
+    else:
+        yield table
+        return
     try:
         whole = json.loads(data)
     except ValueError:
