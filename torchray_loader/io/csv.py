@@ -108,6 +108,10 @@ def read_csv_unit(
         raise ReadError(shown, str(exc).removeprefix("CSV parse error: ")) from exc
     if handler.error is not None:  # pragma: no cover - pyarrow always raises after "error"
         raise handler.error
+    try:
+        _ = table.schema.names  # pyarrow keeps a header that is not UTF-8; any later use would fail
+    except UnicodeDecodeError as exc:
+        raise ReadError(shown, f"row 1: column names are not {exc.encoding}: {exc.reason}") from exc
     yield table
 
 
