@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,6 +38,31 @@ def _column(arr: np.ndarray, shown: str) -> pa.Array:
     return column_from_values(arr)
 
 
+def _check_array_size(f: Any, size: int, shown: str, member: str = "") -> None:
+    """Refuse an array whose header promises more data than the file (or ``.npz`` member, ``size``
+    bytes) holds. numpy allocates what the header claims before reading: a 100-byte file claiming
+    a shape of terabytes would otherwise end in ``MemoryError`` (or a huge allocation) instead of an
+    error naming the file. Headers numpy cannot parse are left to ``np.load`` to report."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = read_header(f)
+        start = f.tell()
+    except Exception:
+        return
+    if dtype.hasobject:  # pickled: refused (or, with allow_pickle, sized by its pickle)
+        return
+    need = math.prod(shape) * dtype.itemsize
+    if need > size - start:
+        where = f"{member}: " if member else ""
+        raise ReadError(
+            shown,
+            f"{where}truncated: its header promises {need} bytes of {dtype} data of shape {shape}, "
+            f"the file holds {max(0, size - start)}",
+        )
+
+
 def read_numpy_unit(
     fs: Any, unit: ReadUnit, shown: str, policy: ReadErrorPolicy, options: FileReadOptions
 ) -> Iterator[pa.Table]:
@@ -52,6 +78,8 @@ def read_numpy_unit(
         [{'data': [0, 1, 2]}]
     """
     data = read_input_bytes(fs, unit.file.path)
+    if not data.startswith(b"PK"):  # .npy (an .npz is a zip file)
+        _check_array_size(io.BytesIO(data), len(data), shown)
     try:
         loaded = np.load(io.BytesIO(data), allow_pickle=options.allow_pickle)
     except ValueError as exc:
@@ -64,6 +92,10 @@ def read_numpy_unit(
         raise
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
+            for info in loaded.zip.infolist():
+                if info.filename.endswith(".npy"):
+                    with loaded.zip.open(info) as member:
+                        _check_array_size(member, info.file_size, shown, info.filename)
             columns = {name: _column(loaded[name], shown) for name in loaded.files}
         lengths = {name: len(col) for name, col in columns.items()}
         if len(set(lengths.values())) > 1:
