@@ -4,7 +4,11 @@ Tensor columns round-trip: Arrow's canonical ``fixed_shape_tensor`` and this pac
 ``torchray.variable_shape_tensor`` are extension types stored in the file's Arrow schema and come
 back as they were written. A file whose schema carries pickled Python objects is refused unless
 ``DataContext.allow_pickle`` (promise 8). A truncated or corrupt file is a :class:`ReadError`
-naming it.
+naming it, and so is a file whose schema conflicts with its siblings': when the read is planned the
+footer of the first readable file is read (in the consumer) and every file is checked against it
+as it is read. Missing or extra columns are allowed (they come back as nulls); a column whose type
+cannot be unified (``int64`` here, ``string`` there) is an error, or a skipped file under the skip
+policy.
 
 Files larger than ``DataContext.target_max_block_size`` have their footer read when the read is
 planned (in the consumer) and are cut into units of whole row groups of about that size, so one
@@ -26,8 +30,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import blocks as _blocks  # noqa: F401 - registers the tensor extension types before reading
+from ..blocks.tensors import is_tensor_type
+from ..errors import ReadError
 from .errors import ReadErrorPolicy, refuse_pickled
-from .paths import FileInfo, FileReadOptions, ReadUnit, plan_read
+from .paths import FileInfo, FileReadOptions, ReadUnit, display_path, plan_read
 from .read_task import ReadTask
 
 __all__ = ["plan_parquet", "read_parquet_unit", "PARQUET_EXTENSIONS"]
@@ -57,8 +63,12 @@ def read_parquet_unit(
     *,
     columns: Sequence[str] | None = None,
     filter: Any = None,
+    reference: tuple[str, pa.Schema] | None = None,
 ) -> Iterator[pa.Table]:
     """Reader for one parquet file or one run of its row groups (``unit.part``).
+
+    ``reference``: ``(display path, Arrow schema)`` of the read's first file; a conflicting schema
+    is a :class:`ReadError` naming both files.
 
     Example:
         >>> import tempfile, pathlib
@@ -78,6 +88,8 @@ def read_parquet_unit(
         schema = pf.schema_arrow
         refuse_pickled(schema, shown, options.allow_pickle)
         cols = None if columns is None else [c for c in columns if c in schema.names]
+        if reference is not None:
+            _check_schema(schema, reference, cols, shown)
         groups = unit.part if unit.part is not None else range(pf.num_row_groups)
         produced = False
         for rg in groups:
@@ -89,6 +101,41 @@ def read_parquet_unit(
         if not produced:  # an empty file still tells its schema
             empty = schema.empty_table()
             yield empty if cols is None else empty.select(cols)
+
+
+def _check_schema(schema: pa.Schema, reference: tuple[str, pa.Schema], cols: list[str] | None, shown: str) -> None:
+    ref_path, ref = reference
+    # Tensor columns of different shapes are fine: blocks unify them into a variable-shape column.
+    tensors = {f.name for f in ref if is_tensor_type(f.type)} & {f.name for f in schema if is_tensor_type(f.type)}
+
+    def kept(s: pa.Schema) -> pa.Schema:
+        return pa.schema([f for f in s if f.name not in tensors and (cols is None or f.name in cols)])
+
+    schema, ref = kept(schema), kept(ref)
+    try:
+        pa.unify_schemas([ref, schema], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise ReadError(shown, f"schema conflicts with the first file's ({ref_path}): {exc}") from exc
+
+
+def _reference_schema(fs: Any, files: list[FileInfo], tries: int = 3) -> tuple[str, pa.Schema] | None:
+    """``(display path, Arrow schema)`` of the first of ``files`` whose footer reads; ``None`` if
+    none of the first ``tries`` does (each task then reports its own file)."""
+    for file in files[:tries]:
+        try:
+            with fs.open(file.path, "rb") as f:
+                return display_path(fs, file.path), pq.ParquetFile(f).schema_arrow
+        except Exception:
+            continue
+    return None
+
+
+def _plan_units(target_bytes: int, reader_kwargs: dict[str, Any], fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
+    """``make_units`` for :func:`plan_read`: row-group units, and the reference schema, which goes
+    into ``reader_kwargs`` before the tasks are built from them."""
+    if len(files) > 1:
+        reader_kwargs["reference"] = _reference_schema(fs, files)
+    return _row_group_units(target_bytes, fs, files)
 
 
 def _row_group_units(target_bytes: int, fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
@@ -146,7 +193,7 @@ def plan_parquet(
         paths,
         read_parquet_unit,
         reader_kwargs,
-        make_units=functools.partial(_row_group_units, target),
+        make_units=functools.partial(_plan_units, target, reader_kwargs),
         size_ratio=PARQUET_SIZE_RATIO,
         **kwargs,
     )
