@@ -28,6 +28,9 @@ Invariants:
 * Everything started for an epoch (worker processes, their shared memory) is stopped when the epoch's
   iterator ends, is closed, raises or is garbage collected; ``persistent_workers=True`` keeps the
   workers until :meth:`RayStyleLoader.close` or garbage collection of the loader.
+* Each ``iter(loader)`` is the next epoch, independent of other live iterators, from any thread
+  (``state_dict()`` describes the latest one). Persistent workers serve one thread at a time: an
+  iterator of a second thread raises ``RuntimeError`` while another thread's iterator uses them.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ import itertools
 import math
 import os
 import random
+import threading
 import time
 import uuid
 import weakref
@@ -78,6 +82,8 @@ from .sampling import (
 __all__ = ["RayStyleLoader"]
 
 _STATE_VERSION = 1
+#: Guards the per-loader count of iterators using persistent workers (see ``_claim_persistent``).
+_PERSISTENT_LOCK = threading.Lock()
 #: Seed used for shuffling under torch.distributed when neither ``seed`` nor ``generator`` is given,
 #: so that every rank draws the same order (DistributedSampler's default, for the same reason).
 _DISTRIBUTED_DEFAULT_SEED = 0
@@ -499,6 +505,9 @@ class RayStyleLoader(IterableDataset):
         self._current: _Epoch | None = None
         self._pools: list[TaskPool] = []  # persistent workers
         self._pools_finalizer = weakref.finalize(self, _close_pools, self._pools)
+        # Iterators using the persistent pools right now, and the thread they run in (see _claim_persistent).
+        self._persistent_users = 0
+        self._persistent_thread: int | None = None
         self._materialized: Dataset | None = None
         self._persistent_seed: int | None = None  # base seed of persistent workers (first epoch's)
         self._last_dataset: Dataset | None = None
@@ -640,6 +649,8 @@ class RayStyleLoader(IterableDataset):
         state["_pools"] = []
         state["_pools_finalizer"] = None
         state["_current"] = None
+        state["_persistent_users"] = 0
+        state["_persistent_thread"] = None
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -776,9 +787,14 @@ class RayStyleLoader(IterableDataset):
         if processes == 0:
             return [make_pool(0, ctx) for _ in range(count)], False
         if self.persistent_workers and count == processes:
-            if len(self._pools) != count:
-                _close_pools(self._pools)
-                self._pools.extend(make_pool(1, ctx, name=f"loader-{i}") for i in range(count))
+            self._claim_persistent()
+            try:
+                if len(self._pools) != count:
+                    _close_pools(self._pools)
+                    self._pools.extend(make_pool(1, ctx, name=f"loader-{i}") for i in range(count))
+            except BaseException:
+                self._release_persistent()
+                raise
             return self._pools, True
         pools: list[TaskPool] = []
         try:
@@ -788,6 +804,29 @@ class RayStyleLoader(IterableDataset):
             _close_pools(pools)
             raise
         return pools, False
+
+    def _claim_persistent(self) -> None:
+        """Iterators of one loader are independent epochs, from any thread, each with its own worker
+        processes; except that ``persistent_workers=True`` workers are shared, and a worker pool is
+        driven by one thread at a time. So while iterators of this thread use them, an iterator of
+        another thread raises instead of corrupting them (several iterators of one thread may
+        interleave)."""
+        with _PERSISTENT_LOCK:
+            me = threading.get_ident()
+            if self._persistent_users and self._persistent_thread != me:
+                raise RuntimeError(
+                    "this RayStyleLoader(persistent_workers=True) is being iterated by another thread, and its "
+                    "persistent worker processes serve one thread at a time; give each thread its own loader, "
+                    "or use persistent_workers=False (then every iterator has its own workers)"
+                )
+            self._persistent_thread = me
+            self._persistent_users += 1
+
+    def _release_persistent(self) -> None:
+        with _PERSISTENT_LOCK:
+            self._persistent_users -= 1
+            if not self._persistent_users:
+                self._persistent_thread = None
 
     def _worker_key(self, ep: _Epoch, persistent: bool) -> str:
         # Persistent workers keep their RNG stream and init across epochs, as DataLoader's do.
@@ -900,6 +939,8 @@ class RayStyleLoader(IterableDataset):
             if not persistent:
                 _close_pools(pools)
                 _forget_workers(key)
+            else:
+                self._release_persistent()
 
     # ------------------------------------------------------------------ IterableDataset
 
@@ -958,6 +999,8 @@ class RayStyleLoader(IterableDataset):
             if not persistent:
                 _close_pools(pools)
                 _forget_workers(key)
+            else:
+                self._release_persistent()
 
     # ------------------------------------------------------------------ torchray Dataset
 
