@@ -92,7 +92,7 @@ def _random_shuffle(blocks: list[pa.Table], seed: int) -> list[pa.Table]:
     shuffled = table.take(perm)
     n = max(1, len(blocks))
     edges = np.linspace(0, table.num_rows, n + 1).astype(np.int64)
-    return [shuffled.slice(int(a), int(b - a)) for a, b in zip(edges[:-1], edges[1:])]
+    return [shuffled.slice(int(a), int(b - a)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def _randomize_block_order(blocks: list[pa.Table], seed: int) -> list[pa.Table]:
@@ -105,7 +105,7 @@ def _repartition(num_blocks: int, blocks: list[pa.Table], seed: Any) -> list[pa.
     if table.num_rows == 0:
         return [table] if table.num_columns else []
     edges = np.linspace(0, table.num_rows, num_blocks + 1).astype(np.int64)
-    return [table.slice(int(a), int(b - a)).combine_chunks() for a, b in zip(edges[:-1], edges[1:])]
+    return [table.slice(int(a), int(b - a)).combine_chunks() for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 class Dataset:
@@ -421,7 +421,7 @@ class Dataset:
             bounds = [(i * per, (i + 1) * per) for i in range(n)]
         else:
             edges = [i * (total // n) + min(i, total % n) for i in range(n + 1)]
-            bounds = list(zip(edges[:-1], edges[1:]))
+            bounds = list(zip(edges[:-1], edges[1:], strict=True))
         return [MaterializedDataset(InputBlocks(pieces, "Split")) for pieces in _split_rows(blocks, bounds)]
 
     def split_at_indices(self, indices: list[int]) -> list[MaterializedDataset]:
@@ -432,12 +432,12 @@ class Dataset:
             >>> [s.count() for s in rd.range(10).split_at_indices([2, 5])]
             [2, 3, 5]
         """
-        if any(b < a for a, b in zip(indices, indices[1:])) or any(i < 0 for i in indices):
+        if any(b < a for a, b in zip(indices, indices[1:], strict=False)) or any(i < 0 for i in indices):
             raise ValueError(f"indices must be non-negative and sorted, got {indices}")
         blocks = list(self.materialize()._blocks())
         total = sum(b.num_rows for b in blocks)
         edges = [0, *[min(i, total) for i in indices], total]
-        bounds = list(zip(edges[:-1], edges[1:]))
+        bounds = list(zip(edges[:-1], edges[1:], strict=True))
         return [MaterializedDataset(InputBlocks(pieces, "Split")) for pieces in _split_rows(blocks, bounds)]
 
     def streaming_split(self, n: int, *, equal: bool = False, locality_hints: Any = None) -> list[DataIterator]:
@@ -863,7 +863,7 @@ class Dataset:
         rows_s = "?" if rows is None else str(rows)
         if schema is None:
             return f"Dataset(num_rows={rows_s}, schema=Unknown schema)"
-        cols = ", ".join(f"{n}: {_short_type(t)}" for n, t in zip(schema.names, schema.types))
+        cols = ", ".join(f"{n}: {_short_type(t)}" for n, t in zip(schema.names, schema.types, strict=True))
         return f"Dataset(num_rows={rows_s}, schema={{{cols}}})"
 
 

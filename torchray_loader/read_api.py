@@ -41,7 +41,7 @@ def _block_bounds(n: int, override_num_blocks: int | None) -> list[tuple[int, in
         k = max(math.ceil(n / rows_per_block), min(n, MIN_BLOCKS))
     k = max(1, min(k, n)) if n else 1
     edges = np.linspace(0, n, k + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True)]
 
 
 def _range_block(start: int, stop: int, shape: tuple[int, ...] | None) -> list[pa.Table]:

@@ -22,6 +22,7 @@ __all__ = [
     "block_to_rows",
     "concat_blocks",
     "empty_block",
+    "warm_up_arrow",
 ]
 
 Block = pa.Table
@@ -39,6 +40,21 @@ def check_batch_format(batch_format: Any) -> str:
     if batch_format not in BATCH_FORMATS:
         raise ValueError(f"batch_format must be one of {BATCH_FORMATS}, got {batch_format!r}")
     return "numpy" if batch_format == "default" else batch_format
+
+
+_ARROW_WARM = False
+
+
+def warm_up_arrow() -> None:
+    """Pay pyarrow's one-time lazy imports (its pandas shim: ~1 s) in this process, once.
+
+    Call before forking workers: every forked worker then inherits the loaded modules instead of
+    paying the import again on its first ``pa.array``.
+    """
+    global _ARROW_WARM
+    if not _ARROW_WARM:
+        pa.array([0])
+        _ARROW_WARM = True
 
 
 def empty_block() -> pa.Table:
@@ -168,7 +184,7 @@ def block_to_rows(block: pa.Table, *, writable: bool = False) -> Iterator[dict[s
     names = block.column_names
     cols = [_numpy_column(block.column(n), writable) for n in names]
     for i in range(block.num_rows):
-        yield {n: _row_value(c[i]) for n, c in zip(names, cols)}
+        yield {n: _row_value(c[i]) for n, c in zip(names, cols, strict=True)}
 
 
 def concat_blocks(blocks: Sequence[pa.Table]) -> pa.Table:

@@ -45,7 +45,7 @@ class Schema:
         names = ["Column", "------", *self.names]
         types = ["Type", "----", *(type_display_name(t) for t in self.types)]
         width = max(len(n) for n in names)
-        return "\n".join(f"{n:<{width}}  {t}" for n, t in zip(names, types))
+        return "\n".join(f"{n:<{width}}  {t}" for n, t in zip(names, types, strict=True))
 
     def __repr__(self) -> str:
         return str(self)

@@ -122,6 +122,11 @@ def _fixed_tensor_column(arr: np.ndarray) -> pa.Array:
     arr = np.ascontiguousarray(arr)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "biuf":
         raise TypeError(f"unsupported tensor dtype {arr.dtype}")
+    if len(arr) == 0:  # from_numpy_ndarray refuses empty arrays; build the empty column directly
+        value_type = pa.from_numpy_dtype(arr.dtype)
+        tensor_type = pa.fixed_shape_tensor(value_type, arr.shape[1:])
+        storage = pa.array([], pa.list_(value_type, int(np.prod(arr.shape[1:]))))
+        return pa.ExtensionArray.from_storage(tensor_type, storage)
     return pa.FixedShapeTensorArray.from_numpy_ndarray(arr)
 
 

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from ..blocks.block import warm_up_arrow
 from ..errors import ReadError
 from .errors import MissingPathError, ReadErrorPolicy
 from .read_task import ReadTask
@@ -715,21 +716,6 @@ def file_units(files: Sequence[FileInfo]) -> list[ReadUnit]:
     return [ReadUnit(f) for f in files]
 
 
-def _warm_up_pyarrow() -> None:
-    """Load pyarrow's lazy pandas shim in the consumer, once.
-
-    pyarrow imports pandas (when installed) on the first ``pa.array`` of a process; in each freshly
-    forked worker that costs seconds per execution. Done here, before the workers fork, they inherit it.
-    """
-    global _PYARROW_WARM
-    if not _PYARROW_WARM:
-        pa.array([0])
-        _PYARROW_WARM = True
-
-
-_PYARROW_WARM = False
-
-
 def plan_read(
     paths: Any,
     reader: UnitReader,
@@ -760,7 +746,7 @@ def plan_read(
         >>> [b.column("bytes").to_pylist() for t in plan_read(str(d), read_binary_unit) for b in t()]
         [[b'xy']]
     """
-    _warm_up_pyarrow()
+    warm_up_arrow()  # before workers fork, so they inherit pyarrow's lazy imports
     policy = ReadErrorPolicy.from_context(on_read_error, read_error_budget)
     fs, files = expand_paths(
         paths,

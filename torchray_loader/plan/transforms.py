@@ -51,7 +51,8 @@ def _call(operator: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> A
     except TorchRayError:
         raise
     except Exception as exc:
-        raise mark_operator(exc, operator)
+        mark_operator(exc, operator)
+        raise
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def _iter_results(operator: str, result: Any) -> Iterator[Any]:
             except TorchRayError:
                 raise
             except Exception as exc:
-                raise mark_operator(exc, operator)
+                mark_operator(exc, operator)
+                raise
             yield item
     else:
         yield result
