@@ -201,7 +201,7 @@ def ids(batches: list[Any], key: Any = None) -> list[int]:
         v = b if key is None else b[key]
         if isinstance(v, torch.Tensor):
             out.extend(v.reshape(-1).tolist())
-        elif isinstance(v, (list, tuple)):
+        elif isinstance(v, (list, tuple, np.ndarray)):
             out.extend(int(x) for x in v)
         else:
             out.append(int(v))
