@@ -69,7 +69,8 @@ def plan_jobs(args: argparse.Namespace) -> list[Job]:
                         if impl == "ray" and args.quick and nw != max(workers):
                             continue  # quick: Ray (seconds of start-up per process) at one worker count only
                         if impl in variant_impls:
-                            jobs.append(Job(wid, variant, impl, nw, rep, args.quick, args.scale, str(args.data_dir)))
+                            jobs.append(Job(wid, variant, impl, nw, rep, args.quick, args.scale, str(args.data_dir),
+                                            args.max_epoch_s or None))
     return jobs
 
 
@@ -129,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     payload = report.build_payload(results, mode=mode, command=command, elapsed_s=elapsed,
                                    repeats=args.repeats, processes=processes, scale=args.scale)
+    payload["max_epoch_s"] = args.max_epoch_s or None
     report.print_table(payload)
     json_path = out / "results.json"
     report.write_json(payload, json_path)
@@ -173,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--processes", choices=("run", "group", "one"),
                      help="run: a fresh process per run (default in full mode); group: one process per "
                           "implementation and worker count (default in quick mode); one: a single process")
+    run.add_argument("--max-epoch-s", type=float, default=60.0,
+                     help="stop a timed epoch after this many seconds and report rows/s over what it delivered "
+                          "(default 60; 0: never)")
     run.add_argument("--job-timeout", type=float, help="seconds before a run is killed (default 900, quick 180)")
     run.add_argument("--docs", dest="docs", action="store_true", default=None,
                      help="regenerate docs/performance.md (default in full mode)")

@@ -50,6 +50,9 @@ __all__ = [
 ]
 
 MB = 1024 * 1024
+#: A timed epoch stops after this many seconds (rows/s is then over the rows it delivered, and the row
+#: says so); keeps very slow configurations from taking an hour. Set per job process from the CLI.
+MAX_EPOCH_S: float | None = 60.0
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -93,6 +96,7 @@ class Job:
     quick: bool
     scale: float
     data_dir: str
+    max_epoch_s: float | None = 60.0
 
     @property
     def key(self) -> str:
@@ -285,16 +289,25 @@ def measure(
         else:
             result.extra["warmup"] = f"stopped after {rows} rows"
         warm_times, warm_rows = [], []
+        limit = MAX_EPOCH_S or float("inf")
         for _ in range(warm_epochs):
             t1 = time.perf_counter()
             n = 0
+            partial = False
             it = iter(epoch())
             for batch in it:
                 n += consume(batch)
+                if time.perf_counter() - t1 > limit:
+                    partial = True
+                    break
+            if partial and hasattr(it, "close"):
+                it.close()
             it = batch = None
             warm_times.append(time.perf_counter() - t1)
             warm_rows.append(n)
-            if complete and n != rows:
+            if partial:
+                result.notes.append(f"partial epoch: {n:,} rows in {warm_times[-1]:.0f} s")
+            elif complete and n != rows:
                 result.notes.append(f"warm epoch gave {n} rows, first epoch {rows}")
         if warm_times:
             result.rows = warm_rows[0]
@@ -338,10 +351,12 @@ def child_main(jobs_path: str, results_path: str) -> int:
     """Entry point of a job process: run each job in turn, appending one JSON line per event."""
     from .workloads import get_workload
 
+    global MAX_EPOCH_S
     jobs = [Job(**j) for j in json.loads(Path(jobs_path).read_text())]
     with open(results_path, "a", buffering=1) as out:
         for job in jobs:
             out.write(json.dumps({"event": "start", "key": job.key, "t": time.time()}) + "\n")
+            MAX_EPOCH_S = job.max_epoch_s
             module = get_workload(job.workload)
             res = module.run(
                 job.impl, job.num_workers, job.quick, variant=job.variant, scale=job.scale, data_dir=job.data_dir

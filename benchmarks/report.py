@@ -459,7 +459,10 @@ def markdown(payload: dict[str, Any], png_name: str = "performance.png") -> str:
         "the table shows medians. The consumer loop reads one element of each batch.",
         "- *rows/s*: "
         + ("over a full warm epoch (a second iterator on the same pipeline object, after a warm-up epoch "
-           "that stops after at most 5 s)." if payload["mode"] == "full" else
+           "that stops after at most 5 s)."
+           + (f" A timed epoch that runs past {payload['max_epoch_s']:g} s stops there and rows/s is over the "
+              "rows it delivered (the row says *partial epoch*)." if payload.get("max_epoch_s") else "")
+           if payload["mode"] == "full" else
            "over the only epoch, start-up included (quick mode)."),
         "- *1st batch*: from just after the imports (the data already on disk or in memory) to the first "
         "batch: pipeline construction, worker start-up and `ray.init` included. Shuffled Arrow pipelines "
