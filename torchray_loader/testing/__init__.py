@@ -93,12 +93,12 @@ def _listing(items: list[Any]) -> str:
     return f"[{shown}{more}]"
 
 
-def _sorted(keys: Iterable[Hashable]) -> list[Any]:
-    keys = list(keys)
+def _sorted(keys: Iterable[Any]) -> list[Any]:
+    items = list(keys)
     try:
-        return sorted(keys)  # type: ignore[type-var]
+        return sorted(items)
     except TypeError:  # mixed, unorderable key types: keep first-seen order
-        return keys
+        return items
 
 
 def assert_exactly_once(

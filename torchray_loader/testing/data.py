@@ -45,7 +45,8 @@ def _images(n: int, size: tuple[int, int], channels: int, seed: int) -> np.ndarr
     h, w = size
     base = rng.integers(0, 256, size=(n, 1, 1, channels), dtype=np.int64)
     noise = rng.integers(-20, 21, size=(n, h, w, channels), dtype=np.int64)
-    return np.clip(base + noise, 0, 255).astype(np.uint8)
+    pixels: np.ndarray = np.clip(base + noise, 0, 255).astype(np.uint8)
+    return pixels
 
 
 def make_image_folder(
