@@ -92,9 +92,11 @@ def read_numpy_unit(
         raise
     if isinstance(loaded, np.lib.npyio.NpzFile):
         with loaded:
-            for info in loaded.zip.infolist():
+            archive = loaded.zip
+            assert archive is not None  # np.load opened it
+            for info in archive.infolist():
                 if info.filename.endswith(".npy"):
-                    with loaded.zip.open(info) as member:
+                    with archive.open(info) as member:
                         _check_array_size(member, info.file_size, shown, info.filename)
             columns = {name: _column(loaded[name], shown) for name in loaded.files}
         lengths = {name: len(col) for name, col in columns.items()}
