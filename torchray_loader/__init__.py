@@ -24,24 +24,24 @@ from .read_api import __all__ as _read_all
 
 __version__ = "0.1.0"
 
-__all__ = sorted(
-    [
-        "ActorPoolStrategy",
-        "DataContext",
-        "DataIterator",
-        "Dataset",
-        "ErrorBudgetExceeded",
-        "MaterializedDataset",
-        "ReadError",
-        "Schema",
-        "TaskPoolStrategy",
-        "TaskTimeoutError",
-        "TorchRayError",
-        "UserCodeError",
-        "WorkerDiedError",
-        *_read_all,
-    ]
-)
+# Sorted in place after the star-expansion, so ruff and mypy still see a literal list of names.
+__all__ = [
+    "ActorPoolStrategy",
+    "DataContext",
+    "DataIterator",
+    "Dataset",
+    "ErrorBudgetExceeded",
+    "MaterializedDataset",
+    "ReadError",
+    "Schema",
+    "TaskPoolStrategy",
+    "TaskTimeoutError",
+    "TorchRayError",
+    "UserCodeError",
+    "WorkerDiedError",
+    *_read_all,
+]
+__all__.sort()
 
 
 def __getattr__(name: str):
