@@ -13,7 +13,7 @@ import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import pyarrow as pa
 
@@ -34,7 +34,7 @@ __all__ = [
     "udf_name",
 ]
 
-Block = pa.Table
+Block: TypeAlias = pa.Table
 
 # Callable-class instances of this process, by transform uid (one per "actor").
 _INSTANCES: dict[str, Any] = {}
