@@ -42,6 +42,8 @@ from __future__ import annotations
 
 import atexit
 import collections
+import importlib
+import io
 import itertools
 import os
 import pickle
@@ -51,6 +53,7 @@ import sys
 import threading
 import time
 import traceback
+import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -84,6 +87,33 @@ _STOP_GRACE_S = 0.25  # close(): time for idle workers to exit before SIGTERM
 _KILL_GRACE_S = 1.0  # close(): time after SIGTERM before SIGKILL
 _MAX_WAIT_S = 5.0  # the consumer never blocks longer than this without re-checking its state
 _PROTO = pickle.HIGHEST_PROTOCOL
+
+
+# ============================================================================ serializing functions
+
+
+def _save_module(pickler: Any, obj: types.ModuleType) -> None:
+    # dill sends a module that lives outside site-packages (the user's project, an editable install
+    # of this package) *by value*: its whole namespace, re-assigned over the worker's copy, and
+    # unpicklable under pytest's import hook. An imported, file-backed module goes by name instead.
+    if obj.__name__ != "__main__" and sys.modules.get(obj.__name__) is obj and getattr(obj, "__file__", None):
+        pickler.save_reduce(importlib.import_module, (obj.__name__,), obj=obj)
+    else:
+        dill._dill.save_module(pickler, obj)
+
+
+class _FnPickler(dill.Pickler):
+    """dill (lambdas, closures, ``__main__`` functions by value), with modules by reference."""
+
+    dispatch = dill._dill.MetaCatchingDict(dill.Pickler.dispatch.copy())
+    dispatch[types.ModuleType] = _save_module
+
+
+def _dumps_fn(fn: Any) -> bytes:
+    """``fn`` serialized for the workers (``dill.dumps(fn, recurse=True)``, modules by reference)."""
+    f = io.BytesIO()
+    _FnPickler(f, _PROTO, recurse=True).dump(fn)
+    return f.getvalue()
 
 
 # ============================================================================ worker side
@@ -500,7 +530,7 @@ class ProcessPool:
         self._tag = secrets.token_hex(4)  # names this pool's shm files
         try:
             self._init_fn = (
-                None if worker_init_fn is None else dill.dumps(worker_init_fn, _PROTO, recurse=True)
+                None if worker_init_fn is None else _dumps_fn(worker_init_fn)
             )
         except Exception as exc:
             raise TypeError(f"worker_init_fn cannot be sent to worker processes: {exc}") from exc
@@ -539,7 +569,7 @@ class ProcessPool:
         """
         self._check_open()
         try:
-            fn_bytes = dill.dumps(fn, _PROTO, recurse=True)
+            fn_bytes = _dumps_fn(fn)
         except Exception as exc:
             raise TypeError(
                 f"fn of operator {name or self.name!r} cannot be sent to worker processes: {exc}"
