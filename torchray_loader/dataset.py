@@ -6,7 +6,7 @@ import functools
 import inspect
 import itertools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -135,7 +135,9 @@ class Dataset:
     def _transform(self, transform: BlockTransform, compute: ComputeStrategy = TaskPoolStrategy()) -> Dataset:
         return self._with(append_transform(self._plan, transform, compute))
 
-    def iter_internal_blocks(self, ctx: DataContext | None = None, *, progress: str | None = None) -> Iterator[pa.Table]:
+    def iter_internal_blocks(
+        self, ctx: DataContext | None = None, *, progress: str | None = None
+    ) -> Generator[pa.Table, None, None]:
         """The dataset's blocks, executed lazily (closing the iterator stops the workers).
 
         ``progress`` names a progress bar for whole-dataset operations (shown only on a terminal).
@@ -554,7 +556,7 @@ class Dataset:
                 return collate_fn(block_to_batch(bt.table, "numpy", writable=True))
         else:
             cache = ParentCache(dtypes)
-            convert = cache.to_torch
+            convert = cache.to_torch  # type: ignore[assignment]
         batches = self._iter_converted(
             convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
             None, _skip_batches, _ctx=_ctx,
@@ -943,7 +945,7 @@ def _known_num_rows(op: LogicalOp) -> int | None:
         return None if inner is None else min(inner, op.n)
     if isinstance(op, Union):
         counts = [_known_num_rows(c) for c in op.union_inputs]
-        return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc]
+        return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc,arg-type]
     if isinstance(op, AllToAll) and op.name in ("RandomShuffle", "RandomizeBlockOrder", "Repartition"):
         return _known_num_rows(op.input)
     return None

@@ -14,7 +14,7 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,7 +94,7 @@ class _Execution:
             self.stats.record_task(name, result.blocks, result.wall_s, result.cpu_s)
             yield from result.blocks
 
-    def iter_op(self, op: LogicalOp) -> Iterator[pa.Table]:
+    def iter_op(self, op: LogicalOp) -> Generator[pa.Table, None, None]:
         if isinstance(op, Read):
             yield from self.run_tasks(self.task_pool(), functools.partial(read_and_transform, ()), op.tasks, op.name)
         elif isinstance(op, InputBlocks):
@@ -142,7 +142,7 @@ class _Execution:
             upstream.close()
 
     def iter_all_to_all(self, op: AllToAll) -> Iterator[pa.Table]:
-        seed = op.seed if op.seed is not None else int(np.random.SeedSequence().entropy % (2**63))
+        seed = op.seed if op.seed is not None else int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
         if op.block_order_only:
             permuted = _permute_source(op.input, seed)
             if permuted is not None:
@@ -182,7 +182,9 @@ def _warn_oversubscribed(ctx: DataContext) -> None:
         logger.warning("num_workers=%d is above the %d CPU cores of this machine: workers will compete for CPU", n, cores)
 
 
-def execute(plan: LogicalOp, ctx: DataContext | None = None, stats: ExecutionStats | None = None) -> Iterator[pa.Table]:
+def execute(
+    plan: LogicalOp, ctx: DataContext | None = None, stats: ExecutionStats | None = None
+) -> Generator[pa.Table, None, None]:
     """Yield the plan's output blocks. Closing the generator stops all workers.
 
     Example:

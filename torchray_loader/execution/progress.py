@@ -9,7 +9,7 @@ operation has run for more than a second (tqdm's ``delay``). Training-loop itera
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 import pyarrow as pa
@@ -26,7 +26,9 @@ def _enabled(ctx: DataContext) -> bool:
         return False
 
 
-def with_progress(blocks: Iterator[pa.Table], desc: str, ctx: DataContext | None = None, total: int | None = None) -> Iterator[pa.Table]:
+def with_progress(
+    blocks: Iterator[pa.Table], desc: str, ctx: DataContext | None = None, total: int | None = None
+) -> Generator[pa.Table, None, None]:
     """Pass ``blocks`` through, counting rows on a tqdm bar (rows/s) when bars are enabled.
 
     Example:

@@ -41,7 +41,7 @@ def map_tensors(obj: Any, fn: Any) -> Any:
     if isinstance(obj, torch.Tensor):
         return fn(obj)
     if isinstance(obj, Mapping):
-        return type(obj)({k: map_tensors(v, fn) for k, v in obj.items()}) if type(obj) is not dict else {
+        return type(obj)({k: map_tensors(v, fn) for k, v in obj.items()}) if type(obj) is not dict else {  # type: ignore[call-arg]
             k: map_tensors(v, fn) for k, v in obj.items()
         }
     if isinstance(obj, tuple) and hasattr(obj, "_fields"):
