@@ -623,7 +623,7 @@ class ProcessPool:
 
     def _take_ready(self, st: _Imap) -> _Entry:
         if st.ordered:
-            entry = st.ready.pop(st.next_yield)  # type: ignore[call-overload]
+            entry = st.ready.pop(st.next_yield)  # type: ignore[call-overload,call-arg]
             st.next_yield += 1
         else:
             entry = st.ready.popleft()  # type: ignore[union-attr]
@@ -794,7 +794,7 @@ class ProcessPool:
                 self._on_death(w, timed_out=False)
         if limit is not None:
             now = time.monotonic()
-            for w in list(self._workers):
+            for w in list(self._workers):  # type: ignore[assignment]
                 if w is not None and w.head_since is not None and now - w.head_since > limit:
                     _kill(w)
                     self._on_death(w, timed_out=True)
