@@ -32,16 +32,10 @@ def test_train_digits_reaches_target():
 
 
 @pytest.mark.timeout(300)
-def test_train_digits_from_a_torchray_pipeline():
-    out = _run("train_digits.py", "--source", "torchray", "--epochs", "4", "--target", "0.85").stdout
-    assert "source=torchray" in out and "final test accuracy" in out
-
-
-@pytest.mark.timeout(300)
 def test_ddp_example_two_cpu_processes():
     out = _run("ddp_train.py").stdout
     lines = [line for line in out.splitlines() if line.startswith("epoch ")]
-    assert len(lines) == 8
+    assert len(lines) == 6
     for line in lines:
         counts = re.search(r"batches per rank \[(\d+), (\d+)\]", line)
         assert counts and counts.group(1) == counts.group(2), line

@@ -321,3 +321,21 @@ def gloo_rank_main(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 def _odd(row: dict[str, Any]) -> bool:
     return row["id"] % 2 == 1
+
+
+class SlowDS(TensorDS):
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import time
+
+        if i == 4:
+            time.sleep(30)
+        return torch.tensor(i)
+
+
+class DyingDS(TensorDS):
+    def __getitem__(self, i: int) -> torch.Tensor:
+        import os
+
+        if i == 4:
+            os._exit(3)
+        return torch.tensor(i)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from loader_cases import ShardedIterable, TensorDS
+from loader_cases import DyingDS, ShardedIterable, SlowDS, TensorDS
 from torch.utils.data import DataLoader, RandomSampler
 
 import torchray_loader as rd
-from torchray_loader import RayStyleLoader
+from torchray_loader import RayStyleLoader, WorkerDiedError
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -125,3 +125,13 @@ def test_no_device_without_cuda():
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match="CUDA is not available"):
         RayStyleLoader(TensorDS(), device="cuda")
+
+
+def test_timeout_raises_like_dataloader(no_leaks):
+    with pytest.raises(RuntimeError, match="timed out after 2 seconds"):
+        list(RayStyleLoader(SlowDS(), batch_size=2, num_workers=2, timeout=2))
+
+
+def test_dead_worker_raises_instead_of_hanging(no_leaks):
+    with pytest.raises(WorkerDiedError, match="exit code 3"):
+        list(RayStyleLoader(DyingDS(), batch_size=2, num_workers=2))

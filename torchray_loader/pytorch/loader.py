@@ -392,6 +392,14 @@ class RayStyleLoader(IterableDataset):
     Iterating it yields one epoch; iterating again starts the next (or call :meth:`set_epoch`).
     :meth:`state_dict` / :meth:`load_state_dict` resume mid-epoch exactly.
 
+    Where arguments differ from DataLoader: batches always arrive in order (``in_order=False`` is
+    accepted and changes nothing, so results stay deterministic); ``timeout`` bounds one batch's work
+    in a worker (then ``RuntimeError``, as DataLoader); ``pin_memory_device`` is ignored (deprecated in
+    DataLoader too); for a torchray Dataset ``collate_fn`` receives a dict of numpy arrays (Ray's
+    semantics), ``prefetch_factor * num_workers`` batches are prefetched, and ``sampler`` /
+    ``batch_sampler`` raise ``ValueError``. A torch IterableDataset is not split by rank (as with
+    DataLoader, it shards itself if it wants to).
+
     Example:
         >>> import torch
         >>> from torch.utils.data import TensorDataset
@@ -446,9 +454,10 @@ class RayStyleLoader(IterableDataset):
                 worker_init_fn, multiprocessing_context, generator, prefetch_factor=prefetch_factor,
                 persistent_workers=persistent_workers, pin_memory_device=pin_memory_device, in_order=in_order,
             )
-            self.sampler = None
-            self.batch_sampler = None
-            self.collate_fn = collate_fn
+            # What DataLoader would use (for Arrow input: no samplers; collate_fn gets numpy dicts).
+            self.sampler: Any = None
+            self.batch_sampler: Any = None
+            self.collate_fn: Any = collate_fn
             self._auto_collation = batch_size is not None
             shuffle = bool(shuffle)
         else:
@@ -775,7 +784,7 @@ class RayStyleLoader(IterableDataset):
         ctx.num_workers = processes
         mp = self.multiprocessing_context
         if mp is not None:
-            ctx.start_method = mp if isinstance(mp, str) else mp.get_start_method()
+            ctx.start_method = mp if isinstance(mp, str) else mp.get_start_method()  # type: ignore[assignment]
         if self.timeout > 0:
             ctx.task_timeout_s = float(self.timeout)
             ctx.max_task_retries = 0
