@@ -60,6 +60,7 @@ from typing import Any
 
 import dill
 import multiprocess
+import multiprocess.util as _mp_util
 from multiprocess.connection import wait as _wait
 
 from ..blocks.block import warm_up_arrow
@@ -172,19 +173,29 @@ def _send(conn: Any, msg: tuple[Any, ...]) -> bool:
         return False
 
 
-def _owner_gone(owner_pid: int) -> bool:
-    """Whether the pool's owner has exited (a zombie not yet reaped counts as exited)."""
-    try:
-        import psutil
+def _owner_gone(owner_pid: int, wait_s: float = 0.0) -> bool:
+    """Whether the pool's owner has exited (a zombie not yet reaped counts as exited), waiting up to
+    ``wait_s`` for it to get there: a dying process closes its pipes before it becomes a zombie."""
+    import psutil
 
-        return psutil.Process(owner_pid).status() == psutil.STATUS_ZOMBIE
-    except Exception:  # NoSuchProcess, or no psutil: gone as far as we can tell
-        return True
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if psutil.Process(owner_pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.Error:  # NoSuchProcess: gone
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _sweep_if_orphaned(owner_pid: int) -> None:
-    """Remove every transfer file of ``owner_pid`` if it has exited: they can only be garbage."""
-    if _owner_gone(owner_pid):
+    """Remove every transfer file of ``owner_pid`` if it has exited: they can only be garbage.
+
+    Called when the owner's pipe broke or our parent changed; an owner that is alive and closed the
+    pipe on purpose costs this worker at most half a second more of life."""
+    if _owner_gone(owner_pid, wait_s=0.5):
         try:
             shm.sweep(owner_pid)
         except Exception:  # pragma: no cover - best effort
@@ -398,11 +409,16 @@ def _describe_exit(code: int | None) -> str:
 
 
 def _release(w: _Worker) -> None:
-    """Close a finished worker's pipe and process handle (its sentinel fd) now, not at GC."""
+    """Close a finished worker's pipe and process handle (its sentinel fd) now, not at GC.
+
+    Not the handle during interpreter exit: multiprocess's exit handler joins every child handle it
+    listed, and a prefetch thread still running then would close one under it."""
     try:
         w.conn.close()
     except OSError:
         pass
+    if _mp_util._exiting:
+        return
     try:
         w.proc.close()
     except ValueError:  # still running (could not be killed): leave it to multiprocess
@@ -890,7 +906,7 @@ class ProcessPool:
         for iid, tasks in requeue.items():
             st = self._imaps[iid]
             st.pending = collections.deque(sorted([*tasks, *st.pending], key=lambda t: t.index))
-        if not self._closed and self._finalizer.alive and self._fatal is None:
+        if not self._closed and self._finalizer.alive and self._fatal is None and not _mp_util._exiting:
             self._ensure_min_workers()
 
     def _failure(self, st: _Imap, task: _Task, code: int | None, timed_out: bool) -> TorchRayError:
