@@ -1,7 +1,15 @@
-"""Run an iterator in a background thread, ``depth`` items ahead of the consumer."""
+"""Run an iterator in a background thread, ``depth`` items ahead of the consumer.
+
+Invariant: a prefetch thread never outlives the interpreter's orderly shutdown. Its source (the
+executor: worker pools, shared memory) is closed in the thread; when the program ends with an
+iterator still open, an exit hook stops the live threads and waits for them to close their
+sources while the interpreter is intact (a daemon thread still running native code while the
+interpreter finalizes can abort the process).
+"""
 
 from __future__ import annotations
 
+import atexit
 import queue
 import threading
 import time
@@ -12,6 +20,23 @@ __all__ = ["prefetch"]
 
 T = TypeVar("T")
 _DONE = object()
+
+#: Live prefetch threads and their stop flags, by id of the flag.
+_LIVE: dict[int, tuple[threading.Event, threading.Thread]] = {}
+_LIVE_LOCK = threading.Lock()
+#: At interpreter exit, how long all live prefetch threads get, together, to close their sources.
+_EXIT_JOIN_S = 10.0
+
+
+@atexit.register
+def _stop_live_threads() -> None:
+    with _LIVE_LOCK:
+        live = list(_LIVE.values())
+    for stop, _ in live:
+        stop.set()
+    deadline = time.monotonic() + _EXIT_JOIN_S
+    for _, thread in live:
+        thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class _Raised:
@@ -82,8 +107,12 @@ def prefetch(
                     close()
                 except Exception:  # noqa: BLE001
                     pass
+            with _LIVE_LOCK:
+                _LIVE.pop(id(stop), None)
 
     thread = threading.Thread(target=run, name="torchray-prefetch", daemon=True)
+    with _LIVE_LOCK:
+        _LIVE[id(stop)] = (stop, thread)
     thread.start()
     try:
         while True:
