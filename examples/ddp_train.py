@@ -94,10 +94,15 @@ def main(argv: list[str] | None = None) -> int:
         return train(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), "env://", args)
     import torch.multiprocessing as mp
 
+    # fork where available: the ranks start in milliseconds, sharing the imports of this process.
+    start_method = "fork" if sys.platform.startswith("linux") else "spawn"
     with tempfile.TemporaryDirectory() as tmp:
         init = f"file://{os.path.join(tmp, 'rendezvous')}"
         try:
-            mp.spawn(_spawned, args=(args.world_size, init, args), nprocs=args.world_size, join=True)
+            mp.start_processes(
+                _spawned, args=(args.world_size, init, args), nprocs=args.world_size, join=True,
+                start_method=start_method,
+            )
         except mp.ProcessExitedException as exc:
             print(f"a rank failed: {exc}", file=sys.stderr)
             return 1

@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 import torch
+from sklearn.datasets import load_digits
 from torch import nn
 
 import torchray_loader as rd
@@ -40,8 +41,6 @@ class Digits(torch.utils.data.Dataset):
 
 
 def load_split(seed: int = 0) -> tuple[Digits, Digits]:
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     order = np.random.default_rng(seed).permutation(len(digits.target))
     n_test = len(order) // 5

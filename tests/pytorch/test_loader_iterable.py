@@ -80,6 +80,7 @@ def _outer(loader, k):
 @pytest.mark.parametrize("k", [2, 3])
 def test_wrapped_map_style_is_exactly_once_and_in_order(k):
     inner = RayStyleLoader(TensorDS(11), batch_size=2, shuffle=True, seed=3, num_workers=2)
+    inner.set_epoch(0)  # without it each outer epoch draws its own order (see the unseeded test)
     direct = list(RayStyleLoader(TensorDS(11), batch_size=2, shuffle=True, seed=3))
     wrapped = _outer(inner, k)
     # DataLoader's round robin over its workers restores the inner loader's order exactly.
@@ -135,3 +136,18 @@ def test_user_error_in_iterable_keeps_type():
 
     with pytest.raises(OSError, match="disk gone"):
         list(RayStyleLoader(Boom(), batch_size=1, num_workers=2))
+
+
+@pytest.mark.parametrize("make", [lambda: TensorDS(17), lambda: rd.range(17, override_num_blocks=4)], ids=["map", "arrow"])
+def test_wrapped_unseeded_shuffle_is_exactly_once_and_reshuffles(make):
+    # No seed, no generator: the outer workers' RNGs differ, yet they must agree on the permutation.
+    inner = RayStyleLoader(make(), batch_size=3, shuffle=True)
+    outer = DataLoader(inner, batch_size=None, num_workers=2)
+    epochs = []
+    for _ in range(2):
+        batches = list(outer)
+        key = "id" if isinstance(batches[0], dict) else None
+        got = ids(batches, key) if key else [int(x) // 10 for x in ids([b[:, 0] for b in batches])]
+        assert sorted(got) == list(range(17))
+        epochs.append(got)
+    assert epochs[0] != epochs[1]

@@ -24,7 +24,9 @@ Invariants:
   and the union is the whole epoch (see :func:`.sampling.rank_batch_sizes`).
 * Inside a DataLoader worker (``DataLoader(loader, batch_size=None, num_workers=k)``) the loader
   runs without worker processes of its own and keeps only its share of the batches, so the outer
-  DataLoader sees every batch exactly once.
+  DataLoader sees every batch exactly once. All outer workers shuffle with one shared seed (``seed``,
+  else the outer DataLoader's base seed, which is new each epoch), so they agree on the permutation;
+  ``set_epoch`` pins an epoch's order.
 * Everything started for an epoch (worker processes, their shared memory) is stopped when the epoch's
   iterator ends, is closed, raises or is garbage collected; ``persistent_workers=True`` keeps the
   workers until :meth:`RayStyleLoader.close` or garbage collection of the loader.
@@ -753,6 +755,11 @@ class RayStyleLoader(IterableDataset):
             self._epoch_counter = ep.epoch + 1
         else:
             ep = _Epoch(self._next_epoch_number(), layout=self.num_workers)
+            outer_seed = self._outer_base_seed()
+            if outer_seed is not None and self._explicit_epoch is None:
+                # In a DataLoader worker this copy's epoch counter restarts with every (non-persistent)
+                # worker; the outer DataLoader's base seed, new each epoch, keeps epochs reshuffling.
+                ep.epoch = epoch_seed(ep.epoch, outer_seed)
         if self.generator is not None:
             if ep.gen_state is not None:
                 self.generator.set_state(ep.gen_state)
@@ -775,6 +782,23 @@ class RayStyleLoader(IterableDataset):
         if info is None:
             return None
         return info.id, info.num_workers
+
+    def _outer_base_seed(self) -> int | None:
+        """The outer DataLoader's base seed (the same in all its workers, new each epoch), when running
+        inside one of its workers."""
+        info = torch.utils.data.get_worker_info()
+        return None if info is None else int(info.seed - info.id)
+
+    def _shared_seed(self, world: int) -> int | None:
+        """A shuffle seed that every rank and every outer DataLoader worker agrees on, when the user
+        gave neither ``seed`` nor ``generator`` (their own RNGs differ, so draws would disagree)."""
+        if self.seed is not None:
+            return self.seed
+        if self.generator is not None:
+            return None
+        if world > 1:
+            return _DISTRIBUTED_DEFAULT_SEED
+        return self._outer_base_seed()
 
     def _processes(self) -> int:
         return 0 if self._outer_worker() is not None else self.num_workers
@@ -867,9 +891,7 @@ class RayStyleLoader(IterableDataset):
         """The epoch's sampler, with DataLoader's draws in DataLoader's order: the workers' base seed
         first, then (lazily, in the sampler) the permutation."""
         rank, world = self._rank_world()
-        seed = self.seed
-        if seed is None and self.generator is None and world > 1 and self._default_random:
-            seed = _DISTRIBUTED_DEFAULT_SEED  # every rank must draw the same permutation
+        seed = self._shared_seed(world)  # every rank / outer worker must draw the same permutation
         if seed is not None and self.generator is None:
             g = torch.Generator()
             g.manual_seed(epoch_seed(seed, ep.epoch, rank))  # ranks augment differently...
@@ -1016,10 +1038,9 @@ class RayStyleLoader(IterableDataset):
     def _arrow_seed(self, ep: _Epoch, world: int) -> int:
         """The epoch's shuffle seed: from ``seed`` and the epoch; else drawn from ``generator`` (or
         torch's global RNG), kept in the state so a resume reuses it."""
-        if self.seed is not None:
-            ep.arrow_seed = epoch_seed(self.seed, ep.epoch)
-        elif world > 1 and self.generator is None:
-            ep.arrow_seed = epoch_seed(_DISTRIBUTED_DEFAULT_SEED, ep.epoch)  # same on every rank
+        shared = self._shared_seed(world)
+        if shared is not None:
+            ep.arrow_seed = epoch_seed(shared, ep.epoch)  # the same on every rank / outer worker
         elif ep.arrow_seed is None:
             ep.arrow_seed = _draw_seed(self.generator) & ((1 << 63) - 1)
         elif self.generator is not None:
