@@ -450,3 +450,23 @@ def test_ray_iterable_to_batches_collate_fn_and_errors() -> None:
         ray_iterable_to_batches(rd.range(3), batch_size=4)
     with pytest.raises(ValueError, match="local_shuffle_buffer_size"):
         ray_iterable_to_batches(ray_ds, batch_size=4, local_shuffle_buffer_size=0)
+
+
+def test_raystyleloader_accepts_a_ray_dataset_and_resumes() -> None:
+    ray_ds = rd.range(100).to_ray()
+    loader = rd.RayStyleLoader(ray_ds, batch_size=16, shuffle=True, seed=1)
+    epoch0 = [int(x) for b in loader for x in b["id"]]
+    assert sorted(epoch0) == list(range(100)) and epoch0 != list(range(100))
+    with pytest.raises(TypeError, match="len"):
+        len(loader)
+    loader = rd.RayStyleLoader(ray_ds, batch_size=16, shuffle=True, seed=1)
+    it = iter(loader)
+    head = [next(it)["id"].tolist() for _ in range(2)]
+    state = loader.state_dict()
+    rest = [b["id"].tolist() for b in it]
+    resumed = rd.RayStyleLoader(ray_ds, batch_size=16, shuffle=True, seed=1)
+    resumed.load_state_dict(state)
+    assert [b["id"].tolist() for b in resumed] == rest
+    assert sorted(sum(head + rest, [])) == list(range(100))
+    with pytest.raises(ValueError, match="sampler"):
+        rd.RayStyleLoader(ray_ds, sampler=[0, 1])

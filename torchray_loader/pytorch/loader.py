@@ -68,6 +68,7 @@ from ..dataset import (
 )
 from ..errors import TaskTimeoutError
 from ..execution.pool import TaskPool, make_pool
+from ..integrations.ray import is_ray_dataset, ray_iterable_to_batches
 from ..io.read_task import ReadTask
 from ..plan import InputBlocks, LogicalOp, MapStage, Read
 from .convert import numpy_to_torch_value
@@ -440,8 +441,10 @@ class RayStyleLoader(IterableDataset):
     ) -> None:
         if isinstance(data, DataIterator):
             data = data._dataset
-        if isinstance(data, Dataset):
-            self._kind = "arrow"
+        if isinstance(data, Dataset) or is_ray_dataset(data):
+            # A ray.data Dataset/DataIterator (e.g. Ray Train's get_dataset_shard) iterates with the
+            # same Arrow-input semantics, through Ray (integrations/ray.py).
+            self._kind = "arrow" if isinstance(data, Dataset) else "ray"
             if sampler is not None or batch_sampler is not None:
                 which = "sampler" if sampler is not None else "batch_sampler"
                 raise ValueError(
@@ -633,6 +636,8 @@ class RayStyleLoader(IterableDataset):
             if self.batch_size is not None:
                 length = length // self.batch_size if self.drop_last else math.ceil(length / self.batch_size)
             return length
+        if self._kind == "ray":
+            raise TypeError("len() of a RayStyleLoader over a Ray dataset is not known before running it")
         n = _known_num_rows(self.dataset._plan)
         if n is None and self._materialized is not None:
             n = self._materialized.count()
@@ -676,6 +681,13 @@ class RayStyleLoader(IterableDataset):
             batches = self._iter_map(ep)
         elif self._kind == "iterable":
             batches = self._iter_iterable(ep)
+        elif self._kind == "ray":
+            batches = ray_iterable_to_batches(
+                self.dataset, batch_size=self.batch_size, shuffle=self.shuffle, seed=self.seed, epoch=ep.epoch,
+                drop_last=self.drop_last, collate_fn=self.collate_fn, dtypes=None, device=None,
+                prefetch_batches=(self.prefetch_factor or 2) * max(1, self.num_workers),
+                local_shuffle_buffer_size=self.shuffle_buffer_size, skip_batches=ep.skip,
+            )
         else:
             batches = self._iter_arrow(ep)
         feeder = DeviceFeeder(*self._feeder_args)
