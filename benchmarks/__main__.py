@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import shlex
 import sys
@@ -108,6 +109,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     for i, job in enumerate(jobs):
         key = i if processes == "run" else (job.impl, job.num_workers) if processes == "group" else 0
         groups.setdefault(key, []).append(job)
+    runs_log = out / "runs.jsonl"  # every result as it arrives: survives an interrupted run
+    runs_log.write_text("")
+
+    def record(job: Job, res: Result) -> None:
+        _progress(job, res)
+        with open(runs_log, "a") as f:
+            f.write(json.dumps(res.to_dict()) + "\n")
+
     by_key: dict[str, Result] = {}
     unavailable: dict[tuple[str, str, str, int], Result] = {}
     for group in groups.values():
@@ -117,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if known is not None:  # a missing piece stays missing: skip the other repeats
                 by_key[job.key] = dataclasses.replace(known, repeat=job.repeat)
                 continue
-        for job, res in zip(group, harness.run_jobs(group, work_dir=work, job_timeout_s=timeout, on_result=_progress),
+        for job, res in zip(group, harness.run_jobs(group, work_dir=work, job_timeout_s=timeout, on_result=record),
                             strict=True):
             by_key[job.key] = res
             if res.status == "unavailable":
@@ -145,8 +154,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runs_of(path: Path) -> list[dict]:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return report.read_json(path)["runs"]
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    payload = report.read_json(Path(args.results))
+    first, *others = [Path(p) for p in args.results]
+    payload = report.read_json(first)
+    if others:  # later files replace the runs of the configurations they contain
+        runs = payload["runs"]
+        for path in others:
+            new = _runs_of(path)
+            keys = {(r["workload"], r["variant"], r["impl"], r["num_workers"]) for r in new}
+            runs = [r for r in runs if (r["workload"], r["variant"], r["impl"], r["num_workers"]) not in keys] + new
+            payload.setdefault("merged", []).append(
+                {"file": str(path), "configurations": sorted("/".join(map(str, k)) for k in keys)})
+        payload["runs"] = runs
+        payload["summary"] = report.summarize(runs)
+        payload["targets"] = report.evaluate_targets(payload["summary"])
+    if args.out:
+        report.write_json(payload, Path(args.out))
+        print(f"wrote {args.out}")
     report.print_table(payload)
     if args.docs:
         paths = report.write_docs(payload, report.DOCS_DIR)
@@ -176,15 +206,17 @@ def main(argv: list[str] | None = None) -> int:
                      help="run: a fresh process per run (default in full mode); group: one process per "
                           "implementation and worker count (default in quick mode); one: a single process")
     run.add_argument("--max-epoch-s", type=float, default=60.0,
-                     help="stop a timed epoch after this many seconds and report rows/s over what it delivered "
-                          "(default 60; 0: never)")
+                     help="stop a timed epoch this many seconds after its first batch and report rows/s over what "
+                          "it delivered (default 60; 0: never)")
     run.add_argument("--job-timeout", type=float, help="seconds before a run is killed (default 900, quick 180)")
     run.add_argument("--docs", dest="docs", action="store_true", default=None,
                      help="regenerate docs/performance.md (default in full mode)")
     run.add_argument("--no-docs", dest="docs", action="store_false")
     run.set_defaults(fn=cmd_run)
     rep = sub.add_parser("report", help="print the table of a results.json (and optionally rewrite docs)")
-    rep.add_argument("results")
+    rep.add_argument("results", nargs="+", help="a results.json, then optionally more results.json / runs.jsonl "
+                                               "whose configurations replace those of the first")
+    rep.add_argument("--out", help="write the (merged) results.json here")
     rep.add_argument("--docs", action="store_true", help="regenerate docs/performance.md from it")
     rep.set_defaults(fn=cmd_report)
     args = parser.parse_args(argv)

@@ -460,8 +460,9 @@ def markdown(payload: dict[str, Any], png_name: str = "performance.png") -> str:
         "- *rows/s*: "
         + ("over a full warm epoch (a second iterator on the same pipeline object, after a warm-up epoch "
            "that stops after at most 5 s)."
-           + (f" A timed epoch that runs past {payload['max_epoch_s']:g} s stops there and rows/s is over the "
-              "rows it delivered (the row says *partial epoch*)." if payload.get("max_epoch_s") else "")
+           + (f" A timed epoch still running {payload['max_epoch_s']:g} s after its first batch stops there; "
+              "rows/s is then over the rows it delivered and the time since the epoch began (the row says "
+              "*partial epoch*)." if payload.get("max_epoch_s") else "")
            if payload["mode"] == "full" else
            "over the only epoch, start-up included (quick mode)."),
         "- *1st batch*: from just after the imports (the data already on disk or in memory) to the first "
@@ -472,6 +473,12 @@ def markdown(payload: dict[str, Any], png_name: str = "performance.png") -> str:
         "pages once (sampled every 0.5 s).",
         "- *x DataLoader*, *x Ray*: rows/s ratios at the same `num_workers`. Ray runs with "
         "`ray.init(num_cpus=max(1, num_workers))` (W6: at least 2, for its two actors).",
+        "",
+    ]
+    for m_ in payload.get("merged", []):
+        lines.append(f"- **Re-measured later and merged in** (`python -m benchmarks report ... --out`): "
+                     f"{', '.join(m_['configurations'])}; these runs did not alternate with the others.")
+    lines += [
         "",
         f"![speed-ups]({png_name})",
         "",
