@@ -38,7 +38,7 @@ class ScriptResult:
 # The zygote's main loop. It reads one JSON job per line on stdin and writes one JSON result per
 # finished job on stdout. Kept as source text so the zygote needs no import of this test module.
 _ZYGOTE = r'''
-import importlib, json, os, runpy, select, signal, sys, time, traceback
+import atexit, importlib, json, os, runpy, select, signal, sys, time, traceback
 
 for name in sys.argv[2].split(","):
     try:
@@ -79,6 +79,9 @@ def start(job):
             traceback.print_exc()
         finally:
             try:
+                # A script's exit handlers run as in a normal interpreter exit (weakref finalizers
+                # remove the package's temp files); os._exit alone would skip them.
+                atexit._run_exitfuncs()
                 sys.stdout.flush()
                 sys.stderr.flush()
             finally:
