@@ -192,6 +192,24 @@ def test_discard_and_sweep(tmp_path):
         shm.dumps_to_shm(big, tag="a_b")  # '_' would make sweep patterns ambiguous
 
 
+def test_sweep_dead_owners_removes_only_files_of_exited_owners():
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)  # exited and reaped: nobody will ever remove its files
+    big = np.zeros(1 << 18)
+    orphan = shm.dumps_to_shm(big, owner_pid=dead_pid, tag="dead")
+    mine = shm.dumps_to_shm(big, tag="live")
+    try:
+        assert shm.sweep_dead_owners() >= 1
+        assert not os.path.exists(orphan.path)
+        assert os.path.exists(mine.path)
+    finally:
+        shm.discard(orphan)
+        shm.discard(mine)
+
+
 def test_loaded_data_survives_file_removal_and_sweep():
     ref = shm.dumps_to_shm(np.arange(1 << 18))
     out = shm.loads_from_shm(ref)

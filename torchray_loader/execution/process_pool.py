@@ -40,7 +40,6 @@ Trade-offs, on purpose:
 
 from __future__ import annotations
 
-import atexit
 import collections
 import importlib
 import io
@@ -73,6 +72,7 @@ from ..errors import (
     mark_operator,
     raise_user_error,
 )
+from ..exit_steps import at_exit
 from . import shm
 
 __all__ = ["ProcessPool"]
@@ -433,7 +433,7 @@ def _exitcode(w: _Worker) -> int | None:
         return 0
 
 
-def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
+def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str, lifecycle: threading.Lock) -> None:
     """Stop ``workers``: ask idle ones to exit and SIGTERM busy ones, SIGTERM what is left after a short
     grace, then SIGKILL; join; remove the pool's shm files.
 
@@ -443,7 +443,8 @@ def _shutdown(workers: list[_Worker | None], owner_pid: int, tag: str) -> None:
     released under our feet count as stopped."""
     if os.getpid() != owner_pid:
         return
-    live = [w for w in workers if w is not None]
+    with lifecycle:  # a worker being started now is in ``workers`` afterwards; none starts later
+        live = [w for w in workers if w is not None]
     for w in live:
         try:
             if w.queue:  # busy: it would read STOP only after its tasks, whose results nobody wants
@@ -490,19 +491,32 @@ def _preload_in_forkserver(mp_ctx: Any) -> None:
         pass
 
 
-_EXIT_SWEEP_LOCK = threading.Lock()
-_exit_sweep_pid: int | None = None
+#: Pools not yet shut down, shut down at interpreter exit by :func:`_shutdown_live_pools`.
+_LIVE_POOLS: weakref.WeakSet[ProcessPool] = weakref.WeakSet()
 
 
-def _register_exit_sweep() -> None:
-    """At interpreter exit, remove every shm file this process owns (pools that were never closed,
-    items of workers that were killed)."""
-    global _exit_sweep_pid
-    with _EXIT_SWEEP_LOCK:
-        pid = os.getpid()
-        if _exit_sweep_pid != pid:
-            _exit_sweep_pid = pid
-            atexit.register(lambda: os.getpid() == pid and shm.sweep(pid))
+def _shutdown_live_pools() -> None:
+    for pool in list(_LIVE_POOLS):
+        pool._finalizer()
+
+
+_swept_for_pid: int | None = None
+
+
+def _sweep_own_files() -> None:
+    shm.sweep(os.getpid())
+
+
+def _register_exit_steps() -> None:
+    """At interpreter exit, after prefetch threads stopped: shut down the pools still open, then
+    remove every shm file this process owns (items of workers that were killed, say). Once per
+    process, before its first pool: remove the files that dead owners left behind."""
+    global _swept_for_pid
+    at_exit("process-pools", 1, _shutdown_live_pools)
+    at_exit("transfer-files", 2, _sweep_own_files)
+    if _swept_for_pid != os.getpid():
+        _swept_for_pid = os.getpid()
+        shm.sweep_dead_owners()
 
 
 class ProcessPool:
@@ -558,8 +572,13 @@ class ProcessPool:
         self._buffered_bytes = 0  # sum of ``buffered`` of active imaps
         self._fatal: tuple[bytes, str | None, str, bool] | None = None  # a worker_init_fn failed
         self._closed = False
-        _register_exit_sweep()
-        self._finalizer = weakref.finalize(self, _shutdown, self._workers, self._owner_pid, self._tag)
+        self._lifecycle = threading.Lock()  # no worker starts once _shutdown has begun
+        self._finalizer = weakref.finalize(
+            self, _shutdown, self._workers, self._owner_pid, self._tag, self._lifecycle
+        )
+        self._finalizer.atexit = False  # the ordered exit steps shut it down instead
+        _LIVE_POOLS.add(self)
+        _register_exit_steps()
         try:
             for slot in range(self.min_workers):
                 self._start_worker(slot)
@@ -955,7 +974,11 @@ class ProcessPool:
     # ------------------------------------------------------------------ workers
 
     def _start_worker(self, slot: int) -> _Worker:
-        self._check_open()  # never start a worker after shutdown (e.g. from a thread at exit)
+        with self._lifecycle:  # never start a worker after shutdown began (e.g. from a thread at exit)
+            self._check_open()
+            return self._start_worker_locked(slot)
+
+    def _start_worker_locked(self, slot: int) -> _Worker:
         parent_conn, child_conn = self._mp.Pipe(duplex=True)
         inherited: tuple[int, ...] = ()
         if self.ctx.start_method == "fork":

@@ -50,6 +50,7 @@ __all__ = [
     "loads_from_shm",
     "shm_dirs",
     "sweep",
+    "sweep_dead_owners",
 ]
 
 #: Size (pickle stream plus out-of-band buffers) below which an object travels inline, with no file.
@@ -364,4 +365,37 @@ def sweep(owner_pid: int, tag: str | None = None, creator_pid: int | None = None
                 removed += 1
             except OSError:
                 pass
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def sweep_dead_owners() -> int:
+    """Remove the files of owners that no longer exist (a consumer killed together with its workers
+    leaves files nobody else would remove). A live owner's files are never touched.
+
+    Returns how many were removed.
+
+    Example:
+        >>> sweep_dead_owners() >= 0
+        True
+    """
+    removed = 0
+    for d in _DIRS:
+        for path in glob.glob(os.path.join(glob.escape(d), PREFIX + "*")):
+            owner = os.path.basename(path)[len(PREFIX):].split("_", 1)[0]
+            if owner.isdigit() and not _pid_alive(int(owner)):
+                try:
+                    os.unlink(path)
+                    removed += 1
+                except OSError:
+                    pass
     return removed

@@ -2,19 +2,20 @@
 
 Invariant: a prefetch thread never outlives the interpreter's orderly shutdown. Its source (the
 executor: worker pools, shared memory) is closed in the thread; when the program ends with an
-iterator still open, an exit hook stops the live threads and waits for them to close their
-sources while the interpreter is intact (a daemon thread still running native code while the
-interpreter finalizes can abort the process).
+iterator still open, the first exit step (:mod:`..exit_steps`, stage 0) stops the live threads
+and waits for them to close their sources while the interpreter and the worker pools are intact
+(a daemon thread still running native code while the interpreter finalizes can abort the process).
 """
 
 from __future__ import annotations
 
-import atexit
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
+
+from ..exit_steps import at_exit
 
 __all__ = ["prefetch"]
 
@@ -28,7 +29,6 @@ _LIVE_LOCK = threading.Lock()
 _EXIT_JOIN_S = 10.0
 
 
-@atexit.register
 def _stop_live_threads() -> None:
     with _LIVE_LOCK:
         live = list(_LIVE.values())
@@ -37,6 +37,9 @@ def _stop_live_threads() -> None:
     deadline = time.monotonic() + _EXIT_JOIN_S
     for _, thread in live:
         thread.join(max(0.0, deadline - time.monotonic()))
+
+
+at_exit("prefetch-threads", 0, _stop_live_threads)
 
 
 class _Raised:

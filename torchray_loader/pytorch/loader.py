@@ -373,6 +373,14 @@ def _close_pools(pools: list[TaskPool]) -> None:
         pools.pop().close()
 
 
+def _pools_finalizer(loader: RayStyleLoader) -> weakref.finalize:
+    """Close ``loader``'s persistent pools when it is garbage collected. Not at interpreter exit:
+    the package's ordered exit steps stop prefetch threads first, then shut down open pools."""
+    fin = weakref.finalize(loader, _close_pools, loader._pools)
+    fin.atexit = False
+    return fin
+
+
 class _LenOne(torch.utils.data.Dataset):
     """Stand-in map-style dataset: lets a DataLoader constructor validate arguments for Arrow input."""
 
@@ -518,7 +526,7 @@ class RayStyleLoader(IterableDataset):
         self._pending: dict[str, Any] | None = None  # a loaded state, applied by the next __iter__
         self._current: _Epoch | None = None
         self._pools: list[TaskPool] = []  # persistent workers
-        self._pools_finalizer = weakref.finalize(self, _close_pools, self._pools)
+        self._pools_finalizer = _pools_finalizer(self)
         # Iterators using the persistent pools right now, and the thread they run in (see _claim_persistent).
         self._persistent_users = 0
         self._persistent_thread: int | None = None
@@ -671,7 +679,7 @@ class RayStyleLoader(IterableDataset):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._pools_finalizer = weakref.finalize(self, _close_pools, self._pools)
+        self._pools_finalizer = _pools_finalizer(self)
 
     # ------------------------------------------------------------------ iteration
 
