@@ -24,6 +24,10 @@ from .read_api import __all__ as _read_all
 
 __version__ = "0.1.0"
 
+from .blocks.block import start_arrow_warm_up as _start_arrow_warm_up  # noqa: E402
+
+_start_arrow_warm_up()
+
 # Sorted in place after the star-expansion, so ruff and mypy still see a literal list of names.
 __all__ = [
     "ActorPoolStrategy",

@@ -3,6 +3,10 @@ the batch formats and rows that UDFs and consumers receive."""
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -22,6 +26,7 @@ __all__ = [
     "block_to_rows",
     "concat_blocks",
     "empty_block",
+    "start_arrow_warm_up",
     "warm_up_arrow",
 ]
 
@@ -42,19 +47,62 @@ def check_batch_format(batch_format: Any) -> str:
     return "numpy" if batch_format == "default" else batch_format
 
 
+# pyarrow imports pandas (when installed, ~0.5-1 s) on its first ``pa.array``/``take``/``concat``.
+# ``start_arrow_warm_up`` pays that in a background thread at package import, while the user builds
+# their data. Invariants: no fork happens while that thread runs (an ``os.fork`` hook waits for it,
+# so a child never inherits a module lock held by a thread it does not have), and it is not a daemon
+# thread, so the interpreter waits for it before finalizing.
 _ARROW_WARM = False
+_warm_up_thread: threading.Thread | None = None
+_warm_up_lock = threading.Lock()
+
+
+def _touch_arrow() -> None:
+    global _ARROW_WARM
+    pa.array([0])
+    _ARROW_WARM = True
+
+
+def _join_warm_up() -> None:
+    thread = _warm_up_thread
+    if thread is not None and thread is not threading.current_thread():
+        thread.join()
+
+
+def start_arrow_warm_up() -> None:
+    """Start paying pyarrow's lazy imports in a background thread (once per process).
+
+    Example:
+        >>> start_arrow_warm_up(); warm_up_arrow()
+    """
+    global _warm_up_thread
+    with _warm_up_lock:
+        if _ARROW_WARM or _warm_up_thread is not None:
+            return
+        if "pandas" in sys.modules or importlib.util.find_spec("pandas") is None:
+            _touch_arrow()  # nothing slow left to import
+            return
+        # pandas imports this, which registers a threading exit hook: refused once the interpreter
+        # has begun shutting down, so it must not first happen in the thread of a short script.
+        import concurrent.futures.thread  # noqa: F401
+
+        _warm_up_thread = threading.Thread(target=_touch_arrow, name="torchray-arrow-warm-up", daemon=False)
+        os.register_at_fork(before=_join_warm_up)
+        _warm_up_thread.start()
 
 
 def warm_up_arrow() -> None:
-    """Pay pyarrow's one-time lazy imports (its pandas shim: ~1 s) in this process, once.
+    """Make sure pyarrow's one-time lazy imports (its pandas shim) are done in this process.
 
-    Call before forking workers: every forked worker then inherits the loaded modules instead of
+    Called before forking workers, so every forked worker inherits the loaded modules instead of
     paying the import again on its first ``pa.array``.
+
+    Example:
+        >>> warm_up_arrow()
     """
-    global _ARROW_WARM
+    _join_warm_up()
     if not _ARROW_WARM:
-        pa.array([0])
-        _ARROW_WARM = True
+        _touch_arrow()
 
 
 def empty_block() -> pa.Table:

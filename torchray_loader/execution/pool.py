@@ -24,10 +24,51 @@ from typing import Any, Protocol, TypeVar
 from ..context import DataContext
 from ..errors import TorchRayError, raise_user_error
 
-__all__ = ["TaskPool", "InlinePool", "make_pool", "run_user_task"]
+__all__ = ["SharedRef", "TaskPool", "InlinePool", "make_pool", "run_user_task"]
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+#: In a worker process: the objects its pool was started with (``make_pool(shared=...)``), by key.
+WORKER_SHARED: dict[str, Any] = {}
+_MISSING = object()
+
+
+def _resolve_shared(key: str) -> SharedRef:
+    ref = SharedRef.__new__(SharedRef)
+    ref.key, ref._obj = key, WORKER_SHARED.get(key, _MISSING)
+    return ref
+
+
+class SharedRef:
+    """A large object (a user's dataset) handed to workers once, when they start, instead of with
+    every task function that uses it: a function holding the ref pickles only its key.
+
+    Workers started by ``fork`` inherit the object without any copy (as DataLoader's do); other start
+    methods pickle it once per worker start. The pool must have been made with
+    ``shared={ref.key: obj}``; :meth:`get` returns the object in the consumer and in those workers.
+
+    Example:
+        >>> import pickle
+        >>> ref = SharedRef("doc", [1, 2, 3])
+        >>> ref.get(), len(pickle.dumps(ref)) < 100
+        ([1, 2, 3], True)
+    """
+
+    __slots__ = ("key", "_obj")
+
+    def __init__(self, key: str, obj: Any) -> None:
+        self.key = key
+        self._obj = obj
+
+    def get(self) -> Any:
+        if self._obj is _MISSING:
+            raise TorchRayError(f"shared object {self.key!r} was not given to this worker's pool")
+        return self._obj
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_resolve_shared, (self.key,))
 
 
 class TaskPool(Protocol):
@@ -101,9 +142,17 @@ def make_pool(
     name: str = "tasks",
     min_workers: int | None = None,
     worker_init_fn: Callable[[int], None] | None = None,
+    shared: dict[str, Any] | None = None,
 ) -> TaskPool:
     """A pool of ``num_workers`` processes (``0``, or inside a daemonic worker process: inline).
-    ``min_workers`` < ``num_workers`` lets an actor pool start small and grow with queue depth."""
+    ``min_workers`` < ``num_workers`` lets an actor pool start small and grow with queue depth;
+    ``shared`` objects reach each worker once, at its start (see :class:`SharedRef`).
+
+    Example:
+        >>> with make_pool(0, DataContext()) as pool:
+        ...     list(pool.imap(abs, [-2]))
+        [2]
+    """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0, got {num_workers}")
     if num_workers == 0 or in_daemon_process():
@@ -112,4 +161,6 @@ def make_pool(
         from .process_pool import ProcessPool
     except ImportError:  # pragma: no cover - process pool not built yet
         return InlinePool()
-    return ProcessPool(num_workers, ctx, name=name, min_workers=min_workers, worker_init_fn=worker_init_fn)
+    return ProcessPool(
+        num_workers, ctx, name=name, min_workers=min_workers, worker_init_fn=worker_init_fn, shared=shared
+    )

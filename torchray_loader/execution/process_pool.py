@@ -74,6 +74,7 @@ from ..errors import (
 )
 from ..exit_steps import at_exit
 from . import shm
+from .pool import WORKER_SHARED
 
 __all__ = ["ProcessPool"]
 
@@ -246,8 +247,10 @@ def _worker_main(
     init_fn: bytes | None,
     inherited_fds: tuple[int, ...],
     seed: int,
+    shared: dict[str, Any],
 ) -> None:
     """Body of a worker process: run tasks until told to stop or the parent disappears."""
+    WORKER_SHARED.update(shared)
     # Ctrl-C goes to the whole process group; the consumer handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for fd in inherited_fds:  # (fork) the consumer's ends of other workers' pipes
@@ -525,7 +528,8 @@ class ProcessPool:
     ``num_workers`` processes (or ``min_workers`` at first, growing to ``num_workers`` while tasks
     queue up), started with ``ctx.start_method``. Results come back zero-copy through shared memory;
     memory in flight is bounded by ``ctx.memory_budget_bytes``; a dead or timed-out worker is
-    replaced and its task re-run up to ``ctx.max_task_retries`` times.
+    replaced and its task re-run up to ``ctx.max_task_retries`` times. ``shared`` objects are given to
+    each worker at its start (see :class:`~.pool.SharedRef`).
 
     Example:
         >>> from torchray_loader.context import DataContext
@@ -542,6 +546,7 @@ class ProcessPool:
         name: str = "tasks",
         min_workers: int | None = None,
         worker_init_fn: Callable[[int], None] | None = None,
+        shared: dict[str, Any] | None = None,
     ) -> None:
         if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 1:
             raise ValueError(f"num_workers must be a positive int, got {num_workers!r}")
@@ -564,6 +569,7 @@ class ProcessPool:
             )
         except Exception as exc:
             raise TypeError(f"worker_init_fn cannot be sent to worker processes: {exc}") from exc
+        self._shared = dict(shared or {})  # Process arguments: inherited under fork, else pickled per start
         self._workers: list[_Worker | None] = [None] * num_workers  # by slot = worker_id
         self._imaps: dict[int, _Imap] = {}
         self._imap_ids = itertools.count()
@@ -995,6 +1001,7 @@ class ProcessPool:
                 self._init_fn,
                 inherited,
                 secrets.randbits(63),
+                self._shared,
             ),
             name=f"torchray-{self.name}-{slot}",
             daemon=True,

@@ -5,7 +5,7 @@ Invariants:
 * Output depends only on the block sequence, ``batch_size``, the buffer size and ``seed``.
 * ``skip_batches`` drops the first k batches without converting them (resume).
 
-Shuffling is window-based: blocks are gathered until the window holds at least
+Shuffling is window-based: blocks (cut where needed) are gathered until the window holds
 ``shuffle_buffer_size`` rows, the window (plus the previous window's leftover tail) is permuted with
 one ``take``, and full batches are cut from it as zero-copy slices. Rows never wait longer than one
 window, and the permutation is one vectorised gather per window instead of per-batch work.
@@ -173,11 +173,15 @@ def _shuffled(
             rows = n - full
 
     for block in blocks:
-        if block.num_rows == 0:
-            continue
-        window.append(block)
-        rows += block.num_rows
-        if rows >= window_rows:
-            yield from flush(final=False)
+        # Blocks are cut so a window never exceeds ``window_rows`` (plus the carried tail): a large
+        # block would otherwise make one window (and one gather, before the first batch) of all of it.
+        start, n = 0, block.num_rows
+        while start < n:
+            take = min(n - start, window_rows - rows)
+            window.append(block if take == n else block.slice(start, take))
+            rows += take
+            start += take
+            if rows >= window_rows:
+                yield from flush(final=False)
     if rows:
         yield from flush(final=True)

@@ -135,11 +135,14 @@ def prefetch(
                 raise item.exc
             yield item
     finally:
-        stop.set()
-        # Drain so a producer blocked in put() sees the stop flag; then wait for its cleanup.
-        try:
-            while True:
-                q.get_nowait()
-        except queue.Empty:
-            pass
-        thread.join(timeout=30)
+        # A set flag means the exit step already stopped and joined the thread, and this runs in
+        # module teardown (globals such as ``queue`` may be None): nothing is left to do.
+        if not stop.is_set():
+            stop.set()
+            # Drain so a producer blocked in put() sees the stop flag; then wait for its cleanup.
+            try:
+                while True:
+                    q.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(timeout=30)

@@ -67,10 +67,11 @@ from ..dataset import (
     _new_block_store,
 )
 from ..errors import TaskTimeoutError
-from ..execution.pool import TaskPool, make_pool
+from ..execution.pool import SharedRef, TaskPool, make_pool
 from ..integrations.ray import is_ray_dataset, ray_iterable_to_batches
 from ..io.read_task import ReadTask
 from ..plan import InputBlocks, LogicalOp, MapStage, Read
+from .batched_fetch import batched_fetch
 from .convert import numpy_to_torch_value
 from .device import DeviceFeeder
 from .sampling import (
@@ -176,8 +177,12 @@ def _forget_workers(prefix: str) -> None:
 
 
 def _fetch(dataset: Any, auto_collation: bool, collate_fn: Callable[[Any], Any], index: Any) -> Any:
-    """DataLoader's map-style fetch: ``__getitems__`` when the dataset has it, else ``__getitem__``."""
+    """DataLoader's map-style fetch: ``__getitems__`` when the dataset has it, else ``__getitem__``;
+    for well-known in-memory datasets, one vectorised gather with the same result."""
     if auto_collation:
+        fast = batched_fetch(dataset, collate_fn)
+        if fast is not None:
+            return fast(index)
         getitems = getattr(dataset, "__getitems__", None)
         data = getitems(index) if getitems else [dataset[i] for i in index]
     else:
@@ -186,11 +191,12 @@ def _fetch(dataset: Any, auto_collation: bool, collate_fn: Callable[[Any], Any],
 
 
 def _fetch_in_worker(
-    spec: _WorkerSpec, dataset: Any, auto_collation: bool, collate_fn: Callable[[Any], Any], index: Any
+    spec: _WorkerSpec, dataset: SharedRef, auto_collation: bool, collate_fn: Callable[[Any], Any], index: Any
 ) -> Any:
     """Pool task: one batch of a map-style dataset, fetched and collated in a worker."""
-    with _as_worker(spec, dataset):
-        return _fetch(dataset, auto_collation, collate_fn, index)
+    data = dataset.get()
+    with _as_worker(spec, data):
+        return _fetch(data, auto_collation, collate_fn, index)
 
 
 class _ShardEnd:
@@ -235,13 +241,14 @@ def _next_iterable_batch(
 def _iterable_task(
     spec: _WorkerSpec,
     epoch_key: str,
-    dataset: Any,
+    dataset_ref: SharedRef,
     batch_size: int | None,
     drop_last: bool,
     collate_fn: Callable[[Any], Any],
     seq: int,
 ) -> Any:
     """Pool task: the next batch of virtual worker ``spec``'s replica (``seq``-th request)."""
+    dataset = dataset_ref.get()
     with _as_worker(spec, dataset):
         entry = _ITERS.get(spec.key)
         if entry is None or entry[0] != epoch_key:
@@ -834,17 +841,24 @@ class RayStyleLoader(IterableDataset):
             ctx.max_task_retries = 0
         return ctx
 
+    def _dataset_ref(self) -> SharedRef:
+        """The torch dataset as task functions carry it: workers get it once, when they start (by
+        fork inheritance, as DataLoader's do), not pickled with every epoch's functions."""
+        return SharedRef(f"dataset-{self._uid}", self.dataset)
+
     def _get_pools(self, count: int, processes: int, ctx: DataContext) -> tuple[list[TaskPool], bool]:
         """``count`` single-worker pools (inline ones when ``processes == 0``) and whether they are
-        the loader's persistent pools (not to be closed at the end of the epoch)."""
+        the loader's persistent pools (not to be closed at the end of the epoch). Their workers hold
+        the dataset of :meth:`_dataset_ref`."""
         if processes == 0:
             return [make_pool(0, ctx) for _ in range(count)], False
+        shared = {self._dataset_ref().key: self.dataset} if self._kind in ("map", "iterable") else None
         if self.persistent_workers and count == processes:
             self._claim_persistent()
             try:
                 if len(self._pools) != count:
                     _close_pools(self._pools)
-                    self._pools.extend(make_pool(1, ctx, name=f"loader-{i}") for i in range(count))
+                    self._pools.extend(make_pool(1, ctx, name=f"loader-{i}", shared=shared) for i in range(count))
             except BaseException:
                 self._release_persistent()
                 raise
@@ -852,7 +866,7 @@ class RayStyleLoader(IterableDataset):
         pools: list[TaskPool] = []
         try:
             for i in range(count):
-                pools.append(make_pool(1, ctx, name=f"loader-{i}"))
+                pools.append(make_pool(1, ctx, name=f"loader-{i}", shared=shared))
         except BaseException:
             _close_pools(pools)
             raise
@@ -971,11 +985,12 @@ class RayStyleLoader(IterableDataset):
         pools, persistent = self._get_pools(processes, processes, ctx)
         key = self._worker_key(ep, persistent)
         splitter = RoundRobinSplitter(stream, processes)
+        dataset = self._dataset_ref()
         gens: list[Iterator[Any]] = []
         try:
             for v, pool in enumerate(pools):
                 spec = _WorkerSpec(f"{key}-{v}", v, processes, ep.base_seed or 0, self.worker_init_fn, os.getpid())
-                fn = functools.partial(_fetch_in_worker, spec, self.dataset, self._auto_collation, self.collate_fn)
+                fn = functools.partial(_fetch_in_worker, spec, dataset, self._auto_collation, self.collate_fn)
                 gens.append(pool.imap(fn, splitter.stream(v), name=f"{type(self.dataset).__name__}.fetch"))
             # Batch n comes from worker n % k; when one worker has nothing left, no later batch exists.
             for n in itertools.count():
@@ -1026,12 +1041,13 @@ class RayStyleLoader(IterableDataset):
         pools, persistent = self._get_pools(workers, processes, ctx)
         key = self._worker_key(ep, persistent)
         epoch_key = uuid.uuid4().hex
+        dataset = self._dataset_ref()
         gens: list[Iterator[Any]] = []
         try:
             for v, pool in enumerate(pools):
                 spec = _WorkerSpec(f"{key}-{v}", v, workers, ep.base_seed or 0, self.worker_init_fn, os.getpid())
                 fn = functools.partial(
-                    _iterable_task, spec, epoch_key, self.dataset, self.batch_size, self.drop_last, self.collate_fn
+                    _iterable_task, spec, epoch_key, dataset, self.batch_size, self.drop_last, self.collate_fn
                 )
                 gens.append(pool.imap(fn, itertools.count(), name=f"{type(self.dataset).__name__}.__iter__"))
             active = list(range(workers))

@@ -1,0 +1,132 @@
+"""Vectorised batch fetches for well-known map-style datasets, equal to DataLoader's per-sample path.
+
+DataLoader builds a batch as ``default_collate([dataset[i] for i in indices])``: one Python call,
+one small tensor and, for torchvision's in-memory datasets, one PIL image per sample. For datasets
+whose ``__getitem__`` is known code over in-memory tensors, the same batch is one gather over all
+indices. :func:`batched_fetch` returns that gather only where its result is *equal* to DataLoader's
+(values, dtypes, shapes, nesting; checked by the differential tests):
+
+* ``TensorDataset`` -> ``[t[indices] for t in tensors]``;
+* torchvision ``MNIST``/``FashionMNIST``/``KMNIST``/``EMNIST`` and ``CIFAR10``/``CIFAR100`` whose
+  ``transform`` is ``ToTensor()`` or ``Compose([ToTensor(), Normalize(...)])`` and without a
+  ``target_transform``: the uint8 images are gathered, converted and normalised as a batch with the
+  same elementwise float operations as ``to_tensor`` and ``normalize``;
+* ``Subset`` of any of these.
+
+Any other dataset, a subclass that overrides ``__getitem__``, a dataset with its own
+``__getitems__``, another transform or a custom ``collate_fn`` keeps the per-sample path.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Subset, TensorDataset, default_collate
+
+__all__ = ["batched_fetch"]
+
+Fetch = Callable[[Sequence[int]], Any]
+
+
+def batched_fetch(dataset: Any, collate_fn: Callable[[Any], Any]) -> Fetch | None:
+    """A function ``indices -> batch`` equal to ``collate_fn([dataset[i] for i in indices])``, or None
+    when ``dataset`` has no known vectorised equivalent.
+
+    Example:
+        >>> ds = TensorDataset(torch.arange(10))
+        >>> batched_fetch(ds, default_collate)([3, 1])
+        [tensor([3, 1])]
+    """
+    if collate_fn is not default_collate:
+        return None
+    return _fetch_for(dataset)
+
+
+def _fetch_for(dataset: Any) -> Fetch | None:
+    cls: Any = type(dataset)
+    if getattr(cls, "__getitems__", None) is not None and cls is not Subset:
+        return None  # the dataset's own batched fetch is what DataLoader calls
+    if cls.__getitem__ is TensorDataset.__getitem__:
+        tensors = dataset.tensors
+        return lambda idx: [t[_index(idx)] for t in tensors]
+    if cls.__getitem__ is Subset.__getitem__ and getattr(cls, "__getitems__", None) is Subset.__getitems__:
+        inner = _fetch_for(dataset.dataset)
+        if inner is None:
+            return None
+        mapping = dataset.indices
+        return lambda idx: inner([mapping[i] for i in idx])
+    return _torchvision_fetch(dataset, cls)
+
+
+def _index(idx: Sequence[int]) -> torch.Tensor:
+    return torch.as_tensor(idx, dtype=torch.int64)
+
+
+def _torchvision_fetch(dataset: Any, cls: Any) -> Fetch | None:
+    tv = sys.modules.get("torchvision.datasets")
+    if tv is None or getattr(dataset, "target_transform", None) is not None:
+        return None
+    norm = _to_tensor_normalize(getattr(dataset, "transform", None))
+    if norm is None:
+        return None
+    if cls.__getitem__ is tv.MNIST.__getitem__ and isinstance(dataset.data, torch.Tensor):
+        data, targets = dataset.data, dataset.targets
+
+        def mnist(idx: Sequence[int]) -> list[torch.Tensor]:
+            i = _index(idx)
+            images = data[i].unsqueeze(1)  # (N, 1, H, W): mode "L", one channel
+            return [_to_float(images, norm), targets[i].to(torch.int64)]
+
+        return mnist
+    if cls.__getitem__ is tv.CIFAR10.__getitem__ and isinstance(dataset.data, np.ndarray):
+        pixels, labels = dataset.data, dataset.targets
+
+        def cifar(idx: Sequence[int]) -> list[torch.Tensor]:
+            rows = np.asarray(idx, dtype=np.int64)
+            images = torch.from_numpy(pixels[rows]).permute(0, 3, 1, 2)  # HWC -> CHW, as to_tensor does
+            return [_to_float(images, norm), torch.tensor([labels[j] for j in idx])]
+
+        return cifar
+    return None
+
+
+_Normalize = tuple[Sequence[float], Sequence[float], bool] | None
+
+
+def _to_tensor_normalize(transform: Any) -> tuple[bool, _Normalize] | None:
+    """``(True, None)`` for ``ToTensor()``, ``(True, (mean, std, inplace))`` for
+    ``Compose([ToTensor(), Normalize(mean, std)])``; None for anything else."""
+    T = sys.modules.get("torchvision.transforms")
+    if T is None or transform is None:
+        return None
+    if type(transform) is T.ToTensor:
+        return True, None
+    if type(transform) is T.Compose:
+        steps = list(transform.transforms)
+        if len(steps) == 1 and type(steps[0]) is T.ToTensor:
+            return True, None
+        if len(steps) == 2 and type(steps[0]) is T.ToTensor and type(steps[1]) is T.Normalize:
+            n = steps[1]
+            return True, (n.mean, n.std, n.inplace)
+    return None
+
+
+def _to_float(images: torch.Tensor, norm: tuple[bool, _Normalize]) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> what ``to_tensor`` (then ``normalize``) gives per image, stacked."""
+    out = images.contiguous().to(dtype=torch.get_default_dtype()).div(255)
+    params = norm[1]
+    if params is None:
+        return out
+    mean = torch.as_tensor(params[0], dtype=out.dtype)
+    std = torch.as_tensor(params[1], dtype=out.dtype)
+    if (std == 0).any():
+        raise ValueError(f"std evaluated to zero after conversion to {out.dtype}, leading to division by zero.")
+    if mean.ndim == 1:
+        mean = mean.view(1, -1, 1, 1)
+    if std.ndim == 1:
+        std = std.view(1, -1, 1, 1)
+    return out.sub_(mean).div_(std)
