@@ -357,9 +357,19 @@ def sweep(owner_pid: int, tag: str | None = None, creator_pid: int | None = None
         pattern += f"{tag}_"
         if creator_pid is not None:
             pattern += f"{creator_pid}_"
+    return _remove_files(pattern)
+
+
+def _remove_files(prefix: str, owner_is_dead: bool = False) -> int:
+    """Unlink the files named ``prefix*`` in every shm directory (only those whose owner pid has
+    exited, with ``owner_is_dead``); how many were removed."""
     removed = 0
     for d in _DIRS:
-        for path in glob.glob(os.path.join(glob.escape(d), glob.escape(pattern) + "*")):
+        for path in glob.glob(os.path.join(glob.escape(d), glob.escape(prefix) + "*")):
+            if owner_is_dead:
+                owner = os.path.basename(path)[len(PREFIX) :].split("_", 1)[0]
+                if not owner.isdigit() or _pid_alive(int(owner)):
+                    continue
             try:
                 os.unlink(path)
                 removed += 1
@@ -388,14 +398,4 @@ def sweep_dead_owners() -> int:
         >>> sweep_dead_owners() >= 0
         True
     """
-    removed = 0
-    for d in _DIRS:
-        for path in glob.glob(os.path.join(glob.escape(d), PREFIX + "*")):
-            owner = os.path.basename(path)[len(PREFIX):].split("_", 1)[0]
-            if owner.isdigit() and not _pid_alive(int(owner)):
-                try:
-                    os.unlink(path)
-                    removed += 1
-                except OSError:
-                    pass
-    return removed
+    return _remove_files(PREFIX, owner_is_dead=True)

@@ -70,8 +70,8 @@ def _torchvision_fetch(dataset: Any, cls: Any) -> Fetch | None:
     tv = sys.modules.get("torchvision.datasets")
     if tv is None or getattr(dataset, "target_transform", None) is not None:
         return None
-    norm = _to_tensor_normalize(getattr(dataset, "transform", None))
-    if norm is None:
+    convert = _batch_transform(getattr(dataset, "transform", None))
+    if convert is None:
         return None
     if cls.__getitem__ is tv.MNIST.__getitem__ and isinstance(dataset.data, torch.Tensor):
         data, targets = dataset.data, dataset.targets
@@ -79,7 +79,7 @@ def _torchvision_fetch(dataset: Any, cls: Any) -> Fetch | None:
         def mnist(idx: Sequence[int]) -> list[torch.Tensor]:
             i = _index(idx)
             images = data[i].unsqueeze(1)  # (N, 1, H, W): mode "L", one channel
-            return [_to_float(images, norm), targets[i].to(torch.int64)]
+            return [convert(images), targets[i].to(torch.int64)]
 
         return mnist
     if cls.__getitem__ is tv.CIFAR10.__getitem__ and isinstance(dataset.data, np.ndarray):
@@ -88,45 +88,42 @@ def _torchvision_fetch(dataset: Any, cls: Any) -> Fetch | None:
         def cifar(idx: Sequence[int]) -> list[torch.Tensor]:
             rows = np.asarray(idx, dtype=np.int64)
             images = torch.from_numpy(pixels[rows]).permute(0, 3, 1, 2)  # HWC -> CHW, as to_tensor does
-            return [_to_float(images, norm), torch.tensor([labels[j] for j in idx])]
+            return [convert(images), torch.tensor([labels[j] for j in idx])]
 
         return cifar
     return None
 
 
-_Normalize = tuple[Sequence[float], Sequence[float], bool] | None
-
-
-def _to_tensor_normalize(transform: Any) -> tuple[bool, _Normalize] | None:
-    """``(True, None)`` for ``ToTensor()``, ``(True, (mean, std, inplace))`` for
-    ``Compose([ToTensor(), Normalize(mean, std)])``; None for anything else."""
+def _batch_transform(transform: Any) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """uint8 (N, C, H, W) -> what ``transform`` gives per image, stacked: for ``ToTensor()`` and
+    ``Compose([ToTensor()[, Normalize(mean, std)]])``; None for anything else."""
     T = sys.modules.get("torchvision.transforms")
     if T is None or transform is None:
         return None
-    if type(transform) is T.ToTensor:
-        return True, None
-    if type(transform) is T.Compose:
-        steps = list(transform.transforms)
-        if len(steps) == 1 and type(steps[0]) is T.ToTensor:
-            return True, None
-        if len(steps) == 2 and type(steps[0]) is T.ToTensor and type(steps[1]) is T.Normalize:
-            n = steps[1]
-            return True, (n.mean, n.std, n.inplace)
+    steps = list(transform.transforms) if type(transform) is T.Compose else [transform]
+    if not steps or type(steps[0]) is not T.ToTensor:
+        return None
+    if len(steps) == 1:
+        return _to_float
+    if len(steps) == 2 and type(steps[1]) is T.Normalize:
+        mean, std = steps[1].mean, steps[1].std
+        return lambda images: _normalize(_to_float(images), mean, std)
     return None
 
 
-def _to_float(images: torch.Tensor, norm: tuple[bool, _Normalize]) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> what ``to_tensor`` (then ``normalize``) gives per image, stacked."""
-    out = images.contiguous().to(dtype=torch.get_default_dtype()).div(255)
-    params = norm[1]
-    if params is None:
-        return out
-    mean = torch.as_tensor(params[0], dtype=out.dtype)
-    std = torch.as_tensor(params[1], dtype=out.dtype)
-    if (std == 0).any():
-        raise ValueError(f"std evaluated to zero after conversion to {out.dtype}, leading to division by zero.")
-    if mean.ndim == 1:
-        mean = mean.view(1, -1, 1, 1)
-    if std.ndim == 1:
-        std = std.view(1, -1, 1, 1)
-    return out.sub_(mean).div_(std)
+def _to_float(images: torch.Tensor) -> torch.Tensor:
+    """``to_tensor``'s conversion of uint8 images, for a batch."""
+    return images.contiguous().to(dtype=torch.get_default_dtype()).div(255)
+
+
+def _normalize(batch: torch.Tensor, mean: Any, std: Any) -> torch.Tensor:
+    """``normalize``'s elementwise operations, for a batch (in place on a fresh batch)."""
+    mean_t = torch.as_tensor(mean, dtype=batch.dtype)
+    std_t = torch.as_tensor(std, dtype=batch.dtype)
+    if (std_t == 0).any():
+        raise ValueError(f"std evaluated to zero after conversion to {batch.dtype}, leading to division by zero.")
+    if mean_t.ndim == 1:
+        mean_t = mean_t.view(1, -1, 1, 1)
+    if std_t.ndim == 1:
+        std_t = std_t.view(1, -1, 1, 1)
+    return batch.sub_(mean_t).div_(std_t)
