@@ -94,6 +94,35 @@ def test_size_resizes_and_drafts_big_jpegs(tmp_path):
     )
 
 
+@pytest.mark.parametrize("mode", [None, "RGB", "L"])
+@pytest.mark.parametrize("gray", [False, True], ids=["color", "gray"])
+def test_small_resizes_decode_with_libjpeg_and_resize_like_pil(tmp_path, monkeypatch, mode, gray):
+    src = rgb(64, 48, 3)[..., 0] if gray else rgb(64, 48, 3)
+    jpg = save(src, tmp_path / "a.jpg", quality=95)
+    used = []
+    real = images_mod._decode_jpeg_fast
+    monkeypatch.setattr(images_mod, "_decode_jpeg_fast", lambda *a: used.append(a[2:]) or real(*a))
+    for size in [(56, 40), (80, 60), (40, 30)]:  # shrink by < 2x, enlarge, mixed aspect
+        out = decode_image(jpg, size=size, mode=mode)
+        ref = Image.open(io.BytesIO(jpg)).resize(size[::-1], Image.BILINEAR)
+        ref = np.asarray(ref.convert(mode) if mode else ref)
+        assert out.shape == ref.shape and out.dtype == np.uint8 and out.flags.c_contiguous
+        assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1  # torch's antialiased bilinear
+    assert used == [((56, 40),), ((80, 60),), ((40, 30),)]
+
+
+def test_jpeg_frame_reads_the_header_and_cmyk_stays_on_pil(tmp_path):
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (9, 7), (10, 20, 30, 40)).save(cmyk, "JPEG")
+    progressive = save(rgb(11, 13), tmp_path / "p.jpg", progressive=True)
+    assert images_mod.jpeg_frame(progressive) == (11, 13, 3)
+    assert images_mod.jpeg_frame(cmyk.getvalue()) == (7, 9, 4)
+    assert images_mod.jpeg_frame(b"\xff\xd8\xff\xe0\x00") is None
+    out = decode_image(cmyk.getvalue(), size=(6, 8), mode="RGB")
+    ref = np.asarray(Image.open(io.BytesIO(cmyk.getvalue())).resize((8, 6), Image.BILINEAR).convert("RGB"))
+    np.testing.assert_array_equal(out, ref)
+
+
 def test_mixed_sizes_give_a_variable_shape_column(tmp_path):
     for i, (h, w) in enumerate([(8, 8), (10, 6), (8, 8)]):
         save(rgb(h, w, i), tmp_path / f"{i}.png")

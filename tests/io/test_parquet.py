@@ -117,6 +117,22 @@ def test_columns_and_filter(tmp_path):
         rd.read_parquet(str(tmp_path), columns="id")
 
 
+@pytest.mark.parametrize(
+    "filter_",
+    [[("id", ">=", 7)], [[("id", ">=", 7)], [("id", "<", 1)]], "expression"],
+    ids=["dnf", "dnf-or", "expression"],
+)
+def test_filter_on_a_column_that_is_not_selected(tmp_path, filter_):
+    import pyarrow.compute as pc
+
+    write_blocks([sample_block(0, 10)], "parquet", str(tmp_path))
+    want = ["row7", "row8", "row9"] if filter_ == [("id", ">=", 7)] else ["row0", "row7", "row8", "row9"]
+    if filter_ == "expression":
+        filter_ = (pc.field("id") >= 7) | (pc.field("id") < 1)
+    got = read_all(str(tmp_path), columns=["name"], filter=filter_)
+    assert got.to_pydict() == {"name": want}
+
+
 def test_big_file_is_split_into_row_group_tasks(tmp_path):
     table = pa.table({"x": np.arange(10_000), "y": np.random.default_rng(0).random(10_000)})
     pq.write_table(table, tmp_path / "big.parquet", row_group_size=1000)

@@ -12,6 +12,7 @@ Three column kinds go beyond Arrow's primitives:
 
 from __future__ import annotations
 
+import functools
 import json
 import pickle
 from collections.abc import Sequence
@@ -118,16 +119,26 @@ def _as_numpy(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=512)
+def _fixed_tensor_type(dtype: np.dtype, shape: tuple[int, ...]) -> pa.DataType:
+    return pa.fixed_shape_tensor(pa.from_numpy_dtype(dtype), shape)
+
+
 def _fixed_tensor_column(arr: np.ndarray) -> pa.Array:
+    """A row-major fixed-shape tensor column over ``arr``'s memory (no copy when C-contiguous).
+
+    Built from its storage directly: a fraction of ``FixedShapeTensorArray.from_numpy_ndarray``'s
+    cost, which matters for the one-row tables a per-file reader makes."""
     arr = np.ascontiguousarray(arr)
     if arr.dtype == np.bool_ or arr.dtype.kind not in "biuf":
         raise TypeError(f"unsupported tensor dtype {arr.dtype}")
-    if len(arr) == 0:  # from_numpy_ndarray refuses empty arrays; build the empty column directly
-        value_type = pa.from_numpy_dtype(arr.dtype)
-        tensor_type = pa.fixed_shape_tensor(value_type, arr.shape[1:])
-        storage = pa.array([], pa.list_(value_type, int(np.prod(arr.shape[1:]))))
-        return pa.ExtensionArray.from_storage(tensor_type, storage)
-    return pa.FixedShapeTensorArray.from_numpy_ndarray(arr)
+    tensor_type = _fixed_tensor_type(arr.dtype, arr.shape[1:])
+    row_size = int(np.prod(arr.shape[1:]))
+    if row_size == 0:  # zero-size rows: flat values cannot tell the row count
+        storage = pa.array([[]] * len(arr), type=tensor_type.storage_type)
+    else:
+        storage = pa.FixedSizeListArray.from_arrays(pa.array(arr.reshape(-1), type=tensor_type.value_type), row_size)
+    return pa.ExtensionArray.from_storage(tensor_type, storage)
 
 
 def _variable_tensor_column(arrays: Sequence[np.ndarray]) -> pa.Array:
@@ -189,9 +200,8 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
             shapes = {a.shape for a in arrays}
             dtypes = {a.dtype for a in arrays}
             if len(shapes) == 1 and len(dtypes) == 1:
-                if arrays[0].ndim == 0:
-                    return pa.array(np.stack(arrays))
-                return _fixed_tensor_column(np.stack(arrays))
+                stacked = arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
+                return pa.array(stacked) if arrays[0].ndim == 0 else _fixed_tensor_column(stacked)
             if len({a.ndim for a in arrays}) == 1:
                 return _variable_tensor_column(arrays)
         return _object_column(values)

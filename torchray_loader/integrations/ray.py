@@ -551,6 +551,20 @@ def _collate_class() -> type:
     return TorchrayCollate
 
 
+def _with_plan_order(ray_dataset: Any) -> Any:
+    """``ray_dataset`` delivering blocks in plan order, on a private copy of its ``DataContext``.
+
+    Derived Ray datasets share their parent's context object, so the flag is set on a deep copy:
+    the caller's dataset keeps its own setting. Ray versions without ``Dataset.copy(_deep_copy=)``
+    get the dataset back unchanged (order then follows Ray's setting)."""
+    try:
+        ordered = type(ray_dataset).copy(ray_dataset, _deep_copy=True)
+    except (AttributeError, TypeError):  # pragma: no cover - older or newer Ray without it
+        return ray_dataset
+    ordered.context.execution_options.preserve_order = True
+    return ordered
+
+
 def _unbox(batches: Any) -> Iterator[Any]:
     for batch in batches:
         yield batch.value if isinstance(batch, _Collated) else batch
@@ -595,8 +609,10 @@ def ray_iterable_to_batches(
     ``(seed, epoch)`` each epoch. ``collate_fn`` gets a dict of numpy arrays (Ray semantics) and
     cannot be combined with ``dtypes``. ``device``: ``None`` keeps batches on the CPU; ``"auto"`` is
     the Ray Train worker's device inside Ray Train; anything else is a torch device to copy to.
-    ``skip_batches`` drops the epoch's first batches (a resume point): exact only where Ray's order
-    is deterministic (``to_ray(..., preserve_order=True)``, seeded shuffles, no streaming split).
+    A ``ray.data.Dataset`` is iterated with Ray's ``preserve_order`` on (on a copy of its context),
+    so a seed fixes the batch sequence. ``skip_batches`` drops the epoch's first batches (a resume
+    point): exact for a Dataset; for a DataIterator shard only where Ray's order is deterministic
+    (no streaming split reordering).
 
     Example:
         >>> import ray  # doctest: +SKIP
@@ -623,6 +639,10 @@ def ray_iterable_to_batches(
         raise ValueError(f"local_shuffle_buffer_size must be a positive int, got {local_shuffle_buffer_size!r}")
     buffer = local_shuffle_buffer_size
     shuffle_seed = None
+    if "Dataset" in names:
+        # A seed fixes the batch sequence and a resume point counts batches: both need Ray to
+        # deliver blocks in plan order (by default it may reorder them for throughput).
+        obj = _with_plan_order(obj)
     if shuffle:
         shuffle_seed = _epoch_seed(seed, epoch)
         if buffer is None:

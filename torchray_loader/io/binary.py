@@ -31,6 +31,11 @@ def read_file_bytes(fs: Any, path: str) -> bytes:
         >>> len(read_file_bytes(LocalFileSystem(), __file__)) > 0
         True
     """
+    if type(fs).__name__ == "LocalFileSystem" and type(fs).__module__.startswith("fsspec."):
+        # fsspec's local cat_file costs ~0.1 ms per call (path normalising, a file wrapper): a
+        # per-image cost that matters when a decode takes a few tenths of a millisecond.
+        with open(path, "rb") as f:
+            return f.read()
     return fs.cat_file(path)
 
 

@@ -4,8 +4,10 @@ Decoding takes the fast path where there is one:
 
 * JPEG without ``size``: libjpeg-turbo through ``torchvision.io.decode_jpeg`` on the raw bytes
   (bit-identical to PIL's decode, without PIL's per-image overhead);
-* JPEG with ``size`` smaller than the image: PIL's ``draft()`` lets libjpeg decode at 1/2, 1/4 or 1/8
-  scale (DCT scaling) before the bilinear resize, so a big photo is never fully decoded;
+* JPEG with ``size`` at most half the image: PIL's ``draft()`` lets libjpeg decode at 1/2, 1/4 or
+  1/8 scale (DCT scaling) before the bilinear resize, so a big photo is never fully decoded;
+* other JPEG resizes: the libjpeg-turbo decode, then torch's uint8 antialiased bilinear kernel
+  (within one level of PIL's ``BILINEAR``, about three times faster);
 * everything else (PNG, GIF, BMP, TIFF; other modes): PIL.
 
 As in Ray, ``size=(height, width)`` resizes (bilinear) and then ``mode`` converts (``"RGB"``, ``"L"``,
@@ -39,7 +41,7 @@ from .errors import ReadErrorPolicy
 from .paths import FileReadOptions, ReadUnit, plan_read
 from .read_task import ReadTask
 
-__all__ = ["plan_images", "read_image_unit", "decode_image", "IMAGE_EXTENSIONS"]
+__all__ = ["plan_images", "read_image_unit", "decode_image", "jpeg_frame", "IMAGE_EXTENSIONS"]
 
 #: Ray's default ``file_extensions`` for ``read_images``.
 IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif"]
@@ -85,8 +87,24 @@ def _torchvision_jpeg_decoder() -> Any:
 _JPEG_DECODER: Any = False  # resolved on first use, per process
 
 
-def _decode_jpeg_fast(data: bytes, mode: str | None) -> np.ndarray | None:
-    """libjpeg-turbo via torchvision; ``None`` when this path does not apply (then PIL decides)."""
+def _resize_hwc(chw: Any, size: tuple[int, int]) -> Any:
+    """A uint8 CHW tensor resized to ``size`` as an HWC tensor: bilinear with PIL's antialiasing
+    (torch's uint8 kernel; within one level of ``Image.resize(BILINEAR)``, at about a third of its cost)."""
+    import torch.nn.functional as F
+
+    if tuple(chw.shape[1:]) == size:
+        return chw.permute(1, 2, 0)
+    # Channels-last in, so channels-last out (torch's vectorised uint8 kernel): the decoder's CHW is
+    # a view of HWC memory, nothing is copied, and the result's HWC view is contiguous. (An NCHW view
+    # made by ``unsqueeze(0)`` has an ambiguous batch stride and comes back NCHW.)
+    nhwc = chw.permute(1, 2, 0).unsqueeze(0).permute(0, 3, 1, 2)
+    out = F.interpolate(nhwc, size=size, mode="bilinear", antialias=True, align_corners=False)
+    return out[0].permute(1, 2, 0)
+
+
+def _decode_jpeg_fast(data: bytes, mode: str | None, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """libjpeg-turbo via torchvision (then ``size``: torch's antialiased bilinear resize); ``None``
+    when this path does not apply (then PIL decides)."""
     global _JPEG_DECODER
     if _JPEG_DECODER is False:
         _JPEG_DECODER = _torchvision_jpeg_decoder()
@@ -102,12 +120,53 @@ def _decode_jpeg_fast(data: bytes, mode: str | None) -> np.ndarray | None:
         chw = _JPEG_DECODER(torch.frombuffer(bytearray(data), dtype=torch.uint8), read_mode)
     except RuntimeError:
         return None  # unusual or corrupt JPEG: PIL gives the verdict (and the error message)
+    if chw.shape[0] not in (1, 3):
+        return None  # CMYK and friends: PIL keeps Ray's semantics
+    hwc = (_resize_hwc(chw, size) if size is not None else chw.permute(1, 2, 0)).numpy()
     if chw.shape[0] == 1:
-        return chw[0].numpy()
-    if chw.shape[0] == 3:
-        hwc = chw.permute(1, 2, 0).numpy()
-        return _rgb_to_l(hwc) if mode == "L" else hwc
-    return None  # CMYK and friends: PIL keeps Ray's semantics
+        return hwc[..., 0]
+    return _rgb_to_l(hwc) if mode == "L" else np.ascontiguousarray(hwc)
+
+
+#: Start-of-frame markers (baseline, progressive, lossless, arithmetic); not DHT (C4), JPG (C8), DAC (CC).
+_SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """``(height, width, components)`` from a JPEG's start-of-frame header, ``None`` if not found.
+
+    A header scan (microseconds), where ``PIL.Image.open`` costs tens of them: the resize path needs
+    the size before it picks a decoder.
+
+    Example:
+        >>> import io
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (5, 3)).save(buf, "JPEG")
+        >>> jpeg_frame(buf.getvalue())
+        (3, 5, 3)
+    """
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # TEM, RSTn: no length field
+            i += 2
+            continue
+        length = (data[i + 2] << 8) | data[i + 3]
+        if marker in _SOF_MARKERS:
+            if i + 10 > n or length < 8:
+                return None
+            height = (data[i + 5] << 8) | data[i + 6]
+            width = (data[i + 7] << 8) | data[i + 8]
+            return height, width, data[i + 9]
+        if marker in (0xD9, 0xDA) or length < 2:  # end of image, start of scan: no frame header
+            return None
+        i += 2 + length
+    return None
 
 
 _WARM = False
@@ -146,6 +205,13 @@ def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str 
         arr = _decode_jpeg_fast(data, mode)
         if arr is not None:
             return arr
+    if is_jpeg and size is not None and mode in (None, "RGB", "L"):
+        frame = jpeg_frame(data)
+        # One or three components (PIL's "L"/"RGB"; four is CMYK) and no DCT-scaling gain.
+        if frame is not None and frame[2] in (1, 3) and not (2 * size[0] <= frame[0] and 2 * size[1] <= frame[1]):
+            arr = _decode_jpeg_fast(data, mode, size)
+            if arr is not None:
+                return arr
     Image = _pil()
     img = Image.open(io.BytesIO(data))
     if size is not None:

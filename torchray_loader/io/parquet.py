@@ -54,6 +54,32 @@ def _as_expression(filter: Any) -> Any:
     return pq.filters_to_expression(filter)
 
 
+def _dnf_columns(filter: Any) -> set[str] | None:
+    """Column names a DNF filter (``[("x", ">", 1)]`` or a list of such lists) refers to; ``None``
+    for an expression (pyarrow exposes no field list for it)."""
+    if filter is None or not isinstance(filter, (list, tuple)):
+        return None
+    terms = [t for group in filter for t in group] if filter and isinstance(filter[0], list) else list(filter)
+    return {str(t[0]) for t in terms}
+
+
+def _columns_to_read(schema: pa.Schema, cols: list[str] | None, filter: Any, expr: Any) -> list[str] | None:
+    """``cols`` plus what ``filter`` needs, in file order (``None``: all columns).
+
+    A filter may test columns that are not selected: they are read, filtered on, then dropped."""
+    if cols is None or expr is None:
+        return cols
+    named = _dnf_columns(filter)
+    if named is not None:
+        wanted = set(cols) | (named & set(schema.names))
+        return [n for n in schema.names if n in wanted]
+    try:  # an expression over the selected columns only binds on their (empty) projection
+        pa.Table.from_batches([], schema=pa.schema([schema.field(c) for c in cols])).filter(expr)
+        return cols
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
 def read_parquet_unit(
     fs: Any,
     unit: ReadUnit,
@@ -91,11 +117,14 @@ def read_parquet_unit(
         if reference is not None:
             _check_schema(schema, reference, cols, shown)
         groups = unit.part if unit.part is not None else range(pf.num_row_groups)
+        read_cols = _columns_to_read(schema, cols, filter, expr)
         produced = False
         for rg in groups:
-            table = pf.read_row_group(rg, columns=cols)
+            table = pf.read_row_group(rg, columns=read_cols)
             if expr is not None:
                 table = table.filter(expr)
+                if read_cols != cols:
+                    table = table.select(cols)
             produced = True
             yield table
         if not produced:  # an empty file still tells its schema
