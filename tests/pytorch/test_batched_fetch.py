@@ -94,3 +94,27 @@ def test_per_sample_path_kept_where_equality_is_not_known(trl_mnist_root):
     # ...and the per-sample path still matches DataLoader for the overriding subclass
     expected, actual = _both(_OverridesGetItem(t), batch_size=4, shuffle=True)
     assert_same_batches(expected, actual)
+
+
+def _seed_worker(worker_id):
+    torch.manual_seed(worker_id)
+
+
+def test_vectorised_gathers_run_in_the_consumer_at_any_num_workers(monkeypatch):
+    ds = _tensor_dataset()
+    expected = list(DataLoader(ds, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3), num_workers=2))
+
+    def no_pools(*args, **kwargs):
+        raise AssertionError("a vectorised gather started worker processes")
+
+    monkeypatch.setattr(RayStyleLoader, "_get_pools", no_pools)
+    loader = RayStyleLoader(ds, batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3), num_workers=2)
+    assert_same_batches(expected, list(loader))
+    # A worker_init_fn is the user's code to run in workers: then workers run.
+    monkeypatch.undo()
+    with_init = RayStyleLoader(ds, batch_size=8, num_workers=2, worker_init_fn=_seed_worker)
+    started = []
+    real = RayStyleLoader._get_pools
+    monkeypatch.setattr(RayStyleLoader, "_get_pools", lambda self, *a: started.append(a) or real(self, *a))
+    assert_same_batches(list(DataLoader(ds, batch_size=8)), list(with_init))
+    assert started

@@ -26,9 +26,11 @@ from pathlib import Path
 
 import psutil
 from leak_checks import live_children, transfer_files  # tests/leak_checks.py: what a leak is
+from torch.utils.data import TensorDataset
 
 __all__ = [
     "REPO_ROOT",
+    "PerSampleTensors",
     "alive",
     "child_env",
     "finish_child",
@@ -39,6 +41,16 @@ __all__ = [
     "wait_gone",
     "workers",
 ]
+
+class PerSampleTensors(TensorDataset):
+    """A ``TensorDataset`` fetched sample by sample in worker processes, as a user's own dataset is.
+
+    (``RayStyleLoader`` gathers a plain ``TensorDataset`` in the training process, vectorised, whatever
+    ``num_workers`` is; these tests are about what happens to the workers.)"""
+
+    def __getitem__(self, index: int) -> tuple:
+        return super().__getitem__(index)
+
 
 #: The repository root: child interpreters import the package from here (no install needed).
 REPO_ROOT = Path(__file__).resolve().parents[2]

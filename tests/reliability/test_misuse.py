@@ -25,7 +25,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader, IterableDataset, TensorDataset
+from reliability_helpers import PerSampleTensors
+from torch.utils.data import DataLoader, IterableDataset
 
 import torchray_loader as rd
 
@@ -101,14 +102,14 @@ def run_in_threads(loader, n: int = 2) -> dict[int, object]:
 
 @pytest.mark.parametrize("kind", ["map", "arrow"])
 def test_two_threads_iterating_one_loader_each_get_a_whole_epoch(kind):
-    data = TensorDataset(torch.arange(40)) if kind == "map" else rd.range(40, override_num_blocks=4)
+    data = PerSampleTensors(torch.arange(40)) if kind == "map" else rd.range(40, override_num_blocks=4)
     loader = rd.RayStyleLoader(data, batch_size=4, shuffle=True, num_workers=2)
     results = run_in_threads(loader)
     assert results == {0: list(range(40)), 1: list(range(40))}
 
 
 def test_persistent_workers_serve_one_thread_at_a_time():
-    loader = rd.RayStyleLoader(TensorDataset(torch.arange(40)), batch_size=4, num_workers=2, persistent_workers=True)
+    loader = rd.RayStyleLoader(PerSampleTensors(torch.arange(40)), batch_size=4, num_workers=2, persistent_workers=True)
     first = iter(loader)
     got = ids([next(first)])
     outcome: dict[str, object] = {}
@@ -195,7 +196,7 @@ def test_a_dataset_with_zero_rows(fresh_data_context, workers):
         assert ds.count() == 0 and ds.take_all() == []
     loader = rd.RayStyleLoader(rd.range(0), batch_size=4, num_workers=workers)
     assert list(loader) == [] and len(loader) == 0
-    empty = TensorDataset(torch.arange(0))
+    empty = PerSampleTensors(torch.arange(0))
     assert list(rd.RayStyleLoader(empty, batch_size=4, num_workers=workers)) == list(DataLoader(empty, batch_size=4))
 
 
@@ -208,7 +209,7 @@ def test_a_batch_size_larger_than_the_dataset(fresh_data_context, drop_last):
     loader = rd.RayStyleLoader(rd.range(7), batch_size=100, drop_last=drop_last, num_workers=2)
     assert [b["id"].tolist() for b in loader] == expected
     assert len(loader) == len(expected)
-    data = TensorDataset(torch.arange(7))
+    data = PerSampleTensors(torch.arange(7))
     mine = [b[0].tolist() for b in rd.RayStyleLoader(data, batch_size=100, drop_last=drop_last, num_workers=2)]
     assert mine == [b[0].tolist() for b in DataLoader(data, batch_size=100, drop_last=drop_last)]
 
@@ -220,7 +221,7 @@ def test_more_workers_than_cores_works_and_warns(fresh_data_context, caplog):
         got = ids(rd.range(300, override_num_blocks=30).map_batches(lambda b: b).iter_batches(batch_size=7))
     assert collections.Counter(got) == collections.Counter(range(300))
     assert any("above the" in r.getMessage() and "CPU cores" in r.getMessage() for r in caplog.records)
-    data = TensorDataset(torch.arange(30))
+    data = PerSampleTensors(torch.arange(30))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # DataLoader's own "suggested max number of worker" warning
         loader = rd.RayStyleLoader(data, batch_size=4, num_workers=cores + 3)

@@ -27,8 +27,7 @@ import time
 import psutil
 import pytest
 import torch
-from reliability_helpers import live_children, wait_gone
-from torch.utils.data import TensorDataset
+from reliability_helpers import PerSampleTensors, live_children, wait_gone
 
 import torchray_loader as rd
 
@@ -52,7 +51,7 @@ def make_loader(kind: str) -> rd.RayStyleLoader:
     if kind == "arrow":
         data = rd.range(N, override_num_blocks=40).map_batches(heavy)
     else:
-        data = TensorDataset(torch.arange(N), torch.ones(N, 400))
+        data = PerSampleTensors(torch.arange(N), torch.ones(N, 400))
     return rd.RayStyleLoader(data, batch_size=BATCH, shuffle=True, seed=7, num_workers=2)
 
 

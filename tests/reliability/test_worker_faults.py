@@ -31,9 +31,9 @@ import numpy as np
 import psutil
 import pytest
 import torch
-from reliability_helpers import first_time, wait_gone, workers
+from reliability_helpers import PerSampleTensors, first_time, wait_gone, workers
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import IterableDataset, TensorDataset
+from torch.utils.data import IterableDataset
 
 import torchray_loader as rd
 from torchray_loader.errors import TaskTimeoutError, UserCodeError, WorkerDiedError
@@ -283,7 +283,7 @@ def train_until_boom(batches, at: int) -> int:
             id="dataset",
         ),
         pytest.param(
-            lambda: rd.RayStyleLoader(TensorDataset(torch.arange(200)), batch_size=4, num_workers=2),
+            lambda: rd.RayStyleLoader(PerSampleTensors(torch.arange(200)), batch_size=4, num_workers=2),
             id="loader-map",
         ),
         pytest.param(

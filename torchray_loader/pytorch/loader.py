@@ -977,6 +977,13 @@ class RayStyleLoader(IterableDataset):
         return self._fetch_map(ep, stream, processes)
 
     def _fetch_map(self, ep: _Epoch, stream: Iterator[Any], processes: int) -> Iterator[Any]:
+        gather = batched_fetch(self.dataset, self.collate_fn) if self._auto_collation else None
+        if gather is not None and self.worker_init_fn is None:
+            # A vectorised gather from memory costs microseconds a batch, less than handing a batch
+            # over from a worker: it runs here whatever num_workers is (same batches, no processes).
+            for index in stream:
+                yield gather(index)
+            return
         if processes == 0:
             for index in stream:
                 yield _fetch(self.dataset, self._auto_collation, self.collate_fn, index)
