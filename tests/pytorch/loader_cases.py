@@ -157,6 +157,14 @@ def collate_sum(batch: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(batch)).sum(0)
 
 
+def collate_worker_id(batch: list[Any]) -> tuple[Any, int]:
+    """``default_collate`` plus the id of the worker that collated (-1 in the main process)."""
+    from torch.utils.data import default_collate
+
+    info = get_worker_info()
+    return default_collate(batch), -1 if info is None else info.id
+
+
 def collate_pil(batch: list[Any]) -> list[tuple[tuple[int, int], str, bytes]]:
     return [(im.size, im.mode, im.tobytes()) for im in batch]
 

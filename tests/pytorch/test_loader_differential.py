@@ -28,6 +28,7 @@ from loader_cases import (
     collate_list,
     collate_pil,
     collate_sum,
+    collate_worker_id,
     mark_init,
 )
 from torch.utils.data import (
@@ -108,6 +109,15 @@ def test_pil_with_default_collate_raises_like_dataloader(nw):
 def test_custom_collate_fn(nw, collate):
     expected, actual = _both(TensorDS, batch_size=3, shuffle=True, num_workers=nw, collate_fn=collate)
     assert_same_batches(expected, actual)
+
+
+@pytest.mark.parametrize("nw", [0, 2])
+def test_collate_fn_sees_the_worker_info_as_in_dataloader(nw):
+    # (default_collate itself runs without it in workers: its batch goes through the transfer file,
+    # not torch shared memory; the batches are the same, as every other test here checks.)
+    expected, actual = _both(TensorDS, batch_size=3, num_workers=nw, collate_fn=collate_worker_id)
+    assert_same_batches(expected, actual)
+    assert {w for _, w in actual} == ({-1} if nw == 0 else {0, 1})
 
 
 @pytest.mark.parametrize("nw", [0, 2])
