@@ -52,6 +52,24 @@ def test_objects_and_strings():
     assert column_from_values(["a", "b"]).type == pa.string()
 
 
+def test_object_columns_carry_tensors_of_every_kind():
+    samples = [
+        (torch.rand(1, 4, 4), 5),  # a torchvision-style sample: written as a numpy array
+        torch.arange(6).reshape(2, 3).T,  # non-contiguous
+        torch.rand(2, requires_grad=True),  # these keep torch's own reduction:
+        torch.ones(2, dtype=torch.bfloat16),
+        torch.tensor([1 + 2j]).conj(),
+        {"nested": [torch.tensor(3)], "fn": abs},
+    ]
+    back = list(column_to_numpy(column_from_values(samples)))
+    assert torch.equal(back[0][0], samples[0][0]) and back[0][1] == 5
+    assert torch.equal(back[1], samples[1])
+    assert back[2].requires_grad and torch.equal(back[2].detach(), samples[2].detach())
+    assert back[3].dtype == torch.bfloat16 and torch.equal(back[4].resolve_conj(), samples[4].resolve_conj())
+    assert torch.equal(back[5]["nested"][0], torch.tensor(3)) and back[5]["fn"] is abs
+    assert all(type(t) is torch.Tensor for t in (back[0][0], back[1], back[2], back[3]))
+
+
 def test_schema_prints_like_ray():
     block = block_from_batch(
         {
