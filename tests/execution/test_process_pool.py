@@ -495,6 +495,8 @@ def test_keyboard_interrupt_in_consumer_loop(live_children):
 def test_ctrl_c_while_waiting_for_workers():
     """SIGINT lands while the consumer is blocked waiting: workers ignore it, the consumer stops, and
     the pool can run again (its bookkeeping was restored)."""
+    # Python's handler, even where this process inherited an ignored SIGINT (a background job).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with ProcessPool(2, make_ctx()) as pool:
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
         timer.start()
@@ -503,6 +505,7 @@ def test_ctrl_c_while_waiting_for_workers():
                 list(pool.imap(sleep_then, [(i, 1.0) for i in range(4)]))
         finally:
             timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         assert list(pool.imap(square, range(8))) == [i * i for i in range(8)]
 
 

@@ -115,6 +115,9 @@ def start_child(code: str, *args: str, new_session: bool = False) -> subprocess.
 
     ``new_session``: the child leads its own process group, so it may signal that group (a
     simulated Ctrl-C) without reaching pytest."""
+    # A shell without job control starts background jobs with SIGINT ignored, and Python keeps an
+    # ignored SIGINT: the child restores Python's own handler, so a simulated Ctrl-C is one.
+    code = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n" + code
     return subprocess.Popen(
         [sys.executable, "-c", code, *args],
         stdout=subprocess.PIPE,
