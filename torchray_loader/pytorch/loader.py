@@ -190,12 +190,18 @@ def _collate(collate_fn: Callable[[Any], Any], data: Any) -> Any:
 
 
 def _fetch(dataset: Any, auto_collation: bool, collate_fn: Callable[[Any], Any], index: Any) -> Any:
-    """DataLoader's map-style fetch: ``__getitems__`` when the dataset has it, else ``__getitem__``;
-    for well-known in-memory datasets, one vectorised gather with the same result."""
+    """A map-style batch: for well-known in-memory datasets one vectorised gather, else
+    :func:`_fetch_samples` (both give DataLoader's result)."""
     if auto_collation:
         fast = batched_fetch(dataset, collate_fn)
         if fast is not None:
             return fast(index)
+    return _fetch_samples(dataset, auto_collation, collate_fn, index)
+
+
+def _fetch_samples(dataset: Any, auto_collation: bool, collate_fn: Callable[[Any], Any], index: Any) -> Any:
+    """DataLoader's map-style fetch: ``__getitems__`` when the dataset has it, else ``__getitem__``."""
+    if auto_collation:
         getitems = getattr(dataset, "__getitems__", None)
         data = getitems(index) if getitems else [dataset[i] for i in index]
     else:
@@ -991,7 +997,7 @@ class RayStyleLoader(IterableDataset):
 
     def _fetch_map(self, ep: _Epoch, stream: Iterator[Any], processes: int) -> Iterator[Any]:
         gather = batched_fetch(self.dataset, self.collate_fn) if self._auto_collation else None
-        if gather is not None and self.worker_init_fn is None:
+        if gather is not None and (self.worker_init_fn is None or processes == 0):
             # A vectorised gather from memory costs microseconds a batch, less than handing a batch
             # over from a worker: it runs here whatever num_workers is (same batches, no processes).
             for index in stream:
@@ -999,7 +1005,7 @@ class RayStyleLoader(IterableDataset):
             return
         if processes == 0:
             for index in stream:
-                yield _fetch(self.dataset, self._auto_collation, self.collate_fn, index)
+                yield _fetch_samples(self.dataset, self._auto_collation, self.collate_fn, index)
             return
         ctx = self._ctx(processes)
         pools, persistent = self._get_pools(processes, processes, ctx)
