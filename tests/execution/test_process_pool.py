@@ -262,6 +262,44 @@ def test_zero_copy_writable_result():
     assert int(a.sum()) == 7 * (1 << 20) and int(b[0]) == 2
 
 
+def mark_started(args):
+    """Leave a file named after the item: proof that its task ran."""
+    folder, i = args
+    open(os.path.join(folder, str(i)), "w").close()
+    return i
+
+
+def _wait_for_file(path, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_start_submits_before_the_first_next(tmp_path):
+    """A consumer driving several pools in turn starts them all at once (``start=True``)."""
+    with ProcessPool(1, make_ctx()) as pool:
+        lazy = pool.imap(mark_started, [(str(tmp_path / "lazy"), 0)])
+        os.mkdir(tmp_path / "lazy")
+        eager = pool.imap(mark_started, [(str(tmp_path), 0)], start=True)
+        assert _wait_for_file(tmp_path / "0"), "start=True did not submit the first task"
+        assert list(eager) == [0]  # the priming step is not a result
+        assert os.listdir(tmp_path / "lazy") == []  # without start, nothing runs before next()
+        assert list(lazy) == [0]
+
+
+def test_worker_gets_more_tasks_while_the_caller_holds_a_result(tmp_path):
+    """Refill happens before a result is yielded, not at the next ``next()``: a caller that is busy
+    with a batch (or drives another pool) never leaves the worker idle."""
+    with ProcessPool(1, make_ctx()) as pool:
+        it = pool.imap(mark_started, [(str(tmp_path), i) for i in range(5)])
+        assert next(it) == 0
+        assert _wait_for_file(tmp_path / "1"), "the next task was not submitted before yielding"
+        assert list(it) == [1, 2, 3, 4]
+
+
 def test_time_to_first_result_is_small():
     t0 = time.perf_counter()
     with ProcessPool(2, make_ctx("fork")) as pool:

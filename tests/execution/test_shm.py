@@ -262,3 +262,52 @@ def test_sliced_tables_send_only_the_slice():
         assert type(out) is type(part) and out.equals(part) and out.schema == part.schema
     whole = shm.dumps_to_shm(table)  # unsliced tables keep the plain (zero-copy) pickling
     assert shm.loads_from_shm(whole).equals(table)
+
+
+# ----------------------------------------------------------------------------- arenas (results built in place)
+
+
+def test_arena_result_crosses_without_writing_its_buffer(monkeypatch):
+    written = []
+    real_write = shm._write_all
+    monkeypatch.setattr(shm, "_write_all", lambda fd, view, off: (written.append(view.nbytes), real_write(fd, view, off)))
+    with shm.task_arena() as arena:
+        big = torch.frombuffer(shm.arena_buffer(4 << 20), dtype=torch.float32).view(1024, 1024)
+        big.fill_(2.0)
+        small = np.arange(100_000)  # outside the arena: written after it
+        ref = shm.dumps_to_shm({"big": big, "small": small}, arena=arena)
+    assert ref.path is not None and os.path.exists(ref.path)  # handed over: task_arena's exit keeps it
+    assert max(written) < 4 << 20, "the arena buffer was copied"
+    out = shm.loads_from_shm(ref)
+    assert not os.path.exists(ref.path)
+    assert out["big"].shape == (1024, 1024) and float(out["big"].sum()) == 2.0 * (1 << 20)
+    assert out["small"].tolist() == list(range(100_000))
+    out["big"][0, 0] = 5.0  # private, writable, as every loaded result
+    assert float(out["big"][0, 0]) == 5.0
+
+
+def test_arena_not_handed_over_is_removed():
+    with pytest.raises(RuntimeError), shm.task_arena() as arena:
+        buf = shm.arena_buffer(1 << 20)
+        path = arena.path
+        assert buf is not None and os.path.exists(path)
+        raise RuntimeError("the task failed after allocating")
+    assert not os.path.exists(path)
+    with shm.task_arena() as arena:  # a result without arena buffers: an ordinary file, arena removed
+        buf = shm.arena_buffer(1 << 20)
+        path = arena.path
+        ref = shm.dumps_to_shm(np.ones(1 << 18))
+    assert ref.path != path and not os.path.exists(path)
+    assert float(shm.loads_from_shm(ref).sum()) == float(1 << 18)
+    assert shm.arena_buffer(10) is None  # no arena outside a task
+
+
+def test_arena_on_a_full_directory_gives_no_buffer(monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with shm.task_arena() as arena:
+        assert shm.arena_buffer(1 << 20) is None  # the caller falls back to private memory
+        path = arena.path
+    assert path is None or not os.path.exists(path)

@@ -1,7 +1,8 @@
 """Worker pools: the one interface the executor and the loader use to run tasks.
 
 ``TaskPool.imap(fn, items)`` runs ``fn(item)`` for each item, lazily pulling ``items`` and yielding
-results, in item order when ``ordered``. ``fn`` reaches each worker once per ``imap`` call; items and
+results, in item order when ``ordered``. Tasks are first submitted at the first ``next()``, or at the
+call with ``start=True`` (a consumer that drives several pools in turn starts them all at once). ``fn`` reaches each worker once per ``imap`` call; items and
 results travel per task. Errors in ``fn`` surface in the consumer as the original exception type
 chained to a ``UserCodeError`` (see ``errors.raise_user_error``).
 
@@ -77,7 +78,13 @@ class TaskPool(Protocol):
     num_workers: int
 
     def imap(
-        self, fn: Callable[[Any], Any], items: Iterable[Any], *, ordered: bool = True, name: str = ""
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        name: str = "",
+        start: bool = False,
     ) -> Iterator[Any]: ...
 
     def close(self) -> None: ...
@@ -105,9 +112,15 @@ class InlinePool:
     num_workers = 0
 
     def imap(
-        self, fn: Callable[[Any], Any], items: Iterable[Any], *, ordered: bool = True, name: str = ""
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        name: str = "",
+        start: bool = False,
     ) -> Iterator[Any]:
-        for item in items:
+        for item in items:  # ``start`` has nothing to do: tasks run when their result is asked for
             yield run_user_task(fn, item)
 
     def close(self) -> None:

@@ -290,10 +290,13 @@ def _worker_main(
                 except Exception as exc:
                     fns[imap_id] = _FailedFn(exc)
             item = shm.loads_from_shm(item_ref)
-            result = fns[imap_id](item)
-            del item
-            reply: tuple[Any, ...] = (_OK, tid, shm.dumps_to_shm(result, owner_pid=owner_pid, tag=tag))
-            del result
+            # The task may build its result in place in the transfer file (shm.arena_buffer).
+            with shm.task_arena(owner_pid, tag) as arena:
+                result = fns[imap_id](item)
+                del item
+                ref = shm.dumps_to_shm(result, owner_pid=owner_pid, tag=tag, arena=arena)
+                reply: tuple[Any, ...] = (_OK, tid, ref)
+                del result
         except BaseException as exc:  # SystemExit from user code too: the worker lives on
             reply = (_ERR, tid, *_pack_error(exc, op_name))
         if not _send(conn, reply):
@@ -595,12 +598,19 @@ class ProcessPool:
     # ------------------------------------------------------------------ public API
 
     def imap(
-        self, fn: Callable[[Any], Any], items: Iterable[Any], *, ordered: bool = True, name: str = ""
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        name: str = "",
+        start: bool = False,
     ) -> Iterator[Any]:
         """Run ``fn(item)`` in the workers for each item of ``items`` (pulled lazily).
 
         Yields results in item order when ``ordered``, else as they complete. Closing the returned
-        generator early cancels the outstanding tasks; the pool stays usable.
+        generator early cancels the outstanding tasks; the pool stays usable. With ``start``, the
+        first tasks are submitted before this returns, not at the first ``next()``.
 
         Example:
             >>> from torchray_loader.context import DataContext
@@ -615,7 +625,10 @@ class ProcessPool:
             raise TypeError(
                 f"fn of operator {name or self.name!r} cannot be sent to worker processes: {exc}"
             ) from exc
-        return self._imap(fn_bytes, iter(items), ordered, name or self.name)
+        gen = self._imap(fn_bytes, iter(items), ordered, name or self.name, start)
+        if start:
+            next(gen)  # runs up to the first submission (and its ``finally`` now guards the tasks)
+        return gen
 
     def close(self) -> None:
         """Stop all workers and remove this pool's shared-memory files. Idempotent.
@@ -637,10 +650,13 @@ class ProcessPool:
 
     # ------------------------------------------------------------------ imap driver
 
-    def _imap(self, fn_bytes: bytes, items: Iterator[Any], ordered: bool, name: str) -> Iterator[Any]:
+    def _imap(self, fn_bytes: bytes, items: Iterator[Any], ordered: bool, name: str, start: bool) -> Iterator[Any]:
         st = _Imap(next(self._imap_ids), fn_bytes, name, ordered, items)
         self._imaps[st.id] = st
         try:
+            if start:
+                self._fill(st)
+                yield None  # consumed by imap(): not a result
             while True:
                 self._check_open()
                 if self._fatal is not None:
@@ -649,6 +665,9 @@ class ProcessPool:
                     _, value, _, err = self._take_ready(st)
                     if err is not None:
                         self._raise_packed(err, st.name)
+                    # Refill before yielding: the caller may hold this result for a long time (or
+                    # drive another pool meanwhile), and the worker must not idle until it is back.
+                    self._fill(st)
                     yield value
                     continue
                 if st.error is not None:

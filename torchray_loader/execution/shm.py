@@ -21,6 +21,11 @@ Invariants:
 * Small objects (less than ``INLINE_THRESHOLD`` bytes in all) travel inline in the ref: a file costs
   a few syscalls, more than copying a few KiB. Larger ones put their pickle stream into the file too,
   so a ref is always small.
+* A producer that knows a large result's size can build it in place, in the file that will carry it
+  (:func:`task_arena` / :func:`arena_buffer`): ``dumps_to_shm`` then writes only what lies outside
+  the arena, and the result crosses with no copy at all. Arena space is reserved with
+  ``posix_fallocate``, so a full ``/dev/shm`` is an error at allocation (the caller falls back to
+  private memory), never a ``SIGBUS`` at first touch.
 """
 
 from __future__ import annotations
@@ -35,13 +40,19 @@ import pickle
 import secrets
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
+import numpy as np
 
 __all__ = [
     "INLINE_THRESHOLD",
+    "TransferArena",
+    "arena_buffer",
+    "task_arena",
     "PREFIX",
     "ShmRef",
     "discard",
@@ -265,8 +276,128 @@ def _write_file(raws: list[memoryview], spans: list[tuple[int, int]], size: int,
             raise
 
 
+class TransferArena:
+    """Space in a future transfer file, handed out as writable buffers (page-aligned regions).
+
+    Arrays built in these buffers and then pickled by ``dumps_to_shm(obj, arena=arena)`` are not
+    copied: their spans point into the regions. The file is created at the first :meth:`buffer`;
+    until it is handed over, :meth:`close` removes it.
+
+    Example:
+        >>> import numpy as np
+        >>> arena = TransferArena()
+        >>> arr = np.frombuffer(arena.buffer(8 * 100_000), dtype=np.float64)
+        >>> arr[:] = 1.0
+        >>> ref = dumps_to_shm(arr, arena=arena)
+        >>> float(loads_from_shm(ref).sum())
+        100000.0
+    """
+
+    def __init__(self, owner_pid: int | None = None, tag: str = "x") -> None:
+        self.owner_pid = owner_pid if owner_pid is not None else os.getpid()
+        self.tag = tag
+        self.path: str | None = None
+        self.size = 0  # bytes of the file handed out as regions (a multiple of the page size)
+        self._fd: int | None = None
+        self._regions: list[tuple[int, int, int]] = []  # (address, nbytes, file offset)
+
+    def buffer(self, nbytes: int) -> memoryview | None:
+        """A writable buffer of ``nbytes`` in the file, or None when the shm directory is full."""
+        if self._fd is None:
+            try:
+                self._fd, self.path = _new_file(self.owner_pid, self.tag, _DIRS[:1])
+            except OSError:
+                return None
+        offset = self.size
+        length = max(nbytes, 1)
+        try:
+            os.posix_fallocate(self._fd, offset, length)
+        except OSError:  # full (or a file system without fallocate): the caller uses private memory
+            return None
+        mm = mmap.mmap(self._fd, length, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+        self.size = offset + (length + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+        view = memoryview(mm)[:nbytes]
+        self._regions.append((_address(view) if nbytes else 0, nbytes, offset))
+        return view
+
+    def span_of(self, raw: memoryview) -> tuple[int, int] | None:
+        """``(file offset, length)`` of ``raw`` when it lies inside one of the regions."""
+        n = raw.nbytes
+        if not n or not self._regions:
+            return None
+        addr = _address(raw)
+        for start, length, offset in self._regions:
+            if start <= addr and addr + n <= start + length:
+                return offset + addr - start, n
+        return None
+
+    def handed_over(self) -> None:
+        """The file now belongs to a ref: keep it."""
+        self.path = None
+        self.close()
+
+    def close(self) -> None:
+        """Close the file; remove it unless it was handed over. Idempotent. Regions still
+        referenced stay valid memory (each is its own mapping)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if self.path is not None:
+            _unlink_quietly(self.path)
+            self.path = None
+        self._regions = []
+
+
+def _address(raw: memoryview) -> int:
+    return int(np.frombuffer(raw.cast("B") if raw.ndim != 1 or raw.format != "B" else raw, np.uint8).ctypes.data)
+
+
+_ACTIVE_ARENA: TransferArena | None = None
+
+
+@contextmanager
+def task_arena(owner_pid: int | None = None, tag: str = "x") -> Iterator[TransferArena]:
+    """Make an arena the target of :func:`arena_buffer` for the duration of one task.
+
+    The producer passes the yielded arena to ``dumps_to_shm``; whatever it did not hand over is
+    removed on exit.
+
+    Example:
+        >>> with task_arena() as arena:
+        ...     buf = arena_buffer(1 << 20)
+        ...     ref = dumps_to_shm(np.frombuffer(buf, np.uint8), arena=arena)
+        >>> loads_from_shm(ref).nbytes
+        1048576
+    """
+    global _ACTIVE_ARENA
+    arena = TransferArena(owner_pid, tag)
+    previous, _ACTIVE_ARENA = _ACTIVE_ARENA, arena
+    try:
+        yield arena
+    finally:
+        _ACTIVE_ARENA = previous
+        arena.close()
+
+
+def arena_buffer(nbytes: int) -> memoryview | None:
+    """A writable buffer inside the current task's transfer file, or None (no task arena here, as in
+    the main process, or no space): then the caller allocates ordinary memory.
+
+    Example:
+        >>> arena_buffer(1024) is None  # outside task_arena()
+        True
+    """
+    arena = _ACTIVE_ARENA
+    return None if arena is None else arena.buffer(nbytes)
+
+
 def dumps_to_shm(
-    obj: Any, *, owner_pid: int | None = None, tag: str = "x", threshold: int = INLINE_THRESHOLD
+    obj: Any,
+    *,
+    owner_pid: int | None = None,
+    tag: str = "x",
+    threshold: int = INLINE_THRESHOLD,
+    arena: TransferArena | None = None,
 ) -> ShmRef:
     """Pickle ``obj`` for another process; large buffers go into one shared-memory file.
 
@@ -287,6 +418,12 @@ def dumps_to_shm(
     buffers: list[pickle.PickleBuffer] = []
     payload = dumps(obj, buffer_callback=buffers.append)
     raws = [b.raw() for b in buffers]
+    if arena is not None and arena.path is not None:
+        ref = _dumps_into_arena(payload, raws, arena)
+        if ref is not None:
+            for b in buffers:
+                b.release()
+            return ref
     total = len(payload) + sum(r.nbytes for r in raws)
     if total < threshold:
         return ShmRef(payload, inline=tuple(bytearray(r) for r in raws))
@@ -301,6 +438,35 @@ def dumps_to_shm(
     for b in buffers:
         b.release()
     return ShmRef(b"", path, tuple(spans), max(offset, 1))
+
+
+def _dumps_into_arena(payload: bytes, raws: list[memoryview], arena: TransferArena) -> ShmRef | None:
+    """The ref of an object some of whose buffers were built in ``arena``: only the pickle stream
+    and the other buffers are written, after the arena's regions. None when no buffer lies in the
+    arena or the write fails (the caller then writes a fresh file as usual)."""
+    located = [arena.span_of(r) for r in raws]
+    if not any(located):
+        return None
+    assert arena._fd is not None and arena.path is not None
+    writes: list[tuple[memoryview, int]] = []
+    offset = arena.size
+    spans: list[tuple[int, int]] = []
+    for raw, span in zip([memoryview(payload), *raws], [None, *located], strict=True):
+        if span is None:
+            offset = (offset + _ALIGN - 1) // _ALIGN * _ALIGN
+            span = (offset, raw.nbytes)
+            writes.append((raw, offset))
+            offset += raw.nbytes
+        spans.append(span)
+    try:
+        os.ftruncate(arena._fd, max(offset, arena.size))
+        for raw, off in writes:
+            _write_all(arena._fd, raw, off)
+    except OSError:
+        return None
+    ref = ShmRef(b"", arena.path, tuple(spans), max(offset, arena.size, 1))
+    arena.handed_over()
+    return ref
 
 
 def loads_from_shm(ref: ShmRef) -> Any:

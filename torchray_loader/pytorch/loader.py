@@ -72,6 +72,7 @@ from ..integrations.ray import is_ray_dataset, ray_iterable_to_batches
 from ..io.read_task import ReadTask
 from ..plan import InputBlocks, LogicalOp, MapStage, Read
 from .batched_fetch import batched_fetch
+from .collate import collate_into_transfer_file
 from .convert import numpy_to_torch_value
 from .device import DeviceFeeder
 from .sampling import (
@@ -177,15 +178,16 @@ def _forget_workers(prefix: str) -> None:
 
 
 def _collate(collate_fn: Callable[[Any], Any], data: Any) -> Any:
-    """``collate_fn(data)``; ``default_collate`` without worker info in a worker process.
+    """``collate_fn(data)``; in a worker process, ``default_collate`` is replaced by
+    :func:`collate_into_transfer_file` (same result).
 
     In a worker, ``default_collate`` builds the batch in torch shared memory (DataLoader then hands
     it over by file descriptor): several times the cost of a plain stack. Here the transfer file is
-    the handoff, so the batch is built in private memory. Other collate functions see the worker
+    the handoff, so large tensors are stacked inside it. Other collate functions see the worker
     info as in DataLoader."""
     if collate_fn is default_collate and _torch_worker._worker_info is not None:
         with _no_worker_info():
-            return collate_fn(data)
+            return collate_into_transfer_file(data)
     return collate_fn(data)
 
 
@@ -1017,7 +1019,8 @@ class RayStyleLoader(IterableDataset):
             for v, pool in enumerate(pools):
                 spec = _WorkerSpec(f"{key}-{v}", v, processes, ep.base_seed or 0, self.worker_init_fn, os.getpid())
                 fn = functools.partial(_fetch_in_worker, spec, dataset, self._auto_collation, self.collate_fn)
-                gens.append(pool.imap(fn, splitter.stream(v), name=f"{type(self.dataset).__name__}.fetch"))
+                name = f"{type(self.dataset).__name__}.fetch"
+                gens.append(pool.imap(fn, splitter.stream(v), name=name, start=True))
             # Batch n comes from worker n % k; when one worker has nothing left, no later batch exists.
             for n in itertools.count():
                 try:
@@ -1075,7 +1078,8 @@ class RayStyleLoader(IterableDataset):
                 fn = functools.partial(
                     _iterable_task, spec, epoch_key, dataset, self.batch_size, self.drop_last, self.collate_fn
                 )
-                gens.append(pool.imap(fn, itertools.count(), name=f"{type(self.dataset).__name__}.__iter__"))
+                name = f"{type(self.dataset).__name__}.__iter__"
+                gens.append(pool.imap(fn, itertools.count(), name=name, start=True))
             active = list(range(workers))
             # Round-robin over workers, skipping exhausted ones: DataLoader's in-order interleaving.
             while active:
