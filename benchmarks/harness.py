@@ -11,7 +11,7 @@ process tree and the time to first batch are those of a fresh training script:
   same pipeline object: new DataLoader workers, a new torchray execution, Ray already started), so
   one-off costs (imports in workers, page cache) are in the time to first batch, not in rows/s;
 * **peak RSS** is the largest sum of RSS over the job process and all its descendants, sampled by a
-  thread every 0.1 s; **peak PSS** (same, shared pages split between the processes that map them, so
+  separate process (not a thread: no GIL contention with the loader) every 0.1 s; **peak PSS** (same, shared pages split between the processes that map them, so
   forked workers are not counted several times) is sampled every 0.5 s.
 
 The consumer loop touches each batch minimally (reads one element) so the loader is what is measured.
@@ -25,7 +25,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -114,49 +113,82 @@ def _tree(root: psutil.Process) -> list[psutil.Process]:
         return [root]
 
 
+def _tree_memory(root: psutil.Process, pss: bool, exclude: int) -> tuple[int, int]:
+    """``(RSS, PSS)`` summed over ``root`` and its descendants except ``exclude`` (PSS 0 unless ``pss``)."""
+    rss = pss_total = 0
+    for p in _tree(root):
+        if p.pid == exclude:
+            continue
+        try:
+            if pss:
+                info = p.memory_full_info()
+                rss += info.rss
+                pss_total += getattr(info, "pss", info.rss)
+            else:
+                rss += p.memory_info().rss
+        except psutil.Error:
+            continue
+    return rss, pss_total
+
+
+def sampler_main(pid: int, interval: float, pss_every: int) -> None:
+    """Body of the sampler process: sample the tree of ``pid`` until a line arrives on stdin, then
+    print the peaks as JSON."""
+    import select
+
+    root = psutil.Process(pid)
+    me = os.getpid()
+    peak_rss = peak_pss = 0
+    i = 0
+    print("ready", flush=True)
+    while True:
+        rss, pss = _tree_memory(root, i % pss_every == 0, me)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        i += 1
+        if select.select([sys.stdin], [], [], interval)[0]:
+            break
+    rss, pss = _tree_memory(root, True, me)
+    print(json.dumps({"rss": max(peak_rss, rss), "pss": max(peak_pss, pss)}), flush=True)
+
+
 class MemorySampler:
-    """Peak RSS (every ``interval`` s) and peak PSS (every ``pss_every`` samples) of this process tree."""
+    """Peak RSS (every ``interval`` s) and peak PSS (every ``pss_every`` samples) of this process tree.
+
+    The sampling runs in a separate process: psutil's ``/proc`` parsing in a thread of the measured
+    process held its GIL about 10% of the time, which slowed loaders whose batches cost microseconds
+    (and not those whose batches cost milliseconds), so it skewed the ratios it was part of.
+    """
 
     def __init__(self, interval: float = 0.1, pss_every: int = 5) -> None:
         self.interval = interval
         self.pss_every = pss_every
         self.peak_rss = 0
         self.peak_pss = 0
-        self._stop = threading.Event()
-        self._root = psutil.Process(os.getpid())
-        self._thread = threading.Thread(target=self._loop, name="bench-memory-sampler", daemon=True)
-
-    def sample(self, pss: bool) -> None:
-        rss = pss_total = 0
-        for p in _tree(self._root):
-            try:
-                if pss:
-                    info = p.memory_full_info()
-                    rss += info.rss
-                    pss_total += getattr(info, "pss", info.rss)
-                else:
-                    rss += p.memory_info().rss
-            except psutil.Error:
-                continue
-        self.peak_rss = max(self.peak_rss, rss)
-        if pss:
-            self.peak_pss = max(self.peak_pss, pss_total)
-
-    def _loop(self) -> None:
-        i = 0
-        while not self._stop.wait(self.interval):
-            i += 1
-            self.sample(pss=i % self.pss_every == 0)
+        self._proc: subprocess.Popen[str] | None = None
 
     def __enter__(self) -> MemorySampler:
-        self.sample(pss=True)
-        self._thread.start()
+        code = "import sys; from benchmarks.harness import sampler_main; a = sys.argv[1:]; sampler_main(int(a[0]), float(a[1]), int(a[2]))"
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(os.getpid()), str(self.interval), str(self.pss_every)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,
+        )
+        assert self._proc.stdout is not None
+        if self._proc.stdout.readline().strip() != "ready":  # the first sample is taken: the base counts
+            raise RuntimeError("the memory sampler process did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sample(pss=True)
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            out, _ = proc.communicate("stop\n", timeout=60)
+            peaks = json.loads(out.strip().splitlines()[-1])
+            self.peak_rss, self.peak_pss = peaks["rss"], peaks["pss"]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def current_rss_mb() -> float:
@@ -207,7 +239,8 @@ def _read_one(leaf: Any) -> None:
     if not len(shape) or not all(shape):
         return
     if type(leaf).__module__.startswith("torch") and leaf.device.type == "cpu" and not leaf.requires_grad:
-        leaf = leaf.numpy()  # 4x cheaper than tensor indexing + .item()
+        leaf.numpy().item(0)  # a few times cheaper than tensor indexing + .item()
+        return
     v = leaf[(0,) * len(shape)]
     if hasattr(v, "item"):
         v.item()
@@ -247,15 +280,18 @@ def measure(
     *,
     warm_epochs: int = 1,
     warmup_max_s: float = 5.0,
+    min_warm_s: float = 3.0,
     consume: Callable[[Any], int] = consume,
 ) -> Result:
-    """Fill ``result`` with the time to first batch, rows/s of a warm epoch and peak memory.
+    """Fill ``result`` with the time to first batch, rows/s of warm epochs and peak memory.
 
     ``setup()`` builds the pipeline (timed as part of the time to first batch) and returns a
     zero-argument callable that gives a fresh iterable over one epoch each time it is called.
     With ``warm_epochs``, the first (cold) epoch is a warm-up that stops (``break``) after
-    ``warmup_max_s`` seconds; rows/s is then the median over the warm epochs. Without, rows/s is
-    that of the whole cold epoch, set-up included.
+    ``warmup_max_s`` seconds; then at least ``warm_epochs`` warm epochs run, more while they took
+    less than ``min_warm_s`` in all, and rows/s is their rows over their time (each epoch's start-up
+    included): a 0.2 s epoch alone is mostly noise on a shared machine. Without, rows/s is that of
+    the whole cold epoch, set-up included.
     """
     import gc
 
@@ -291,7 +327,7 @@ def measure(
             result.extra["warmup"] = f"stopped after {rows} rows"
         warm_times, warm_rows = [], []
         limit = MAX_EPOCH_S or float("inf")
-        for _ in range(warm_epochs):
+        while warm_epochs and (len(warm_times) < warm_epochs or sum(warm_times) < min_warm_s):
             t1 = time.perf_counter()
             n = 0
             partial = False
@@ -313,12 +349,15 @@ def measure(
             if partial:
                 result.notes.append(f"partial epoch: {n:,} rows in {warm_times[-1]:.0f} s")
                 result.extra["partial_epoch"] = True
+                break
             elif complete and n != rows:
                 result.notes.append(f"warm epoch gave {n} rows, first epoch {rows}")
+                break
         if warm_times:
             result.rows = warm_rows[0]
             result.epoch_s = statistics.median(warm_times)
-            result.rows_per_s = result.rows / result.epoch_s if result.epoch_s > 0 else None
+            result.rows_per_s = sum(warm_rows) / sum(warm_times) if sum(warm_times) > 0 else None
+            result.extra["warm_epochs"] = len(warm_times)
         epoch = None
     result.peak_rss_mb = round(mem.peak_rss / MB, 1)
     result.peak_pss_mb = round(mem.peak_pss / MB, 1) if mem.peak_pss else None
