@@ -300,6 +300,24 @@ def test_worker_gets_more_tasks_while_the_caller_holds_a_result(tmp_path):
         assert list(it) == [1, 2, 3, 4]
 
 
+def faults_reallocating(nbytes):
+    """Page faults of allocating, touching and freeing ``nbytes`` a second time in this process."""
+    import resource
+
+    np.ones(nbytes, np.uint8)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    np.ones(nbytes, np.uint8)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_workers_reuse_freed_memory():
+    """A sample's buffers (here 4 MiB) are reused from the heap, not mapped and faulted in afresh
+    for every sample (one page fault per 4 KiB)."""
+    with ProcessPool(1, make_ctx()) as pool:
+        faults = list(pool.imap(faults_reallocating, [4 << 20] * 3))
+    assert max(faults) < 100, faults
+
+
 def test_time_to_first_result_is_small():
     t0 = time.perf_counter()
     with ProcessPool(2, make_ctx("fork")) as pool:

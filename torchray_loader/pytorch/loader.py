@@ -910,8 +910,10 @@ class RayStyleLoader(IterableDataset):
             self._persistent_thread = me
             self._persistent_users += 1
 
-    def _release_persistent(self) -> None:
-        with _PERSISTENT_LOCK:
+    def _release_persistent(self, _lock: Any = _PERSISTENT_LOCK) -> None:
+        # The lock is bound at definition: an iterator left open at interpreter exit is finalized
+        # after module globals are cleared, and must still release cleanly.
+        with _lock:
             self._persistent_users -= 1
             if not self._persistent_users:
                 self._persistent_thread = None
