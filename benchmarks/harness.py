@@ -11,8 +11,9 @@ process tree and the time to first batch are those of a fresh training script:
   same pipeline object: new DataLoader workers, a new torchray execution, Ray already started), so
   one-off costs (imports in workers, page cache) are in the time to first batch, not in rows/s;
 * **peak RSS** is the largest sum of RSS over the job process and all its descendants, sampled by a
-  separate process (not a thread: no GIL contention with the loader) every 0.1 s; **peak PSS** (same, shared pages split between the processes that map them, so
-  forked workers are not counted several times) is sampled every 0.5 s.
+  separate process (not a thread: no GIL contention with the loader) every 0.1 s; **peak PSS** (same,
+  shared pages split between the processes that map them, so forked workers are not counted several
+  times) is sampled every 2 s and at the end (a PSS sample makes the kernel walk every page table).
 
 The consumer loop touches each batch minimally (reads one element) so the loader is what is measured.
 """
@@ -113,53 +114,103 @@ def _tree(root: psutil.Process) -> list[psutil.Process]:
         return [root]
 
 
-def _tree_memory(root: psutil.Process, pss: bool, exclude: int) -> tuple[int, int]:
-    """``(RSS, PSS)`` summed over ``root`` and its descendants except ``exclude`` (PSS 0 unless ``pss``)."""
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def _rss(pid: int) -> int:
+    with open(f"/proc/{pid}/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size from the kernel's one-line summary (``smaps_rollup``): psutil's
+    ``memory_full_info`` parses the whole ``smaps`` (~1,000 mappings a torch process) in Python, and
+    that cost (tens of ms a process) came out of the measured loader's CPU time."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except FileNotFoundError:  # kernels before 4.14
+        pass
+    return getattr(psutil.Process(pid).memory_full_info(), "pss", 0)
+
+
+def _tree_memory(pids: list[int], pss: bool) -> tuple[int, int]:
+    """``(RSS, PSS)`` summed over ``pids`` (PSS 0 unless ``pss``); processes that exited count 0."""
     rss = pss_total = 0
-    for p in _tree(root):
-        if p.pid == exclude:
-            continue
+    for pid in pids:
         try:
+            rss += _rss(pid)
             if pss:
-                info = p.memory_full_info()
-                rss += info.rss
-                pss_total += getattr(info, "pss", info.rss)
-            else:
-                rss += p.memory_info().rss
-        except psutil.Error:
+                pss_total += _pss(pid)
+        except (OSError, ValueError, psutil.Error):
             continue
     return rss, pss_total
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and its descendants, from ``/proc/<pid>/task/<tid>/children`` (psutil's ``children``
+    scans every process of the machine: ~20 ms a call)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+            except OSError:
+                if not os.path.exists("/proc/self/task"):  # pragma: no cover - no procfs children
+                    return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    return out
+
+
 def sampler_main(pid: int, interval: float, pss_every: int) -> None:
     """Body of the sampler process: sample the tree of ``pid`` until a line arrives on stdin, then
-    print the peaks as JSON."""
+    print the peaks as JSON. The tree is listed again with every PSS sample (a scan of all of
+    ``/proc``), RSS is read from ``statm`` in between: the sampler must cost next to nothing."""
     import select
 
-    root = psutil.Process(pid)
     me = os.getpid()
+
+    def tree() -> list[int]:
+        return [p for p in _descendants(pid) if p != me]
+
+    pids = tree()
     peak_rss = peak_pss = 0
     i = 0
     print("ready", flush=True)
     while True:
-        rss, pss = _tree_memory(root, i % pss_every == 0, me)
-        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss)
+        pss = i % pss_every == 0
+        if pss:
+            pids = tree()
+        rss, pss_total = _tree_memory(pids, pss)
+        peak_rss, peak_pss = max(peak_rss, rss), max(peak_pss, pss_total)
         i += 1
         if select.select([sys.stdin], [], [], interval)[0]:
             break
-    rss, pss = _tree_memory(root, True, me)
-    print(json.dumps({"rss": max(peak_rss, rss), "pss": max(peak_pss, pss)}), flush=True)
+    rss, pss_total = _tree_memory(tree(), True)
+    print(json.dumps({"rss": max(peak_rss, rss), "pss": max(peak_pss, pss_total)}), flush=True)
 
 
 class MemorySampler:
-    """Peak RSS (every ``interval`` s) and peak PSS (every ``pss_every`` samples) of this process tree.
+    """Peak RSS (every ``interval`` s) and peak PSS (every ``pss_every`` samples, and at the end) of
+    this process tree.
+
+    PSS costs the kernel a walk of every page table (~35 ms a 600 MB process): sampled every 0.5 s
+    over three processes, it took a fifth of a core away from the loaders being measured.
 
     The sampling runs in a separate process: psutil's ``/proc`` parsing in a thread of the measured
     process held its GIL about 10% of the time, which slowed loaders whose batches cost microseconds
     (and not those whose batches cost milliseconds), so it skewed the ratios it was part of.
     """
 
-    def __init__(self, interval: float = 0.1, pss_every: int = 5) -> None:
+    def __init__(self, interval: float = 0.1, pss_every: int = 20) -> None:
         self.interval = interval
         self.pss_every = pss_every
         self.peak_rss = 0

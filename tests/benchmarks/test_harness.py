@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(120)
 
 def test_memory_sampler_sees_the_peak_and_leaves_no_process():
     before = {p.pid for p in psutil.Process().children(recursive=True)}
-    with MemorySampler(interval=0.02) as mem:
+    with MemorySampler(interval=0.02, pss_every=1) as mem:
         block = np.ones(300 * MB, dtype=np.uint8)  # touched: resident
         time.sleep(0.3)
         del block
