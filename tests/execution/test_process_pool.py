@@ -517,6 +517,11 @@ def test_unpicklable_item_is_a_type_error():
     with ProcessPool(1, make_ctx()) as pool:
         with pytest.raises(TypeError, match="item 1 of operator 'stage'"):
             list(pool.imap(square, [1, (i for i in range(2))], name="stage"))
+        # The results before the bad item are delivered first, then the error.
+        it = pool.imap(square, [3, (i for i in range(2)), 4], name="stage")
+        assert next(it) == 9
+        with pytest.raises(TypeError, match="item 1 of operator 'stage'"):
+            next(it)
 
 
 # ----------------------------------------------------------------------------- cleanup

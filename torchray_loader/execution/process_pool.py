@@ -691,7 +691,12 @@ class ProcessPool:
                         self._raise_packed(err, st.name)
                     # Refill before yielding: the caller may hold this result for a long time (or
                     # drive another pool meanwhile), and the worker must not idle until it is back.
-                    self._fill(st)
+                    # A failure to submit (an unpicklable item, an error pulling the next item) is
+                    # raised at the next call, after this good result, as it was before the refill.
+                    try:
+                        self._fill(st)
+                    except Exception as exc:
+                        st.error = exc
                     yield value
                     continue
                 if st.error is not None:
