@@ -107,13 +107,6 @@ class Job:
 # ---------------------------------------------------------------------------------------- memory
 
 
-def _tree(root: psutil.Process) -> list[psutil.Process]:
-    try:
-        return [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return [root]
-
-
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -123,9 +116,9 @@ def _rss(pid: int) -> int:
 
 
 def _pss(pid: int) -> int:
-    """Proportional set size from the kernel's one-line summary (``smaps_rollup``): psutil's
-    ``memory_full_info`` parses the whole ``smaps`` (~1,000 mappings a torch process) in Python, and
-    that cost (tens of ms a process) came out of the measured loader's CPU time."""
+    """Proportional set size from the kernel's summary (``smaps_rollup``), not psutil's
+    ``memory_full_info``, which parses the whole ``smaps`` (~1,000 mappings a torch process). Either
+    way the kernel walks every page table (~35 ms a 600 MB process): sample it rarely."""
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
@@ -151,29 +144,34 @@ def _tree_memory(pids: list[int], pss: bool) -> tuple[int, int]:
 
 def _descendants(pid: int) -> list[int]:
     """``pid`` and its descendants, from ``/proc/<pid>/task/<tid>/children`` (psutil's ``children``
-    scans every process of the machine: ~20 ms a call)."""
+    scans every process of the machine: ~20 ms a call; it is the fallback where the kernel does not
+    list children)."""
+    if not os.path.exists(f"/proc/{pid}/task/{pid}/children"):  # pragma: no cover - kernel option
+        try:
+            return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+        except psutil.Error:
+            return [pid]
     out, todo = [], [pid]
     while todo:
         p = todo.pop()
         out.append(p)
         try:
             tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
+        except OSError:  # exited
             continue
         for tid in tids:
             try:
                 with open(f"/proc/{p}/task/{tid}/children") as f:
                     todo.extend(int(c) for c in f.read().split())
-            except OSError:
-                if not os.path.exists("/proc/self/task"):  # pragma: no cover - no procfs children
-                    return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+            except OSError:  # the thread exited meanwhile
+                continue
     return out
 
 
 def sampler_main(pid: int, interval: float, pss_every: int) -> None:
     """Body of the sampler process: sample the tree of ``pid`` until a line arrives on stdin, then
-    print the peaks as JSON. The tree is listed again with every PSS sample (a scan of all of
-    ``/proc``), RSS is read from ``statm`` in between: the sampler must cost next to nothing."""
+    print the peaks as JSON. The tree is listed again with every PSS sample; RSS is read from
+    ``statm`` in between: the sampler must cost next to nothing."""
     import select
 
     me = os.getpid()
@@ -205,9 +203,7 @@ class MemorySampler:
     PSS costs the kernel a walk of every page table (~35 ms a 600 MB process): sampled every 0.5 s
     over three processes, it took a fifth of a core away from the loaders being measured.
 
-    The sampling runs in a separate process: psutil's ``/proc`` parsing in a thread of the measured
-    process held its GIL about 10% of the time, which slowed loaders whose batches cost microseconds
-    (and not those whose batches cost milliseconds), so it skewed the ratios it was part of.
+    The sampling runs in a separate process, so none of its work holds the measured process's GIL.
     """
 
     def __init__(self, interval: float = 0.1, pss_every: int = 20) -> None:
@@ -243,7 +239,7 @@ class MemorySampler:
 
 
 def current_rss_mb() -> float:
-    return sum(p.memory_info().rss for p in _tree(psutil.Process(os.getpid()))) / MB
+    return _tree_memory(_descendants(os.getpid()), pss=False)[0] / MB
 
 
 # ---------------------------------------------------------------------------------------- batches
