@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+import torchvision.transforms as T
 from loader_cases import ShardedIterable, assert_same
 from PIL import Image
 
@@ -86,6 +87,15 @@ def _datasets(root: str) -> dict[str, torch.utils.data.Dataset]:
         "fakedata": torchvision.datasets.FakeData(size=21, image_size=(3, 8, 8), num_classes=4),
         "imagefolder": torchvision.datasets.ImageFolder(os.path.join(root, "folder")),
         "tensor": torch.utils.data.TensorDataset(torch.arange(15), torch.arange(15.0)),
+        # datasets read by one vectorised gather per range (batched_fetch.batched_samples):
+        "mnist_to_tensor": torchvision.datasets.MNIST(root, train=True, download=False, transform=T.ToTensor()),
+        "cifar10_normalize": LocalCIFAR10(root, train=False, download=False, transform=T.Compose(
+            [T.ToTensor(), T.Normalize((0.5, 0.4, 0.3), (0.2, 0.3, 0.25))]
+        )),
+        "subset_of_mnist": torch.utils.data.Subset(
+            torchvision.datasets.MNIST(root, train=True, download=False, transform=T.ToTensor()), [9, 0, 33, 4, 4]
+        ),
+        "tensor_one_column": torch.utils.data.TensorDataset(torch.arange(30.0).reshape(10, 3)),
     }
 
 
@@ -96,7 +106,10 @@ def test_schema_prints_item_object(data_root):
 
 
 @pytest.mark.parametrize("nw", [0, 2])
-@pytest.mark.parametrize("name", ["mnist", "cifar10", "fakedata", "imagefolder", "tensor"])
+@pytest.mark.parametrize("name", [
+    "mnist", "cifar10", "fakedata", "imagefolder", "tensor",
+    "mnist_to_tensor", "cifar10_normalize", "subset_of_mnist", "tensor_one_column",
+])
 def test_items_equal_the_dataset_in_order(data_root, name, nw, fresh_data_context):
     fresh_data_context.num_workers = nw
     torch_ds = _datasets(data_root)[name]
@@ -105,6 +118,25 @@ def test_items_equal_the_dataset_in_order(data_root, name, nw, fresh_data_contex
     assert len(items) == len(torch_ds)
     for i, item in enumerate(items):
         assert_same(torch_ds[i], item, f"{name}[{i}]")
+
+
+@pytest.mark.parametrize("name,gathered", [("mnist_to_tensor", True), ("subset_of_mnist", True), ("mnist", False)])
+def test_known_datasets_are_gathered_per_range(data_root, name, gathered, monkeypatch, fresh_data_context):
+    fresh_data_context.num_workers = 0  # the read runs in this process, where the spy sees it
+    from torchray_loader.pytorch import from_torch as module
+
+    used = []
+    original = module.batched_samples
+
+    def spy(dataset):
+        gather = original(dataset)
+        used.append(gather is not None)
+        return gather
+
+    monkeypatch.setattr(module, "batched_samples", spy)
+    torch_ds = _datasets(data_root)[name]
+    rows = list(rd.from_torch(torch_ds).iter_rows())
+    assert len(rows) == len(torch_ds) and used and all(u is gathered for u in used)
 
 
 class PidDataset(torch.utils.data.Dataset):

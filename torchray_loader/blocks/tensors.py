@@ -13,15 +13,15 @@ Three column kinds go beyond Arrow's primitives:
 from __future__ import annotations
 
 import functools
-import io
 import json
 import pickle
 from collections.abc import Sequence
 from typing import Any
 
-import cloudpickle
 import numpy as np
 import pyarrow as pa
+
+from .object_pickle import dumps_object
 
 __all__ = [
     "VariableShapeTensorType",
@@ -159,41 +159,8 @@ def _variable_tensor_column(arrays: Sequence[np.ndarray]) -> pa.Array:
     return pa.ExtensionArray.from_storage(VariableShapeTensorType(value_type, ndims.pop()), storage)
 
 
-#: torch dtypes numpy has (a tensor of another dtype keeps torch's own reduction).
-_NUMPY_TORCH_DTYPES = frozenset(
-    "float16 float32 float64 complex64 complex128 int8 int16 int32 int64 uint8 bool".split()
-)
-
-
-class _ObjectPickler(cloudpickle.CloudPickler):
-    """cloudpickle, with plain CPU tensors written as numpy arrays.
-
-    torch reduces a tensor to a ``torch.save`` archive of its storage: about 0.2 ms to write and
-    0.2 ms to read for an MNIST-sized sample, ten times a numpy array's cost. Values are equal;
-    views of one storage inside one object come back as separate tensors."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        cls = type(obj)
-        if cls.__name__ == "Tensor" and cls.__module__ == "torch":
-            import torch
-
-            if (
-                obj.layout == torch.strided and obj.device.type == "cpu" and not obj.requires_grad
-                and str(obj.dtype).removeprefix("torch.") in _NUMPY_TORCH_DTYPES
-                and not obj.is_conj() and not obj.is_neg()
-            ):
-                return torch.from_numpy, (obj.numpy(),)
-        return super().reducer_override(obj)
-
-
-def _dumps_object(value: Any) -> bytes:
-    buf = io.BytesIO()
-    _ObjectPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    return buf.getvalue()
-
-
 def _object_column(values: Sequence[Any]) -> pa.Array:
-    storage = pa.array([_dumps_object(v) for v in values], type=pa.large_binary())
+    storage = pa.array([dumps_object(v) for v in values], type=pa.large_binary())
     return pa.ExtensionArray.from_storage(PythonObjectType(), storage)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Subset, TensorDataset, default_collate
 
-__all__ = ["batched_fetch"]
+__all__ = ["batched_fetch", "batched_samples"]
 
 Fetch = Callable[[Sequence[int]], Any]
 
@@ -44,6 +44,33 @@ def batched_fetch(dataset: Any, collate_fn: Callable[[Any], Any]) -> Fetch | Non
     if collate_fn is not default_collate:
         return None
     return _fetch_for(dataset)
+
+
+def batched_samples(dataset: Any) -> Fetch | None:
+    """A function ``indices -> [dataset[i] for i in indices]`` that gathers the samples as one batch,
+    or None when ``dataset`` has no known vectorised equivalent.
+
+    Samples are what ``__getitem__`` returns: a tuple of tensors for ``TensorDataset``, ``(image,
+    int label)`` for the torchvision datasets; tensors are views of the gathered batch.
+
+    Example:
+        >>> ds = TensorDataset(torch.arange(10), torch.arange(10) * 2)
+        >>> batched_samples(ds)([3, 1])
+        [(tensor(3), tensor(6)), (tensor(1), tensor(2))]
+    """
+    fetch = _fetch_for(dataset)
+    if fetch is None:
+        return None
+    while type(dataset).__getitem__ is Subset.__getitem__:
+        dataset = dataset.dataset
+    if type(dataset).__getitem__ is TensorDataset.__getitem__:
+        return lambda idx: list(zip(*(column.unbind(0) for column in fetch(idx)), strict=True))
+
+    def image_label(idx: Sequence[int]) -> list[Any]:
+        images, labels = fetch(idx)
+        return list(zip(images.unbind(0), labels.tolist(), strict=True))
+
+    return image_label
 
 
 def _fetch_for(dataset: Any) -> Fetch | None:

@@ -3,7 +3,8 @@
 As in Ray, each sample becomes one row whose ``item`` column holds the sample as a Python object
 (schema ``item  <class 'object'>``). Unlike Ray (one sequential read task), a map-style dataset is cut
 into index ranges read in parallel by the worker processes; a torch ``IterableDataset`` is read by one
-task (its order is only defined sequentially).
+task (its order is only defined sequentially). Datasets :func:`.batched_fetch.batched_samples` knows
+(``TensorDataset``, torchvision's in-memory MNIST and CIFAR families) gather a range as one batch.
 
 Invariant: the rows come out in index order (``dataset[0]``, ``dataset[1]``, ...) whatever the number
 of workers; block boundaries depend only on ``len(dataset)`` and ``override_num_blocks``.
@@ -22,6 +23,7 @@ from ..blocks.tensors import PythonObjectType, _object_column
 from ..dataset import Dataset
 from ..io.read_task import ReadTask
 from ..plan import Read
+from .batched_fetch import batched_samples
 
 __all__ = ["from_torch"]
 
@@ -34,8 +36,14 @@ def _item_block(samples: list[Any]) -> pa.Table:
 
 
 def _read_range(dataset: Any, start: int, stop: int) -> Iterator[pa.Table]:
-    getitems = getattr(dataset, "__getitems__", None)
-    samples = list(getitems(list(range(start, stop)))) if getitems else [dataset[i] for i in range(start, stop)]
+    indices = list(range(start, stop))
+    gather = batched_samples(dataset)
+    if gather is not None:
+        samples = gather(indices)
+    elif (getitems := getattr(dataset, "__getitems__", None)) is not None:
+        samples = list(getitems(indices))
+    else:
+        samples = [dataset[i] for i in indices]
     yield _item_block(samples)
 
 
