@@ -20,11 +20,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from ..blocks import column_from_values, column_to_numpy
 from ..context import DataContext
 from ..io.read_task import ReadTask
 from ..plan.compute import ActorPoolStrategy
 from ..plan.operators import AllToAll, InputBlocks, Limit, LogicalOp, MapStage, Read, Union
 from ..plan.transforms import BlockTransform, run_chain
+from . import shm
 from .pool import TaskPool, make_pool
 from .stats import ExecutionStats
 
@@ -44,8 +46,42 @@ class TaskResult:
 
 def _timed(gen: Iterator[pa.Table]) -> TaskResult:
     t0, c0 = time.perf_counter(), time.process_time()
-    blocks = [b for b in gen if b.num_rows > 0 or b.num_columns > 0]
+    blocks = [_tensors_in_transfer_file(b) for b in gen if b.num_rows > 0 or b.num_columns > 0]
     return TaskResult(blocks, time.perf_counter() - t0, time.process_time() - c0)
+
+
+#: Smallest chunked tensor column worth rebuilding in the transfer file.
+_MIN_CONTIGUOUS_BYTES = 1 << 20
+
+
+def _tensors_in_transfer_file(block: pa.Table) -> pa.Table:
+    """``block`` with each fixed-shape tensor column of several chunks (a read task's per-file
+    tables: one chunk per image) rebuilt as one chunk inside the task's transfer file.
+
+    The copy replaces the one the transfer would make, and the consumer then slices batches out of
+    one array instead of concatenating a chunk per row. Without a transfer file (an inline task) or
+    with null rows, the block is returned unchanged.
+    """
+    for i, field in enumerate(block.schema):
+        column = block.column(i)
+        if column.num_chunks < 2 or not isinstance(field.type, pa.FixedShapeTensorType) or column.null_count:
+            continue
+        shape = tuple(field.type.shape)
+        dtype = np.dtype(field.type.value_type.to_pandas_dtype())
+        nbytes = block.num_rows * int(np.prod(shape)) * dtype.itemsize
+        if nbytes < _MIN_CONTIGUOUS_BYTES:
+            continue
+        buf = shm.arena_buffer(nbytes)
+        if buf is None:
+            return block
+        out = np.frombuffer(buf, dtype=dtype).reshape(block.num_rows, *shape)
+        start = 0
+        for chunk in column.chunks:
+            values = column_to_numpy(chunk)
+            out[start : start + len(values)] = values
+            start += len(values)
+        block = block.set_column(i, field, column_from_values(out))
+    return block
 
 
 def read_and_transform(transforms: tuple[BlockTransform, ...], task: ReadTask) -> TaskResult:

@@ -276,6 +276,9 @@ def _write_file(raws: list[memoryview], spans: list[tuple[int, int]], size: int,
             raise
 
 
+_MAP_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+
+
 class TransferArena:
     """Space in a future transfer file, handed out as writable buffers (page-aligned regions).
 
@@ -314,7 +317,9 @@ class TransferArena:
             os.posix_fallocate(self._fd, offset, length)
         except OSError:  # full (or a file system without fallocate): the caller uses private memory
             return None
-        mm = mmap.mmap(self._fd, length, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
+        # MAP_POPULATE maps the (already allocated) pages in one call: the caller writes all of them,
+        # and a page fault each costs more.
+        mm = mmap.mmap(self._fd, length, flags=mmap.MAP_SHARED | _MAP_POPULATE, prot=mmap.PROT_READ | mmap.PROT_WRITE, offset=offset)
         self.size = offset + (length + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
         view = memoryview(mm)[:nbytes]
         self._regions.append((_address(view) if nbytes else 0, nbytes, offset))
