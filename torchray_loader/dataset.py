@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import itertools
@@ -602,6 +603,11 @@ class Dataset:
                     parent = bt.parent
                     out = convert(bt)
                     chunk.append(collate_fn(out) if collate_fn is not None else out)
+                    if bt.offset + 2 * bt.num_rows > parent.num_rows:
+                        # No further batch of this size fits in the parent: hand the chunk over now,
+                        # not when the next parent (the next shuffle window) has been read.
+                        yield chunk
+                        chunk = []
                 if chunk:
                     yield chunk
             finally:
@@ -919,7 +925,7 @@ def _shard_plan(op: LogicalOp, index: int, n: int) -> LogicalOp:
     if isinstance(op, MapStage):
         return MapStage(_shard_plan(op.input, index, n), op.transforms, op.compute)
     if isinstance(op, Read):
-        return Read(op.tasks[index::n], op.name, op.schema_hint)
+        return dataclasses.replace(op, tasks=op.tasks[index::n])
     if isinstance(op, InputBlocks):
         return InputBlocks([op.blocks[i] for i in range(index, len(op.blocks), n)], op.name)
     return AllToAll(op, functools.partial(_take_every, index, n), "StreamingSplit", 0)

@@ -31,13 +31,15 @@ __all__ = [
 MIN_BLOCKS = 8
 
 
-def _block_bounds(n: int, override_num_blocks: int | None) -> list[tuple[int, int]]:
+def _block_bounds(
+    n: int, override_num_blocks: int | None, *, rows_per_block: int | None = None
+) -> list[tuple[int, int]]:
     if override_num_blocks is not None:
         if not isinstance(override_num_blocks, int) or override_num_blocks < 1:
             raise ValueError(f"override_num_blocks must be a positive int, got {override_num_blocks!r}")
         k = override_num_blocks
     else:
-        rows_per_block = DataContext.get_current().target_rows_per_block
+        rows_per_block = rows_per_block or DataContext.get_current().target_rows_per_block
         k = max(math.ceil(n / rows_per_block), min(n, MIN_BLOCKS))
     k = max(1, min(k, n)) if n else 1
     edges = np.linspace(0, n, k + 1).astype(np.int64)

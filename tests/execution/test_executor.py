@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
+import torchray_loader as rd
 from torchray_loader.blocks import column_from_values, column_to_numpy
 from torchray_loader.execution import shm
-from torchray_loader.execution.executor import _tensors_in_transfer_file
+from torchray_loader.execution.executor import _tensors_in_transfer_file, execute
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -46,3 +49,65 @@ def test_unchanged_without_a_transfer_file_or_when_small_or_null():
     with shm.task_arena():
         assert _tensors_in_transfer_file(small) is small
         assert _tensors_in_transfer_file(with_nulls) is with_nulls
+
+
+# ------------------------------------------------------------------------- Read.shared objects
+
+#: Times a CountedPickles was pickled in this (the consumer) process.
+PICKLES = []
+
+
+class CountedPickles:
+    """A stand-in for a user's large dataset: counts how often it is pickled."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def __reduce__(self):
+        PICKLES.append(1)
+        return (CountedPickles, (self.values,))
+
+
+def _read_slice(ref, start, stop):
+    yield pa.table({"v": ref.get().values[start:stop]})
+
+
+def _shared_read(n_tasks: int = 12):
+    from torchray_loader.execution.pool import SharedRef
+    from torchray_loader.io.read_task import ReadTask
+    from torchray_loader.plan import Read
+
+    obj = CountedPickles(list(range(10 * n_tasks)))
+    ref = SharedRef("counted-doc", obj)
+    tasks = tuple(ReadTask(functools.partial(_read_slice, ref, 10 * i, 10 * i + 10), num_rows=10) for i in range(n_tasks))
+    return Read(tasks, "ReadCounted", shared={ref.key: obj})
+
+
+@pytest.mark.parametrize("nw", [0, 2])
+def test_shared_objects_reach_each_worker_once_not_with_every_task(nw, fresh_data_context):
+    fresh_data_context.num_workers = nw
+    PICKLES.clear()
+    plan = _shared_read()
+    rows = [v for block in execute(plan, fresh_data_context) for v in block.column("v").to_pylist()]
+    assert rows == list(range(120))
+    assert len(PICKLES) <= nw  # 12 tasks; at most once per worker (inline: never)
+
+
+def test_shared_objects_survive_plan_rewrites(fresh_data_context):
+    """Block-order shuffles and shards rebuild the Read: its shared objects go along."""
+    fresh_data_context.num_workers = 2
+    ds = rd.Dataset(_shared_read())
+    assert sorted(r["v"] for r in ds.randomize_block_order(seed=3).iter_rows()) == list(range(120))
+    shards = ds.split(2)
+    assert sorted(r["v"] for shard in shards for r in shard.iter_rows()) == list(range(120))
+
+
+def test_a_ref_without_its_object_names_it():
+    import pickle
+
+    from torchray_loader.errors import TorchRayError
+    from torchray_loader.execution.pool import SharedRef
+
+    ref = pickle.loads(pickle.dumps(SharedRef("nowhere-doc", object())))
+    with pytest.raises(TorchRayError, match="nowhere-doc"):
+        ref.get()

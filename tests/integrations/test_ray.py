@@ -84,6 +84,10 @@ def _multiset(rows: list[Any]) -> list[tuple]:
 # ------------------------------------------------------------------------------ UDFs
 
 
+def first_of_item(row: dict) -> dict:
+    return {"x": int(row["item"][0])}
+
+
 def add_square(row: dict) -> dict:
     return {"id": row["id"], "sq": row["id"] ** 2}
 
@@ -180,6 +184,10 @@ ORDERED: dict[str, Callable[[Any], rd.Dataset]] = {
     "object_column": lambda _: rd.from_items([{"i": i, "o": Fraction(i, 7)} for i in range(5)]),
     "read_parquet": _parquet,
     "read_csv": _csv,
+    # a Read whose tasks reach the dataset through Read.shared (it travels with each Ray task)
+    "from_torch": lambda _: rd.from_torch(
+        __import__("torch").utils.data.TensorDataset(__import__("torch").arange(2500))
+    ).map(first_of_item),
 }
 
 

@@ -160,6 +160,34 @@ def test_read_in_parallel_by_workers(fresh_data_context):
         assert os.getpid() not in pids and len(pids) >= 1
 
 
+#: Times a CountingDataset was pickled in this (the consumer) process.
+PICKLED: list[int] = []
+
+
+class CountingDataset(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def __reduce__(self):
+        PICKLED.append(1)
+        return (CountingDataset, (self.n,))
+
+
+def test_dataset_reaches_each_worker_once_not_with_every_task(fresh_data_context):
+    fresh_data_context.num_workers = 2
+    PICKLED.clear()
+    ds = rd.from_torch(CountingDataset(5000))
+    assert len(ds._plan.tasks) >= 5  # tasks of at most 1,024 rows
+    assert [r["item"] for r in ds.iter_rows()] == list(range(5000))
+    assert len(PICKLED) <= 2
+
+
 def _to_tensors(row):
     image, label = row["item"]
     return {"image": np.asarray(image), "label": label}

@@ -10,12 +10,14 @@ Invariants:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -27,7 +29,7 @@ from ..plan.compute import ActorPoolStrategy
 from ..plan.operators import AllToAll, InputBlocks, Limit, LogicalOp, MapStage, Read, Union
 from ..plan.transforms import BlockTransform, run_chain
 from . import shm
-from .pool import TaskPool, make_pool
+from .pool import TaskPool, make_pool, shared_objects
 from .stats import ExecutionStats
 
 __all__ = ["execute", "TaskResult"]
@@ -84,9 +86,12 @@ def _tensors_in_transfer_file(block: pa.Table) -> pa.Table:
     return block
 
 
-def read_and_transform(transforms: tuple[BlockTransform, ...], task: ReadTask) -> TaskResult:
-    """Task body: read, then apply the fused transforms."""
-    return _timed(run_chain(transforms, task()))
+def read_and_transform(
+    transforms: tuple[BlockTransform, ...], shared: Mapping[str, Any], task: ReadTask
+) -> TaskResult:
+    """Task body: read (``shared``: the Read's shared objects), then apply the fused transforms."""
+    with shared_objects(shared):
+        return _timed(run_chain(transforms, task()))
 
 
 def transform_block(transforms: tuple[BlockTransform, ...], block: pa.Table) -> TaskResult:
@@ -132,7 +137,7 @@ class _Execution:
 
     def iter_op(self, op: LogicalOp) -> Generator[pa.Table, None, None]:
         if isinstance(op, Read):
-            yield from self.run_tasks(self.task_pool(), functools.partial(read_and_transform, ()), op.tasks, op.name)
+            yield from self.run_tasks(self.task_pool(), functools.partial(read_and_transform, (), op.shared), op.tasks, op.name)
         elif isinstance(op, InputBlocks):
             for i in range(len(op.blocks)):
                 yield op.blocks[i]
@@ -156,7 +161,7 @@ class _Execution:
             return
         pool = self.task_pool()
         if isinstance(op.input, Read):  # fuse the read into the map tasks
-            fn = functools.partial(read_and_transform, op.transforms)
+            fn = functools.partial(read_and_transform, op.transforms, op.input.shared)
             yield from self.run_tasks(pool, fn, op.input.tasks, f"{op.input.name}->{op.name}")
         else:
             fn = functools.partial(transform_block, op.transforms)
@@ -200,7 +205,7 @@ def _permute_source(op: LogicalOp, seed: int) -> LogicalOp | None:
     rng = np.random.default_rng(seed)
     if isinstance(op, Read):
         order = rng.permutation(len(op.tasks))
-        return Read(tuple(op.tasks[i] for i in order), op.name, op.schema_hint)
+        return dataclasses.replace(op, tasks=tuple(op.tasks[i] for i in order))
     if isinstance(op, InputBlocks):
         order = rng.permutation(len(op.blocks))
         return InputBlocks([op.blocks[i] for i in order], op.name)

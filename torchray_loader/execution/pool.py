@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
 from ..context import DataContext
 from ..errors import TorchRayError, raise_user_error
 
-__all__ = ["SharedRef", "TaskPool", "InlinePool", "make_pool", "run_user_task"]
+__all__ = ["SharedRef", "TaskPool", "InlinePool", "make_pool", "run_user_task", "shared_objects"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -34,6 +35,32 @@ R = TypeVar("R")
 #: In a worker process: the objects its pool was started with (``make_pool(shared=...)``), by key.
 WORKER_SHARED: dict[str, Any] = {}
 _MISSING = object()
+
+
+#: In a worker process: the objects that came with the running task's function (see shared_objects).
+_TASK_SHARED: dict[str, Any] = {}
+
+
+@contextmanager
+def shared_objects(objects: Mapping[str, Any]) -> Iterator[None]:
+    """Let :meth:`SharedRef.get` find ``objects`` while a task runs.
+
+    For objects a task *function* carries (it reaches each worker once per ``imap``) where the
+    items (pickled per task) hold only ``SharedRef`` keys.
+
+    Example:
+        >>> import pickle
+        >>> ref = pickle.loads(pickle.dumps(SharedRef("k-doc", None)))  # as a worker sees it
+        >>> with shared_objects({"k-doc": [1, 2]}):
+        ...     ref.get()
+        [1, 2]
+    """
+    _TASK_SHARED.update(objects)
+    try:
+        yield
+    finally:
+        for key in objects:
+            _TASK_SHARED.pop(key, None)
 
 
 def _resolve_shared(key: str) -> SharedRef:
@@ -65,7 +92,9 @@ class SharedRef:
 
     def get(self) -> Any:
         if self._obj is _MISSING:
-            raise TorchRayError(f"shared object {self.key!r} was not given to this worker's pool")
+            self._obj = _TASK_SHARED.get(self.key, _MISSING)
+            if self._obj is _MISSING:
+                raise TorchRayError(f"shared object {self.key!r} was not given to this worker's pool")
         return self._obj
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -29,7 +29,7 @@ import inspect
 import itertools
 import threading
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from ..blocks import column_from_values, column_to_numpy
 from ..blocks.tensors import PythonObjectType, VariableShapeTensorType
 from ..context import DataContext
 from ..dataset import Dataset
+from ..execution.pool import shared_objects
 from ..io.read_task import ReadTask
 from ..plan.compute import ActorPoolStrategy, ComputeStrategy, TaskPoolStrategy
 from ..plan.operators import AllToAll, InputBlocks, Limit, LogicalOp, MapStage, Read, Union
@@ -178,12 +179,14 @@ def from_ray_block(block: Any) -> pa.Table:
 # ------------------------------------------------------------------------------------ read tasks
 
 
-def _read_for_ray(ctx: DataContext, task: ReadTask) -> Iterator[pa.Table]:
-    """Body of one Ray read task: run this package's ReadTask under the driver's DataContext."""
+def _read_for_ray(ctx: DataContext, shared: Mapping[str, Any], task: ReadTask) -> Iterator[pa.Table]:
+    """Body of one Ray read task: run this package's ReadTask under the driver's DataContext (with
+    its Read's shared objects, which travel with each Ray task)."""
     DataContext._set_current(ctx)
-    for block in task():
-        if block.num_rows:
-            yield to_ray_block(block)
+    with shared_objects(shared):
+        for block in task():
+            if block.num_rows:
+                yield to_ray_block(block)
 
 
 @functools.cache
@@ -210,9 +213,12 @@ def _datasource_class() -> type:
     class TorchrayDatasource(Datasource):
         """This package's read tasks as a Ray datasource: one Ray read task per ``ReadTask``."""
 
-        def __init__(self, tasks: Sequence[ReadTask], name: str, ctx: DataContext) -> None:
+        def __init__(
+            self, tasks: Sequence[ReadTask], name: str, ctx: DataContext, shared: Mapping[str, Any]
+        ) -> None:
             super().__init__()
             self._tasks = tuple(tasks)
+            self._shared = shared
             self._name = name
             self._ctx = ctx
 
@@ -233,7 +239,7 @@ def _datasource_class() -> type:
             if per_task_row_limit is not None and "per_task_row_limit" in ray_task_params:
                 extra["per_task_row_limit"] = per_task_row_limit
             return [
-                RayReadTask(functools.partial(_read_for_ray, self._ctx, task), metadata(task), **extra)
+                RayReadTask(functools.partial(_read_for_ray, self._ctx, self._shared, task), metadata(task), **extra)
                 for task in self._tasks
             ]
 
@@ -290,7 +296,7 @@ class _ToRay:
         if isinstance(op, Read):
             if not op.tasks:
                 return self._empty()
-            source = _datasource_class()(op.tasks, op.name, self.ctx)
+            source = _datasource_class()(op.tasks, op.name, self.ctx, op.shared)
             return self.rd.read_datasource(source, override_num_blocks=len(op.tasks))
         if isinstance(op, InputBlocks):
             return self._input_blocks(op)

@@ -6,8 +6,8 @@ holds a tuple of fused transforms, so ``ds.map(f).map(g)`` is one stage ``(Map(f
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -40,11 +40,17 @@ class LogicalOp:
 
 @dataclass(frozen=True, eq=False)
 class Read(LogicalOp):
-    """A source: read tasks, run in parallel. ``name`` is e.g. ``ReadParquet``."""
+    """A source: read tasks, run in parallel. ``name`` is e.g. ``ReadParquet``.
+
+    ``shared``: large objects the tasks reach through ``SharedRef`` keys (a user's torch dataset),
+    sent to each worker once per execution instead of with every task. Rebuild a Read with
+    ``dataclasses.replace`` so they stay with its tasks.
+    """
 
     tasks: tuple[ReadTask, ...]
     name: str = "Read"
     schema_hint: pa.Schema | None = None
+    shared: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)

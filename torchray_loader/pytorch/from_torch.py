@@ -3,7 +3,8 @@
 As in Ray, each sample becomes one row whose ``item`` column holds the sample as a Python object
 (schema ``item  <class 'object'>``). Unlike Ray (one sequential read task), a map-style dataset is cut
 into index ranges read in parallel by the worker processes; a torch ``IterableDataset`` is read by one
-task (its order is only defined sequentially). Datasets :func:`.batched_fetch.batched_samples` knows
+task (its order is only defined sequentially). The dataset reaches each worker once per execution
+(``Read.shared``), not with every task. Datasets :func:`.batched_fetch.batched_samples` knows
 (``TensorDataset``, torchvision's in-memory MNIST and CIFAR families) gather a range as one batch.
 
 Invariant: the rows come out in index order (``dataset[0]``, ``dataset[1]``, ...) whatever the number
@@ -13,6 +14,7 @@ of workers; block boundaries depend only on ``len(dataset)`` and ``override_num_
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,12 +23,16 @@ from torch.utils.data import IterableDataset
 
 from ..blocks.tensors import PythonObjectType, _object_column
 from ..dataset import Dataset
+from ..execution.pool import SharedRef
 from ..io.read_task import ReadTask
 from ..plan import Read
 from .batched_fetch import batched_samples
 
 __all__ = ["from_torch"]
 
+#: Rows per read task of a map-style dataset (a sample is a Python object of unknown size, often
+#: an image: small tasks keep blocks small and the first batch early).
+_ROWS_PER_BLOCK = 1024
 #: Rows per block when reading an IterableDataset (whose length is unknown).
 _ITERABLE_ROWS_PER_BLOCK = 1024
 
@@ -35,7 +41,8 @@ def _item_block(samples: list[Any]) -> pa.Table:
     return pa.table({"item": _object_column(samples)})
 
 
-def _read_range(dataset: Any, start: int, stop: int) -> Iterator[pa.Table]:
+def _read_range(dataset_ref: SharedRef, start: int, stop: int) -> Iterator[pa.Table]:
+    dataset = dataset_ref.get()
     indices = list(range(start, stop))
     gather = batched_samples(dataset)
     if gather is not None:
@@ -86,9 +93,10 @@ def from_torch(dataset: Any, *, override_num_blocks: int | None = None) -> Datas
     from ..read_api import _block_bounds
 
     n = len(dataset)
+    ref = SharedRef(f"from_torch-{uuid.uuid4().hex}", dataset)
     tasks = tuple(
-        ReadTask(functools.partial(_read_range, dataset, a, b), num_rows=b - a)
-        for a, b in _block_bounds(n, override_num_blocks)
+        ReadTask(functools.partial(_read_range, ref, a, b), num_rows=b - a)
+        for a, b in _block_bounds(n, override_num_blocks, rows_per_block=_ROWS_PER_BLOCK)
         if b > a
     )
-    return Dataset(Read(tasks, "ReadTorch", schema))
+    return Dataset(Read(tasks, "ReadTorch", schema, shared={ref.key: dataset}))

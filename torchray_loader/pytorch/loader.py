@@ -38,6 +38,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import itertools
 import math
@@ -332,7 +333,7 @@ def _row_units(plan: LogicalOp) -> tuple[list[Any], list[int], Callable[[list[tu
                 ReadTask(functools.partial(_sliced_read, units[u], lo, hi), num_rows=hi - lo, paths=units[u].paths)
                 for u, lo, hi in pieces
             )
-            new = Read(tasks, source.name, source.schema_hint)
+            new = dataclasses.replace(source, tasks=tasks)
         else:
             new = InputBlocks([units[u].slice(lo, hi - lo) for u, lo, hi in pieces], source.name)
         for st in reversed(stages):
