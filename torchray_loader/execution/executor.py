@@ -100,17 +100,27 @@ def transform_block(transforms: tuple[BlockTransform, ...], block: pa.Table) -> 
 
 
 class _Execution:
-    def __init__(self, ctx: DataContext, stats: ExecutionStats) -> None:
+    def __init__(self, ctx: DataContext, stats: ExecutionStats, shared: dict[str, Any]) -> None:
         self.ctx = ctx
         self.stats = stats
         self.pools: list[TaskPool] = []
         self._task_pool: TaskPool | None = None
+        self.shared = shared  # every Read's shared objects: the task pool's workers get them at start
 
     def task_pool(self) -> TaskPool:
         if self._task_pool is None:
-            self._task_pool = make_pool(self.ctx.resolved_num_workers(), self.ctx, name="tasks")
+            nw = self.ctx.resolved_num_workers()
+            self._task_pool = make_pool(nw, self.ctx, name="tasks", shared=self.shared or None)
             self.pools.append(self._task_pool)
         return self._task_pool
+
+    def read_fn(self, pool: TaskPool, transforms: tuple[BlockTransform, ...], read: Read) -> Any:
+        """The task function of ``read``'s tasks on ``pool``: it carries the shared objects the
+        pool's workers did not get at their start (an inline pool gets none)."""
+        carried = read.shared if pool.num_workers == 0 else {
+            k: v for k, v in read.shared.items() if k not in self.shared
+        }
+        return functools.partial(read_and_transform, transforms, carried)
 
     def actor_pool(self, compute: ActorPoolStrategy) -> TaskPool:
         workers = self.ctx.resolved_num_workers()
@@ -137,7 +147,8 @@ class _Execution:
 
     def iter_op(self, op: LogicalOp) -> Generator[pa.Table, None, None]:
         if isinstance(op, Read):
-            yield from self.run_tasks(self.task_pool(), functools.partial(read_and_transform, (), op.shared), op.tasks, op.name)
+            pool = self.task_pool()
+            yield from self.run_tasks(pool, self.read_fn(pool, (), op), op.tasks, op.name)
         elif isinstance(op, InputBlocks):
             for i in range(len(op.blocks)):
                 yield op.blocks[i]
@@ -161,7 +172,7 @@ class _Execution:
             return
         pool = self.task_pool()
         if isinstance(op.input, Read):  # fuse the read into the map tasks
-            fn = functools.partial(read_and_transform, op.transforms, op.input.shared)
+            fn = self.read_fn(pool, op.transforms, op.input)
             yield from self.run_tasks(pool, fn, op.input.tasks, f"{op.input.name}->{op.name}")
         else:
             fn = functools.partial(transform_block, op.transforms)
@@ -194,6 +205,14 @@ class _Execution:
         out = op.fn(blocks, seed)
         self.stats.record_task(op.name, out, time.perf_counter() - t0, 0.0)
         yield from out
+
+
+def _shared_objects_of(op: LogicalOp) -> dict[str, Any]:
+    """The shared objects of every Read in the plan below ``op``."""
+    found = dict(op.shared) if isinstance(op, Read) else {}
+    for child in op.inputs:
+        found.update(_shared_objects_of(child))
+    return found
 
 
 def _permute_source(op: LogicalOp, seed: int) -> LogicalOp | None:
@@ -236,7 +255,7 @@ def execute(
     """
     ctx = (ctx or DataContext.get_current()).copy()
     _warn_oversubscribed(ctx)
-    execution = _Execution(ctx, stats if stats is not None else ExecutionStats())
+    execution = _Execution(ctx, stats if stats is not None else ExecutionStats(), _shared_objects_of(plan))
     try:
         yield from execution.iter_op(plan)
     finally:
