@@ -77,11 +77,7 @@ def _tensors_in_transfer_file(block: pa.Table) -> pa.Table:
         if buf is None:
             return block
         out = np.frombuffer(buf, dtype=dtype).reshape(block.num_rows, *shape)
-        start = 0
-        for chunk in column.chunks:
-            values = column_to_numpy(chunk)
-            out[start : start + len(values)] = values
-            start += len(values)
+        np.concatenate([column_to_numpy(chunk) for chunk in column.chunks], out=out)
         block = block.set_column(i, field, column_from_values(out))
     return block
 

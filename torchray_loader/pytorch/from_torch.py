@@ -30,11 +30,9 @@ from .batched_fetch import batched_samples
 
 __all__ = ["from_torch"]
 
-#: Rows per read task of a map-style dataset (a sample is a Python object of unknown size, often
-#: an image: small tasks keep blocks small and the first batch early).
+#: Rows per block: per read task of a map-style dataset, per chunk of an IterableDataset. A sample is
+#: a Python object of unknown size, often an image: small blocks keep the first batch early.
 _ROWS_PER_BLOCK = 1024
-#: Rows per block when reading an IterableDataset (whose length is unknown).
-_ITERABLE_ROWS_PER_BLOCK = 1024
 
 
 def _item_block(samples: list[Any]) -> pa.Table:
@@ -58,7 +56,7 @@ def _read_iterable(dataset: Any) -> Iterator[pa.Table]:
     pending: list[Any] = []
     for sample in dataset:
         pending.append(sample)
-        if len(pending) >= _ITERABLE_ROWS_PER_BLOCK:
+        if len(pending) >= _ROWS_PER_BLOCK:
             yield _item_block(pending)
             pending = []
     if pending:
