@@ -17,7 +17,7 @@ from .blocks import Schema, block_to_batch, block_to_rows, check_batch_format, c
 from .context import DataContext
 from .execution import ExecutionStats, execute
 from .execution.progress import with_progress
-from .iteration import BatchTable, iter_batch_tables, prefetch
+from .iteration import BatchRun, iter_batch_runs, prefetch
 from .plan import (
     AllToAll,
     InputBlocks,
@@ -511,11 +511,11 @@ class Dataset:
         """
         fmt = check_batch_format("default" if batch_format is None else batch_format)
 
-        def convert(bt: BatchTable) -> Any:
-            return block_to_batch(bt.table, fmt)
+        def convert_run(run: BatchRun) -> list[Any]:
+            return [block_to_batch(bt.table, fmt) for bt in run.batches()]
 
         return self._iter_converted(
-            convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
+            convert_run, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
             _collate_fn, _skip_batches, _ctx=_ctx,
         )
 
@@ -553,13 +553,12 @@ class Dataset:
         if collate_fn is not None:
             _check_fn(collate_fn, "collate_fn")
 
-            def convert(bt: BatchTable) -> Any:
-                return collate_fn(block_to_batch(bt.table, "numpy", writable=True))
+            def convert_run(run: BatchRun) -> list[Any]:
+                return [collate_fn(block_to_batch(bt.table, "numpy", writable=True)) for bt in run.batches()]
         else:
-            cache = ParentCache(dtypes)
-            convert = cache.to_torch  # type: ignore[assignment]
+            convert_run = ParentCache(dtypes).convert_run  # type: ignore[assignment]
         batches = self._iter_converted(
-            convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
+            convert_run, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
             None, _skip_batches, _ctx=_ctx,
         )
         feeder = DeviceFeeder(device, pin_memory)
@@ -567,7 +566,7 @@ class Dataset:
 
     def _iter_converted(
         self,
-        convert: Callable[[BatchTable], Any],
+        convert_run: Callable[[BatchRun], list[Any]],
         prefetch_batches: int,
         batch_size: int | None,
         drop_last: bool,
@@ -587,29 +586,18 @@ class Dataset:
         self._last_stats = stats
 
         def produce() -> Iterator[list[Any]]:
-            # Batches cross the thread boundary in chunks (all batches cut from one parent block or
-            # shuffle window, up to _CHUNK): a per-batch queue handoff costs more than the batch.
+            # Batches cross the thread boundary in chunks (a run's batches, up to _CHUNK): a per-batch
+            # queue handoff costs more than the batch. A run is complete when its parent (a block or
+            # a shuffle window) is, so no batch waits for the next parent to be read.
             blocks = execute(self._plan, ctx, stats)
             try:
-                chunk: list[Any] = []
-                parent = None
-                for bt in iter_batch_tables(
+                for run in iter_batch_runs(
                     blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size,
                     seed=shuffle_seed, skip_batches=skip_batches,
                 ):
-                    if chunk and (bt.parent is not parent or len(chunk) >= _CHUNK):
-                        yield chunk
-                        chunk = []
-                    parent = bt.parent
-                    out = convert(bt)
-                    chunk.append(collate_fn(out) if collate_fn is not None else out)
-                    if bt.offset + 2 * bt.num_rows > parent.num_rows:
-                        # No further batch of this size fits in the parent: hand the chunk over now,
-                        # not when the next parent (the next shuffle window) has been read.
-                        yield chunk
-                        chunk = []
-                if chunk:
-                    yield chunk
+                    for piece in run.pieces(_CHUNK):
+                        chunk = convert_run(piece)
+                        yield [collate_fn(out) for out in chunk] if collate_fn is not None else chunk
             finally:
                 blocks.close()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from torchray_loader.iteration import iter_batch_tables, prefetch
+from torchray_loader.iteration import iter_batch_runs, iter_batch_tables, prefetch
 
 
 def blocks_of(sizes):
@@ -44,6 +44,27 @@ def test_skip_batches_resumes_exactly(shuffle):
     for k in range(len(full) + 1):
         rest = [b.table["x"].to_pylist() for b in iter_batch_tables(blocks_of([7, 7, 7]), 3, shuffle_buffer_size=shuffle, seed=4, skip_batches=k)]
         assert rest == full[k:]
+
+
+@pytest.mark.parametrize("shuffle", [None, 8, 100])
+@pytest.mark.parametrize("skip", [0, 1, 4])
+def test_runs_are_grids_of_one_parent_and_flatten_to_the_batches(shuffle, skip):
+    kw = dict(shuffle_buffer_size=shuffle, seed=3, skip_batches=skip)
+    runs = list(iter_batch_runs(blocks_of([7, 2, 12, 5]), 3, **kw))
+    for run in runs:
+        assert run.count >= 1 and run.offset + run.count * run.num_rows <= run.parent.num_rows
+    flattened = [b.table["x"].to_pylist() for run in runs for b in run.batches()]
+    assert flattened == [b.table["x"].to_pylist() for b in iter_batch_tables(blocks_of([7, 2, 12, 5]), 3, **kw)]
+    # A run covers several batches of one parent: fewer runs than batches.
+    assert len(runs) < len(flattened)
+
+
+def test_run_pieces_cover_the_run_in_order():
+    run = next(iter_batch_runs(blocks_of([23]), 2))
+    assert run.count == 11
+    pieces = list(run.pieces(4))
+    assert [p.count for p in pieces] == [4, 4, 3]
+    assert [b.offset for p in pieces for b in p.batches()] == [b.offset for b in run.batches()]
 
 
 def test_batch_size_none_yields_blocks_and_validation():

@@ -9,6 +9,9 @@ Shuffling is window-based: blocks (cut where needed) are gathered until the wind
 ``shuffle_buffer_size`` rows, the window (plus the previous window's leftover tail) is permuted with
 one ``take``, and full batches are cut from it as zero-copy slices. Rows never wait longer than one
 window, and the permutation is one vectorised gather per window instead of per-batch work.
+
+Batches come out in *runs* (:class:`BatchRun`): the consecutive equal-size batches cut from one parent
+table, so a consumer can convert a whole run with one call per column instead of Python work per batch.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import pyarrow as pa
 
 from ..blocks import concat_blocks
 
-__all__ = ["iter_batch_tables", "BatchTable"]
+__all__ = ["iter_batch_tables", "iter_batch_runs", "BatchRun", "BatchTable"]
 
 logger = logging.getLogger("torchray_loader")
 
@@ -53,6 +56,41 @@ class BatchTable:
         return self._table
 
 
+class BatchRun:
+    """``count`` consecutive batches of ``num_rows`` rows each, from row ``offset`` of ``parent``.
+
+    Invariant: ``offset + count * num_rows <= parent.num_rows``; ``fresh`` as in :class:`BatchTable`.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> run = BatchRun(pa.table({"x": list(range(6))}), False, 1, 2, 2)
+        >>> [b.table["x"].to_pylist() for b in run.batches()]
+        [[1, 2], [3, 4]]
+    """
+
+    __slots__ = ("parent", "fresh", "offset", "num_rows", "count")
+
+    def __init__(self, parent: pa.Table, fresh: bool, offset: int, num_rows: int, count: int) -> None:
+        self.parent = parent
+        self.fresh = fresh
+        self.offset = offset
+        self.num_rows = num_rows
+        self.count = count
+
+    def batches(self) -> Iterator[BatchTable]:
+        """The run's batches, one :class:`BatchTable` each."""
+        for k in range(self.count):
+            yield BatchTable(self.parent, self.fresh, self.offset + k * self.num_rows, self.num_rows)
+
+    def pieces(self, most: int) -> Iterator[BatchRun]:
+        """The run cut into runs of at most ``most`` batches, in order."""
+        if self.count <= most:
+            yield self
+            return
+        for k in range(0, self.count, most):
+            yield BatchRun(self.parent, self.fresh, self.offset + k * self.num_rows, self.num_rows, min(most, self.count - k))
+
+
 def _check_batch_size(batch_size: int | None) -> None:
     if batch_size is None:
         return
@@ -69,13 +107,38 @@ def iter_batch_tables(
     seed: int | None = None,
     skip_batches: int = 0,
 ) -> Iterator[BatchTable]:
-    """Cut a block stream into batches.
+    """Cut a block stream into batches (:func:`iter_batch_runs`, one batch at a time).
 
     Example:
         >>> import pyarrow as pa
         >>> blocks = [pa.table({"x": [0, 1, 2]}), pa.table({"x": [3, 4]})]
         >>> [b.table["x"].to_pylist() for b in iter_batch_tables(blocks, 2)]
         [[0, 1], [2, 3], [4]]
+    """
+    for run in iter_batch_runs(
+        blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size, seed=seed,
+        skip_batches=skip_batches,
+    ):
+        yield from run.batches()
+
+
+def iter_batch_runs(
+    blocks: Iterable[pa.Table],
+    batch_size: int | None,
+    *,
+    drop_last: bool = False,
+    shuffle_buffer_size: int | None = None,
+    seed: int | None = None,
+    skip_batches: int = 0,
+) -> Iterator[BatchRun]:
+    """Cut a block stream into runs of batches: each run is yielded as soon as its parent (a block,
+    or a full shuffle window) is complete.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> blocks = [pa.table({"x": [0, 1, 2, 3, 4]}), pa.table({"x": [5]})]
+        >>> [(r.offset, r.num_rows, r.count) for r in iter_batch_runs(blocks, 2)]
+        [(0, 2, 2), (0, 2, 1)]
     """
     _check_batch_size(batch_size)
     if shuffle_buffer_size is not None:
@@ -98,17 +161,25 @@ def iter_batch_tables(
         yield from _shuffled(blocks, batch_size, drop_last, shuffle_buffer_size, seed, skip_batches)
 
 
-def _whole_blocks(blocks: Iterable[pa.Table], skip: int) -> Iterator[BatchTable]:
+def _whole_blocks(blocks: Iterable[pa.Table], skip: int) -> Iterator[BatchRun]:
     for block in blocks:
         if block.num_rows == 0:
             continue
         if skip > 0:
             skip -= 1
             continue
-        yield BatchTable(block, False)
+        yield BatchRun(block, False, 0, block.num_rows, 1)
 
 
-def _sequential(blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, skip: int) -> Iterator[BatchTable]:
+def _grid_run(parent: pa.Table, fresh: bool, start: int, batch_size: int, count: int, skip: int) -> tuple[BatchRun | None, int]:
+    """The run of ``count`` batches from ``start``, less the first ``skip`` of them; and the skip left."""
+    dropped = min(skip, count)
+    if dropped == count:
+        return None, skip - dropped
+    return BatchRun(parent, fresh, start + dropped * batch_size, batch_size, count - dropped), skip - dropped
+
+
+def _sequential(blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, skip: int) -> Iterator[BatchRun]:
     pending: list[pa.Table] = []  # partial batch pieces, fewer than batch_size rows in total
     pending_rows = 0
     for block in blocks:
@@ -126,30 +197,29 @@ def _sequential(blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, sk
             if skip > 0:
                 skip -= 1
             else:
-                yield BatchTable(concat_blocks(pending).combine_chunks(), True)
+                yield BatchRun(concat_blocks(pending).combine_chunks(), True, 0, batch_size, 1)
             pending, pending_rows = [], 0
-        full_end = start + (n - start) // batch_size * batch_size
-        for s in range(start, full_end, batch_size):
-            if skip > 0:
-                skip -= 1
-                continue
-            yield BatchTable(block, False, s, batch_size)
+        count = (n - start) // batch_size
+        full_end = start + count * batch_size
+        run, skip = _grid_run(block, False, start, batch_size, count, skip)
+        if run is not None:
+            yield run
         if full_end < n:
             pending.append(block.slice(full_end))
             pending_rows = n - full_end
     if pending_rows and not drop_last and skip <= 0:
-        yield BatchTable(concat_blocks(pending).combine_chunks(), len(pending) > 1)
+        yield BatchRun(concat_blocks(pending).combine_chunks(), len(pending) > 1, 0, pending_rows, 1)
 
 
 def _shuffled(
     blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, buffer_size: int, seed: int | None, skip: int
-) -> Iterator[BatchTable]:
+) -> Iterator[BatchRun]:
     rng = np.random.default_rng(seed)
     window_rows = max(buffer_size, batch_size)
     window: list[pa.Table] = []
     rows = 0
 
-    def flush(final: bool) -> Iterator[BatchTable]:
+    def flush(final: bool) -> Iterator[BatchRun]:
         nonlocal window, rows, skip
         table = concat_blocks(window)
         n = table.num_rows
@@ -158,14 +228,12 @@ def _shuffled(
         # The leftover tail (< batch_size rows) joins the next window, so batches stay full.
         keep = n if final else full
         shuffled = table.take(perm[:keep]) if keep else table.slice(0, 0)
-        for s in range(0, full, batch_size):
-            if skip > 0:
-                skip -= 1
-                continue
-            yield BatchTable(shuffled, True, s, batch_size)
+        run, skip = _grid_run(shuffled, True, 0, batch_size, full // batch_size, skip)
+        if run is not None:
+            yield run
         if final:
             if full < n and not drop_last and skip <= 0:
-                yield BatchTable(shuffled, True, full, n - full)
+                yield BatchRun(shuffled, True, full, n - full, 1)
             window, rows = [], 0
         else:
             tail = table.take(perm[full:]) if full < n else None
