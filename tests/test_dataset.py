@@ -270,6 +270,37 @@ def test_iter_torch_batches_mutation_never_corrupts_source():
     assert ds.take_batch(6)["data"].tolist() == arr.tolist()
 
 
+def identity_table(table):
+    return table
+
+
+@pytest.mark.parametrize("materialize", [False, True])
+def test_iter_torch_batches_mutation_never_corrupts_mapped_or_materialized_blocks(num_workers, materialize):
+    original = np.arange(4000, dtype=np.float32).reshape(1000, 4)
+    arr = original.copy()
+    ds = rd.from_numpy(arr).map_batches(identity_table, batch_format="pyarrow")
+    if materialize:
+        ds = ds.materialize()
+    for batch in ds.iter_torch_batches(batch_size=64):
+        batch["data"] += 1000
+    assert (arr == original).all()
+    assert ds.take_batch(1000)["data"].tolist() == original.tolist()
+
+
+def test_iter_torch_batches_hands_out_worker_blocks_without_a_copy(monkeypatch):
+    from torchray_loader.pytorch import convert
+
+    copies = []
+    real = convert.numpy_to_torch_value
+    monkeypatch.setattr(convert, "numpy_to_torch_value", lambda *a, **k: copies.append(1) or real(*a, **k))
+    rd.DataContext.get_current().num_workers = 2
+    assert sum(len(b["id"]) for b in rd.range(1000, override_num_blocks=4).iter_torch_batches(batch_size=100)) == 1000
+    assert copies == []  # worker results are this iteration's own memory
+    rd.DataContext.get_current().num_workers = 0
+    assert sum(len(b["id"]) for b in rd.range(1000, override_num_blocks=4).iter_torch_batches(batch_size=100)) == 1000
+    assert copies  # inline blocks may be shared with their source: copied
+
+
 def test_iter_batches_numpy_is_read_only_zero_copy():
     ds = rd.from_numpy(np.arange(10))
     batch = next(iter(ds.iter_batches(batch_size=5)))

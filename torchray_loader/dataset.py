@@ -7,6 +7,7 @@ import functools
 import inspect
 import itertools
 import math
+import weakref
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -589,11 +590,14 @@ class Dataset:
             # Batches cross the thread boundary in chunks (a run's batches, up to _CHUNK): a per-batch
             # queue handoff costs more than the batch. A run is complete when its parent (a block or
             # a shuffle window) is, so no batch waits for the next parent to be read.
-            blocks = execute(self._plan, ctx, stats)
+            # Blocks that are this execution's own memory (workers' results) become batches without a
+            # copy; any other block (the user's arrays, a materialized cache) is copied once.
+            private: weakref.WeakValueDictionary[int, pa.Table] = weakref.WeakValueDictionary()
+            blocks = execute(self._plan, ctx, stats, private_blocks=private)
             try:
                 for run in iter_batch_runs(
                     blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size,
-                    seed=shuffle_seed, skip_batches=skip_batches,
+                    seed=shuffle_seed, skip_batches=skip_batches, is_private=lambda b: private.get(id(b)) is b,
                 ):
                     for piece in run.pieces(_CHUNK):
                         chunk = convert_run(piece)

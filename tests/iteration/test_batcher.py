@@ -59,6 +59,15 @@ def test_runs_are_grids_of_one_parent_and_flatten_to_the_batches(shuffle, skip):
     assert len(runs) < len(flattened)
 
 
+@pytest.mark.parametrize("batch_size", [None, 4])
+def test_runs_of_private_blocks_are_fresh_and_others_are_not(batch_size):
+    blocks = blocks_of([8, 8])
+    private = {id(blocks[0])}
+    runs = list(iter_batch_runs(blocks, batch_size, is_private=lambda b: id(b) in private))
+    assert [(r.parent is blocks[0], r.fresh) for r in runs] == [(True, True), (False, False)]
+    assert not any(r.fresh for r in iter_batch_runs(blocks_of([8, 8]), batch_size))
+
+
 def test_run_pieces_cover_the_run_in_order():
     run = next(iter_batch_runs(blocks_of([23]), 2))
     assert run.count == 11

@@ -6,6 +6,8 @@ Invariants:
 * Task stages run on one shared pool per execution; each actor stage gets its own pool, whose
   workers construct the stage's callable classes once.
 * Everything started here is stopped in ``finally`` (normal end, ``break``, error, GC).
+* A block recorded in ``private_blocks`` is memory no one else references: a worker's result,
+  unpickled in this process for this execution (never a block of the plan's inputs or a cache).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import functools
 import logging
 import os
 import time
-from collections.abc import Generator, Iterator, Mapping
+import weakref
+from collections.abc import Generator, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,8 +99,12 @@ def transform_block(transforms: tuple[BlockTransform, ...], block: pa.Table) -> 
 
 
 class _Execution:
-    def __init__(self, ctx: DataContext, stats: ExecutionStats, shared: dict[str, Any]) -> None:
+    def __init__(
+        self, ctx: DataContext, stats: ExecutionStats, shared: dict[str, Any],
+        private_blocks: MutableMapping[int, pa.Table] | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.private_blocks = private_blocks
         self.stats = stats
         self.pools: list[TaskPool] = []
         self._task_pool: TaskPool | None = None
@@ -137,8 +144,12 @@ class _Execution:
     # ------------------------------------------------------------------ plan walking
 
     def run_tasks(self, pool: TaskPool, fn, items, name: str) -> Iterator[pa.Table]:
+        private = self.private_blocks if pool.num_workers > 0 else None
         for result in pool.imap(fn, items, ordered=self.ctx.preserve_order, name=name):
             self.stats.record_task(name, result.blocks, result.wall_s, result.cpu_s)
+            if private is not None:
+                for block in result.blocks:
+                    private[id(block)] = block
             yield from result.blocks
 
     def iter_op(self, op: LogicalOp) -> Generator[pa.Table, None, None]:
@@ -239,9 +250,14 @@ def _warn_oversubscribed(ctx: DataContext) -> None:
 
 
 def execute(
-    plan: LogicalOp, ctx: DataContext | None = None, stats: ExecutionStats | None = None
+    plan: LogicalOp, ctx: DataContext | None = None, stats: ExecutionStats | None = None, *,
+    private_blocks: weakref.WeakValueDictionary[int, pa.Table] | None = None,
 ) -> Generator[pa.Table, None, None]:
     """Yield the plan's output blocks. Closing the generator stops all workers.
+
+    ``private_blocks``: when given, every block that is this execution's private memory (a worker's
+    result, unpickled here) is recorded there by ``id``, so a consumer that is the blocks' only user
+    may hand their memory out without a copy.
 
     Example:
         >>> import pyarrow as pa
@@ -251,7 +267,7 @@ def execute(
     """
     ctx = (ctx or DataContext.get_current()).copy()
     _warn_oversubscribed(ctx)
-    execution = _Execution(ctx, stats if stats is not None else ExecutionStats(), _shared_objects_of(plan))
+    execution = _Execution(ctx, stats if stats is not None else ExecutionStats(), _shared_objects_of(plan), private_blocks)
     try:
         yield from execution.iter_op(plan)
     finally:

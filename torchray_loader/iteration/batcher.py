@@ -17,7 +17,7 @@ table, so a consumer can convert a whole run with one call per column instead of
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -130,9 +130,11 @@ def iter_batch_runs(
     shuffle_buffer_size: int | None = None,
     seed: int | None = None,
     skip_batches: int = 0,
+    is_private: Callable[[pa.Table], bool] | None = None,
 ) -> Iterator[BatchRun]:
     """Cut a block stream into runs of batches: each run is yielded as soon as its parent (a block,
-    or a full shuffle window) is complete.
+    or a full shuffle window) is complete. ``is_private(block)`` says that a block's memory is this
+    iteration's alone: runs cut from it straight are then ``fresh`` too.
 
     Example:
         >>> import pyarrow as pa
@@ -147,7 +149,7 @@ def iter_batch_runs(
     if batch_size is None:
         if shuffle_buffer_size is not None:
             raise ValueError("local_shuffle_buffer_size needs a batch_size")
-        yield from _whole_blocks(blocks, skip_batches)
+        yield from _whole_blocks(blocks, skip_batches, is_private)
         return
     if shuffle_buffer_size is not None and shuffle_buffer_size < batch_size:
         logger.warning(
@@ -156,19 +158,19 @@ def iter_batch_runs(
             shuffle_buffer_size, batch_size,
         )
     if shuffle_buffer_size is None:
-        yield from _sequential(blocks, batch_size, drop_last, skip_batches)
+        yield from _sequential(blocks, batch_size, drop_last, skip_batches, is_private)
     else:
         yield from _shuffled(blocks, batch_size, drop_last, shuffle_buffer_size, seed, skip_batches)
 
 
-def _whole_blocks(blocks: Iterable[pa.Table], skip: int) -> Iterator[BatchRun]:
+def _whole_blocks(blocks: Iterable[pa.Table], skip: int, is_private: Callable[[pa.Table], bool] | None) -> Iterator[BatchRun]:
     for block in blocks:
         if block.num_rows == 0:
             continue
         if skip > 0:
             skip -= 1
             continue
-        yield BatchRun(block, False, 0, block.num_rows, 1)
+        yield BatchRun(block, is_private is not None and is_private(block), 0, block.num_rows, 1)
 
 
 def _grid_run(parent: pa.Table, fresh: bool, start: int, batch_size: int, count: int, skip: int) -> tuple[BatchRun | None, int]:
@@ -179,7 +181,9 @@ def _grid_run(parent: pa.Table, fresh: bool, start: int, batch_size: int, count:
     return BatchRun(parent, fresh, start + dropped * batch_size, batch_size, count - dropped), skip - dropped
 
 
-def _sequential(blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, skip: int) -> Iterator[BatchRun]:
+def _sequential(
+    blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, skip: int, is_private: Callable[[pa.Table], bool] | None
+) -> Iterator[BatchRun]:
     pending: list[pa.Table] = []  # partial batch pieces, fewer than batch_size rows in total
     pending_rows = 0
     for block in blocks:
@@ -201,7 +205,7 @@ def _sequential(blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, sk
             pending, pending_rows = [], 0
         count = (n - start) // batch_size
         full_end = start + count * batch_size
-        run, skip = _grid_run(block, False, start, batch_size, count, skip)
+        run, skip = _grid_run(block, is_private is not None and is_private(block), start, batch_size, count, skip)
         if run is not None:
             yield run
         if full_end < n:

@@ -90,11 +90,23 @@ def _dtype_for(dtypes: Any, name: str) -> torch.dtype | None:
     return dtypes.get(name)
 
 
+def _grid_views(value: torch.Tensor, start: int, n: int) -> tuple[torch.Tensor, ...]:
+    """Views of ``value``'s rows ``[start + k*n, start + (k+1)*n)`` for k = 0, 1, ...; the last may
+    be shorter. ``unbind`` of a reshaped view costs ~20% less per view than ``split``."""
+    rest = value[start:]
+    full = rest.shape[0] // n
+    try:
+        views = rest[: full * n].view(full, n, *rest.shape[1:]).unbind(0)
+    except RuntimeError:  # strides that do not allow the reshape as a view
+        return tuple(rest.split(n))
+    return views + (rest[full * n :],) if full * n < rest.shape[0] else views
+
+
 class ParentCache:
     """Converts batches to ``dict[str, Tensor | list]``, one parent conversion per parent table.
 
     Batches of one parent lie on a grid (``offset + k * batch_size``), so each numeric column is
-    split into all its batch views at once (``Tensor.split``, one C++ call); a batch then costs a
+    cut into all its batch views at once (one C++ call); a batch then costs a
     dict lookup per column. Off-grid batches fall back to slicing.
 
     Example:
@@ -137,7 +149,7 @@ class ParentCache:
             self._parent = parent
             self._grid_start, self._grid_step = start, n
             self._splits = {
-                name: value[start:].split(n) for name, value in self._columns.items() if isinstance(value, torch.Tensor)
+                name: _grid_views(value, start, n) for name, value in self._columns.items() if isinstance(value, torch.Tensor)
             }
 
     def convert_run(self, run: BatchRun) -> list[dict[str, Any]]:
