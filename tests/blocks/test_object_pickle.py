@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from torchray_loader.blocks.object_pickle import dumps_object
+from torchray_loader.blocks.object_pickle import dumps_object, dumps_objects
+from torchray_loader.blocks.tensors import column_from_values, column_to_numpy
 
 
 def _roundtrip(value):
@@ -79,3 +80,35 @@ def test_unpicklable_value_raises():
 
     with pytest.raises(TypeError, match="lock"):
         dumps_object({"lock": threading.Lock()})
+
+
+def add_one(x):
+    return x + 1
+
+
+def test_many_values_share_one_stream_and_load_one_by_one():
+    big = np.arange(300_000, dtype=np.float64)  # larger than a pickle frame: written straight through
+    values = [
+        (torch.ones(2, 3), 4),
+        (big, lambda x: x * 2),  # the C pickler fails after writing the array: the piece is redone
+        "text",
+        {"f": add_one, "t": torch.arange(3)},
+        None,
+    ]
+    data, offsets = dumps_objects(values)
+    assert offsets[0] == 0 and offsets[-1] == len(data) and len(offsets) == len(values) + 1
+    back = [pickle.loads(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    assert torch.equal(back[0][0], values[0][0]) and back[0][1] == 4
+    assert np.array_equal(back[1][0], big) and back[1][1](3) == 6
+    assert back[2] == "text" and back[3]["f"] is add_one and torch.equal(back[3]["t"], torch.arange(3))
+    assert back[4] is None
+
+
+def test_object_column_slices_and_concatenations_load_their_own_values():
+    import pyarrow as pa
+
+    col = column_from_values([(torch.full((2,), float(i)), i) for i in range(10)])
+    sliced = column_to_numpy(col.slice(3, 4))
+    assert [v[1] for v in sliced] == [3, 4, 5, 6] and torch.equal(sliced[0][0], torch.full((2,), 3.0))
+    chunked = pa.chunked_array([col.slice(8), col.slice(0, 2)])
+    assert [v[1] for v in column_to_numpy(chunked)] == [8, 9, 0, 1]

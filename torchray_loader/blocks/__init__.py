@@ -10,6 +10,7 @@ from .block import (
     check_batch_format,
     concat_blocks,
     empty_block,
+    take_rows,
 )
 from .schema import Schema
 from .tensors import PythonObjectType, VariableShapeTensorType, column_from_values, column_to_numpy
@@ -29,4 +30,5 @@ __all__ = [
     "column_to_numpy",
     "concat_blocks",
     "empty_block",
+    "take_rows",
 ]

@@ -13,7 +13,13 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from .tensors import _variable_tensor_column, column_from_values, column_to_numpy, is_tensor_type
+from .tensors import (
+    _fixed_tensor_column,
+    _variable_tensor_column,
+    column_from_values,
+    column_to_numpy,
+    is_tensor_type,
+)
 
 __all__ = [
     "Block",
@@ -27,6 +33,7 @@ __all__ = [
     "concat_blocks",
     "empty_block",
     "start_arrow_warm_up",
+    "take_rows",
     "warm_up_arrow",
 ]
 
@@ -257,6 +264,52 @@ def concat_blocks(blocks: Sequence[pa.Table]) -> pa.Table:
         return pa.concat_tables(blocks, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise ValueError(f"blocks have incompatible schemas: {exc}") from exc
+
+
+def _gather_chunked_tensor_rows(col: pa.ChunkedArray, indices: np.ndarray) -> pa.Array | None:
+    """``col.take(indices)`` for a multi-chunk, null-free numeric fixed-shape tensor column, gathered
+    chunk by chunk. Arrow's take first concatenates all chunks of such a column (a copy of the whole
+    column for every call, however few rows it takes). None for any other column."""
+    t = col.type
+    if (
+        col.num_chunks < 2 or not isinstance(t, pa.FixedShapeTensorType) or col.null_count
+        or t.permutation is not None or t.dim_names is not None
+        or not (pa.types.is_integer(t.value_type) or pa.types.is_floating(t.value_type))
+    ):
+        return None
+    chunks = [c.to_numpy_ndarray() for c in col.chunks]
+    starts = np.cumsum([0] + [len(c) for c in chunks])
+    which = np.searchsorted(starts, indices, side="right") - 1
+    first = chunks[0]
+    # The output lives in Arrow's memory pool, which reuses freed memory (a fresh malloc of this size
+    # would be a new mapping, whose page faults cost more than the gather).
+    buf = pa.allocate_buffer(len(indices) * int(np.prod(first.shape[1:])) * first.dtype.itemsize)
+    out = np.frombuffer(buf, dtype=first.dtype).reshape((len(indices), *first.shape[1:]))
+    for k, chunk in enumerate(chunks):
+        rows = np.flatnonzero(which == k)
+        if len(rows):
+            out[rows] = np.take(chunk, indices[rows] - starts[k], axis=0)
+    gathered = _fixed_tensor_column(out)
+    return gathered if gathered.type == t else None
+
+
+def take_rows(block: pa.Table, indices: np.ndarray) -> pa.Table:
+    """``block.take(indices)``: the rows at ``indices``, in that order, in new memory.
+
+    Example:
+        >>> import numpy as np, pyarrow as pa
+        >>> take_rows(pa.table({"a": [1, 2, 3]}), np.array([2, 0]))["a"].to_pylist()
+        [3, 1]
+    """
+    # Arrow's concatenation is the cheaper way to take most of a column's rows; for a small part
+    # (a piece of a shuffle window) the per-chunk gather avoids copying the whole column first.
+    if len(indices) * 2 > block.num_rows or not any(isinstance(f.type, pa.FixedShapeTensorType) for f in block.schema):
+        return block.take(indices)
+    columns = []
+    for col in block.columns:
+        gathered = _gather_chunked_tensor_rows(col, indices)
+        columns.append(gathered if gathered is not None else col.take(indices))
+    return pa.Table.from_arrays(columns, schema=block.schema)
 
 
 def _unify_tensor_columns(blocks: Sequence[pa.Table]) -> list[pa.Table]:

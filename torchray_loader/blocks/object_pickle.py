@@ -17,19 +17,21 @@ come back as separate tensors.
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import types
+from collections.abc import Sequence
 from typing import Any
 
 import cloudpickle
 import numpy as np
 
-__all__ = ["dumps_object"]
+__all__ = ["dumps_object", "dumps_objects"]
 
 #: numpy dtype kinds written as raw bytes (bool, ints, floats, complex).
 _RAW_KINDS = frozenset("biufc")
-#: torch dtypes numpy has (a tensor of another dtype keeps torch's own reduction).
+#: Names of the torch dtypes numpy has.
 _NUMPY_TORCH_DTYPES = frozenset(
     "float16 float32 float64 complex64 complex128 int8 int16 int32 int64 uint8 bool".split()
 )
@@ -45,13 +47,35 @@ def dumps_object(value: Any) -> bytes:
         >>> pickle.loads(dumps_object(lambda x: x + 1))(1)
         2
     """
+    return dumps_objects([value])[0]
+
+
+def dumps_objects(values: Sequence[Any]) -> tuple[bytes, np.ndarray]:
+    """Many values pickled as in :func:`dumps_object`, into one byte string: value ``i`` is
+    ``data[offsets[i]:offsets[i + 1]]``. One pickler serves all values (its memo cleared between
+    them, so each piece loads on its own): a pickler and a buffer per value cost more than a small
+    value's pickle.
+
+    Example:
+        >>> import pickle
+        >>> data, offsets = dumps_objects([1, "a", (2, 3)])
+        >>> [pickle.loads(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+        [1, 'a', (2, 3)]
+    """
     buf = io.BytesIO()
-    try:
-        _DataPickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    except Exception:  # noqa: BLE001 - cloudpickle either handles it or raises its own error
-        buf = io.BytesIO()
-        _CodePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
-    return buf.getvalue()
+    pickler = _DataPickler(buf, protocol=pickle.HIGHEST_PROTOCOL)
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    for i, value in enumerate(values):
+        start = buf.tell()
+        try:
+            pickler.dump(value)
+        except Exception:  # noqa: BLE001 - cloudpickle either handles it or raises its own error
+            buf.seek(start)
+            buf.truncate()
+            _CodePickler(buf, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+        pickler.clear_memo()
+        offsets[i + 1] = buf.tell()
+    return buf.getvalue(), offsets
 
 
 def _array_from_bytes(data: bytearray, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -64,6 +88,14 @@ def _tensor_from_bytes(data: bytearray, dtype: str, shape: tuple[int, ...]) -> A
     return torch.from_numpy(_array_from_bytes(data, dtype, shape))
 
 
+@functools.cache
+def _torch_raw_dtypes() -> tuple[Any, frozenset[Any]]:
+    """torch, and the torch dtypes numpy has (a tensor of another dtype keeps torch's own reduction)."""
+    import torch
+
+    return torch, frozenset(getattr(torch, name) for name in _NUMPY_TORCH_DTYPES)
+
+
 def _raw_reduction(obj: Any) -> tuple[Any, tuple[Any, ...]] | None:
     """``(rebuild, args)`` writing ``obj``'s bytes once, or None where the default reduction applies."""
     cls = type(obj)
@@ -72,11 +104,9 @@ def _raw_reduction(obj: Any) -> tuple[Any, tuple[Any, ...]] | None:
             return _array_from_bytes, (pickle.PickleBuffer(obj), obj.dtype.str, obj.shape)
         return None
     if cls.__name__ == "Tensor" and cls.__module__ == "torch":
-        import torch
-
+        torch, raw_dtypes = _torch_raw_dtypes()
         if (
-            obj.layout == torch.strided and obj.device.type == "cpu" and not obj.requires_grad
-            and str(obj.dtype).removeprefix("torch.") in _NUMPY_TORCH_DTYPES
+            obj.is_cpu and obj.layout is torch.strided and not obj.requires_grad and obj.dtype in raw_dtypes
             and not obj.is_conj() and not obj.is_neg()
         ):
             array = obj.numpy()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .object_pickle import dumps_object
+from .object_pickle import dumps_objects
 
 __all__ = [
     "VariableShapeTensorType",
@@ -160,7 +160,8 @@ def _variable_tensor_column(arrays: Sequence[np.ndarray]) -> pa.Array:
 
 
 def _object_column(values: Sequence[Any]) -> pa.Array:
-    storage = pa.array([dumps_object(v) for v in values], type=pa.large_binary())
+    data, offsets = dumps_objects(values)
+    storage = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(values), [None, pa.py_buffer(offsets), pa.py_buffer(data)])
     return pa.ExtensionArray.from_storage(PythonObjectType(), storage)
 
 
@@ -226,9 +227,20 @@ def _combine(col: pa.Array | pa.ChunkedArray) -> pa.Array:
 
 
 def _unpickle_objects(arr: pa.Array) -> np.ndarray:
+    storage = arr.storage
     out = np.empty(len(arr), dtype=object)
-    for i, b in enumerate(arr.storage.to_pylist()):
-        out[i] = None if b is None else pickle.loads(b)
+    if storage.null_count:
+        for i, b in enumerate(storage.to_pylist()):
+            out[i] = None if b is None else pickle.loads(b)
+        return out
+    # Each value is loaded straight from the data buffer (no bytes object per value).
+    _, offset_buf, data_buf = storage.buffers()
+    offsets = np.frombuffer(offset_buf, dtype=np.int64, count=len(storage) + 1, offset=storage.offset * 8).tolist()
+    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+    loads = pickle.loads
+    # Element by element: a slice assignment would let numpy look into the values (tensors, lists).
+    for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:], strict=True)):
+        out[i] = loads(data[a:b])
     return out
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from ..blocks import concat_blocks
+from ..blocks import concat_blocks, take_rows
 
 __all__ = ["iter_batch_tables", "iter_batch_runs", "BatchRun", "BatchTable"]
 
@@ -215,6 +215,10 @@ def _sequential(
         yield BatchRun(concat_blocks(pending).combine_chunks(), len(pending) > 1, 0, pending_rows, 1)
 
 
+#: Bytes gathered at once from a shuffle window (rounded to whole batches, at least one).
+_GATHER_BYTES = 4 << 20
+
+
 def _shuffled(
     blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, buffer_size: int, seed: int | None, skip: int
 ) -> Iterator[BatchRun]:
@@ -229,18 +233,27 @@ def _shuffled(
         n = table.num_rows
         perm = rng.permutation(n)
         full = n // batch_size * batch_size
-        # The leftover tail (< batch_size rows) joins the next window, so batches stay full.
-        keep = n if final else full
-        shuffled = table.take(perm[:keep]) if keep else table.slice(0, 0)
-        run, skip = _grid_run(shuffled, True, 0, batch_size, full // batch_size, skip)
-        if run is not None:
-            yield run
+        # The window's batches are gathered in pieces of about _GATHER_BYTES, each yielded as soon as
+        # it is gathered: the first batch waits for one piece, not the whole window (a first gather
+        # into fresh memory pays its page faults). Batches are the same as with one gather; skipped
+        # pieces are never gathered.
+        row_bytes = max(1, table.nbytes // max(n, 1))
+        step = max(1, _GATHER_BYTES // (row_bytes * batch_size)) * batch_size
+        for s in range(0, full, step):
+            count = min(step, full - s) // batch_size
+            if skip >= count:
+                skip -= count
+                continue
+            first, skip = skip, 0
+            piece = take_rows(table, perm[s + first * batch_size : s + count * batch_size])
+            yield BatchRun(piece, True, 0, batch_size, count - first)
         if final:
             if full < n and not drop_last and skip <= 0:
-                yield BatchRun(shuffled, True, full, n - full, 1)
+                yield BatchRun(take_rows(table, perm[full:]), True, 0, n - full, 1)
             window, rows = [], 0
         else:
-            tail = table.take(perm[full:]) if full < n else None
+            # The leftover tail (< batch_size rows) joins the next window, so batches stay full.
+            tail = take_rows(table, perm[full:]) if full < n else None
             window = [tail] if tail is not None else []
             rows = n - full
 
