@@ -14,19 +14,30 @@ import psutil
 from torchray_loader.execution import shm
 
 
-def helper_pids() -> set[int]:
-    """PIDs of multiprocess's forkserver and resource tracker, if running."""
-    pids: set[int] = set()
+def _helper_modules() -> list[tuple[object, object]]:
+    """(forkserver, resource_tracker) of multiprocess (the package's pools) and of the standard
+    library's multiprocessing (torch's DataLoader, used by baselines and differential tests)."""
+    import multiprocessing.forkserver
+    import multiprocessing.resource_tracker
+
+    out: list[tuple[object, object]] = [(multiprocessing.forkserver, multiprocessing.resource_tracker)]
     try:
         from multiprocess import forkserver, resource_tracker
     except ImportError:  # pragma: no cover
-        return pids
-    for pid in (
-        getattr(forkserver._forkserver, "_forkserver_pid", None),
-        getattr(resource_tracker._resource_tracker, "_pid", None),
-    ):
-        if pid:
-            pids.add(pid)
+        return out
+    return [*out, (forkserver, resource_tracker)]
+
+
+def helper_pids() -> set[int]:
+    """PIDs of the forkservers and resource trackers of multiprocess and multiprocessing, if running."""
+    pids: set[int] = set()
+    for forkserver, resource_tracker in _helper_modules():
+        for pid in (
+            getattr(forkserver._forkserver, "_forkserver_pid", None),
+            getattr(resource_tracker._resource_tracker, "_pid", None),
+        ):
+            if pid:
+                pids.add(pid)
     return pids
 
 
@@ -52,13 +63,10 @@ def transfer_files(owner_pid: int | None = None) -> list[str]:
 
 
 def stop_multiprocessing_helpers() -> None:
-    """Stop the forkserver and resource tracker (they would outlive the tests that started them)."""
-    try:
-        from multiprocess import forkserver, resource_tracker
-    except ImportError:  # pragma: no cover
-        return
-    for helper in (forkserver._forkserver, resource_tracker._resource_tracker):
-        try:
-            helper._stop()
-        except Exception:  # noqa: BLE001 - best effort
-            pass
+    """Stop the forkservers and resource trackers (they would outlive the tests that started them)."""
+    for forkserver, resource_tracker in _helper_modules():
+        for helper in (forkserver._forkserver, resource_tracker._resource_tracker):  # type: ignore[attr-defined]
+            try:
+                helper._stop()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
