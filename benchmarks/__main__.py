@@ -169,8 +169,12 @@ def cmd_report(args: argparse.Namespace) -> int:
             new = _runs_of(path)
             keys = {(r["workload"], r["variant"], r["impl"], r["num_workers"]) for r in new}
             runs = [r for r in runs if (r["workload"], r["variant"], r["impl"], r["num_workers"]) not in keys] + new
-            payload.setdefault("merged", []).append(
-                {"file": str(path), "configurations": sorted("/".join(map(str, k)) for k in keys)})
+            merged = {"file": str(path), "configurations": sorted("/".join(map(str, k)) for k in keys)}
+            if path.suffix != ".jsonl":  # a results.json says when, at which commit and how it ran
+                other = report.read_json(path)
+                merged.update(created=other.get("created"), commit=other.get("pieces", {}).get("commit"),
+                              command=other.get("command"))
+            payload.setdefault("merged", []).append(merged)
         payload["runs"] = runs
         payload["summary"] = report.summarize(runs)
         payload["targets"] = report.evaluate_targets(payload["summary"])

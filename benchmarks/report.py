@@ -476,7 +476,9 @@ def markdown(payload: dict[str, Any], png_name: str = "performance.png") -> str:
         "",
     ]
     for m_ in payload.get("merged", []):
-        lines.append(f"- **Re-measured later and merged in** (`python -m benchmarks report ... --out`): "
+        when = (f" on {m_['created']} at package commit `{m_.get('commit') or '?'}` with `{m_.get('command')}`"
+                if m_.get("created") else "")
+        lines.append(f"- **Re-measured later and merged in** (`python -m benchmarks report ... --out`){when}: "
                      f"{', '.join(m_['configurations'])}; these runs did not alternate with the others.")
     lines += [
         "",
