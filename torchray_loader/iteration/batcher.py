@@ -6,9 +6,9 @@ Invariants:
 * ``skip_batches`` drops the first k batches without converting them (resume).
 
 Shuffling is window-based: blocks (cut where needed) are gathered until the window holds
-``shuffle_buffer_size`` rows, the window (plus the previous window's leftover tail) is permuted with
-one ``take``, and full batches are cut from it as zero-copy slices. Rows never wait longer than one
-window, and the permutation is one vectorised gather per window instead of per-batch work.
+``shuffle_buffer_size`` rows, the window (plus the previous window's leftover tail) is permuted, and
+full batches are cut as zero-copy slices of a few vectorised gathers (pieces of about
+``_GATHER_BYTES``) instead of per-batch work. Rows never wait longer than one window.
 
 Batches come out in *runs* (:class:`BatchRun`): the consecutive equal-size batches cut from one parent
 table, so a consumer can convert a whole run with one call per column instead of Python work per batch.
