@@ -465,7 +465,8 @@ def markdown(payload: dict[str, Any], png_name: str = "performance.png") -> str:
               "*partial epoch*)." if payload.get("max_epoch_s") else "")
            if payload["mode"] == "full" else
            "over the only epoch, start-up included (quick mode)."),
-        "- *1st batch*: from just after the imports (the data already on disk or in memory) to the first "
+        "- *1st batch*: from just after the imports (pyarrow's one-time lazy import of pandas among them; "
+        "the data already on disk or in memory) to the first "
         "batch: pipeline construction, worker start-up and `ray.init` included. Shuffled Arrow pipelines "
         "(torchray, Ray) fill a 10,000-row shuffle window first.",
         "- *peak RSS*: the largest sum of resident memory over the process and all its descendants, sampled "

@@ -75,6 +75,15 @@ def torchray(result: Result, num_workers: int) -> Any:
     except ImportError as exc:
         raise Unavailable(f"torchray_loader does not import: {exc}") from exc
     rd.DataContext.get_current().num_workers = num_workers
+    # pyarrow imports pandas lazily, on its first array; torchray_loader starts that import in a
+    # background thread at its own import. It is an import, so it is finished here, before the
+    # clock starts (``import ray.data`` imports pandas itself, also before the clock).
+    try:
+        from torchray_loader.blocks.block import warm_up_arrow
+    except ImportError:  # an older package: nothing started at import
+        pass
+    else:
+        warm_up_arrow()
     if num_workers > 0 and not process_pool_available():
         result.notes.append("ran inline: torchray_loader/execution/process_pool.py not built yet")
     return rd
