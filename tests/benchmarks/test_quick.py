@@ -109,3 +109,27 @@ def test_summary_medians_ratios_and_docs() -> None:
     md = report.markdown(payload)
     assert "Preliminary" in md and "`read_parquet`" in md
     assert "| W1 | 2 | torchray Dataset | 3.00M |" in md
+
+
+def test_report_merges_a_later_results_file_and_names_it(tmp_path: Path) -> None:
+    from benchmarks import report
+    from benchmarks.__main__ import main
+
+    runs = _synthetic_runs()
+    base = {
+        "mode": "full", "created": "then", "elapsed_s": 60.0, "command": "python -m benchmarks run", "repeats": 3,
+        "processes": "run", "machine": report.machine_info(), "pieces": {"commit": "old"}, "sizes": {},
+        "summary": report.summarize(runs), "targets": [], "runs": runs,
+    }
+    faster = [dict(r, rows_per_s=r["rows_per_s"] * 2) for r in runs if r["workload"] == "W1" and r["impl"] == "torchray"]
+    later = dict(base, created="now", command="python -m benchmarks run --only W1", pieces={"commit": "new"}, runs=faster)
+    (tmp_path / "base.json").write_text(json.dumps(base))
+    (tmp_path / "later.json").write_text(json.dumps(later))
+    assert main(["report", str(tmp_path / "base.json"), str(tmp_path / "later.json"), "--out", str(tmp_path / "m.json")]) == 0
+    merged = json.loads((tmp_path / "m.json").read_text())
+    w1 = {(r["impl"], r["num_workers"]): r for r in merged["summary"] if r["workload"] == "W1"}
+    assert w1[("torchray", 2)]["rows_per_s"] == 6.0e6
+    (entry,) = merged["merged"]
+    assert entry["created"] == "now" and entry["commit"] == "new" and entry["command"].endswith("--only W1")
+    md = report.markdown(merged)
+    assert "Re-measured later and merged in" in md and "at package commit `new`" in md
