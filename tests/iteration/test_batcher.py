@@ -5,7 +5,13 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from torchray_loader.iteration import iter_batch_runs, iter_batch_tables, prefetch
+from torchray_loader.iteration import iter_batch_runs, prefetch
+
+
+def batch_tables(blocks, batch_size, **kw):
+    """The batches of ``iter_batch_runs``, one at a time."""
+    for run in iter_batch_runs(blocks, batch_size, **kw):
+        yield from run.batches()
 
 
 def blocks_of(sizes):
@@ -23,16 +29,16 @@ def flat(batches):
 @pytest.mark.parametrize("sizes", [[5, 0, 3, 9], [1] * 10, [20], []])
 @pytest.mark.parametrize("batch_size", [1, 3, 4, 25])
 def test_sequential_exact_sizes(sizes, batch_size):
-    batches = list(iter_batch_tables(blocks_of(sizes), batch_size))
+    batches = list(batch_tables(blocks_of(sizes), batch_size))
     assert flat(batches) == list(range(sum(sizes)))
     assert all(b.table.num_rows == batch_size for b in batches[:-1])
 
 
 @pytest.mark.parametrize("buffer", [1, 7, 100])
 def test_shuffle_window_is_seeded_permutation(buffer):
-    a = flat(iter_batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=1))
-    b = flat(iter_batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=1))
-    c = flat(iter_batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=2))
+    a = flat(batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=1))
+    b = flat(batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=1))
+    c = flat(batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=buffer, seed=2))
     assert a == b and sorted(a) == list(range(30))
     if buffer > 1:
         assert a != c
@@ -40,9 +46,9 @@ def test_shuffle_window_is_seeded_permutation(buffer):
 
 @pytest.mark.parametrize("shuffle", [None, 8])
 def test_skip_batches_resumes_exactly(shuffle):
-    full = [b.table["x"].to_pylist() for b in iter_batch_tables(blocks_of([7, 7, 7]), 3, shuffle_buffer_size=shuffle, seed=4)]
+    full = [b.table["x"].to_pylist() for b in batch_tables(blocks_of([7, 7, 7]), 3, shuffle_buffer_size=shuffle, seed=4)]
     for k in range(len(full) + 1):
-        rest = [b.table["x"].to_pylist() for b in iter_batch_tables(blocks_of([7, 7, 7]), 3, shuffle_buffer_size=shuffle, seed=4, skip_batches=k)]
+        rest = [b.table["x"].to_pylist() for b in batch_tables(blocks_of([7, 7, 7]), 3, shuffle_buffer_size=shuffle, seed=4, skip_batches=k)]
         assert rest == full[k:]
 
 
@@ -54,7 +60,10 @@ def test_runs_are_grids_of_one_parent_and_flatten_to_the_batches(shuffle, skip):
     for run in runs:
         assert run.count >= 1 and run.offset + run.count * run.num_rows <= run.parent.num_rows
     flattened = [b.table["x"].to_pylist() for run in runs for b in run.batches()]
-    assert flattened == [b.table["x"].to_pylist() for b in iter_batch_tables(blocks_of([7, 2, 12, 5]), 3, **kw)]
+    # The skipped batches are the first ones of the unskipped stream, and the rest are all rows once.
+    whole = [b.table["x"].to_pylist() for b in batch_tables(blocks_of([7, 2, 12, 5]), 3, shuffle_buffer_size=shuffle, seed=3)]
+    assert flattened == whole[skip:] and sorted(v for b in whole for v in b) == list(range(26))
+    assert all(len(b) == 3 for b in flattened[:-1])
     # A run covers several batches of one parent: fewer runs than batches.
     assert len(runs) < len(flattened)
 
@@ -77,11 +86,11 @@ def test_run_pieces_cover_the_run_in_order():
 
 
 def test_batch_size_none_yields_blocks_and_validation():
-    assert [b.table.num_rows for b in iter_batch_tables(blocks_of([2, 0, 3]), None)] == [2, 3]
+    assert [b.table.num_rows for b in batch_tables(blocks_of([2, 0, 3]), None)] == [2, 3]
     with pytest.raises(ValueError, match="batch_size"):
-        list(iter_batch_tables(blocks_of([2]), 0))
+        list(batch_tables(blocks_of([2]), 0))
     with pytest.raises(ValueError, match="local_shuffle_buffer_size"):
-        list(iter_batch_tables(blocks_of([2]), 2, shuffle_buffer_size=0))
+        list(batch_tables(blocks_of([2]), 2, shuffle_buffer_size=0))
 
 
 def failing_source():

@@ -9,10 +9,10 @@ An object column stores each value as its own pickle, so the cost per value is t
 * values go through the C pickler first; only values it cannot pickle faithfully (lambdas, local or
   ``__main__`` functions and classes, which cloudpickle pickles by value) take cloudpickle.
 
-Invariant: ``pickle.loads(dumps_object(v))`` equals ``v`` in type, value, dtype and shape. A tensor or
-array comes back in a fresh buffer, writable unless it was a read-only array (as with numpy's own
-pickle); non-contiguous ones keep their default reduction; views of one storage inside one value
-come back as separate tensors.
+Invariant: each value's piece of ``dumps_objects`` loads with plain ``pickle.loads`` and equals the
+value in type, value, dtype and shape. A tensor or array comes back in a fresh buffer, writable
+unless it was a read-only array (as with numpy's own pickle); non-contiguous ones keep their default
+reduction; views of one storage inside one value come back as separate tensors.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-__all__ = ["dumps_object", "dumps_objects"]
+__all__ = ["dumps_objects"]
 
 #: numpy dtype kinds written as raw bytes (bool, ints, floats, complex).
 _RAW_KINDS = frozenset("biufc")
@@ -37,30 +37,20 @@ _NUMPY_TORCH_DTYPES = frozenset(
 )
 
 
-def dumps_object(value: Any) -> bytes:
-    """One object-column value as pickle bytes that plain ``pickle.loads`` reads.
-
-    Example:
-        >>> import numpy as np, pickle
-        >>> pickle.loads(dumps_object({"x": np.arange(3)}))
-        {'x': array([0, 1, 2])}
-        >>> pickle.loads(dumps_object(lambda x: x + 1))(1)
-        2
-    """
-    return dumps_objects([value])[0]
-
-
 def dumps_objects(values: Sequence[Any]) -> tuple[bytes, np.ndarray]:
-    """Many values pickled as in :func:`dumps_object`, into one byte string: value ``i`` is
-    ``data[offsets[i]:offsets[i + 1]]``. One pickler serves all values (its memo cleared between
+    """Object-column values as pickles in one byte string: value ``i`` is
+    ``data[offsets[i]:offsets[i + 1]]``, which plain ``pickle.loads`` reads. One pickler serves all values (its memo cleared between
     them, so each piece loads on its own): a pickler and a buffer per value cost more than a small
     value's pickle.
 
     Example:
         >>> import pickle
-        >>> data, offsets = dumps_objects([1, "a", (2, 3)])
-        >>> [pickle.loads(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
-        [1, 'a', (2, 3)]
+        >>> import numpy as np, pickle
+        >>> data, offsets = dumps_objects([{"x": np.arange(3)}, lambda x: x + 1])
+        >>> pickle.loads(data[offsets[0]:offsets[1]])
+        {'x': array([0, 1, 2])}
+        >>> pickle.loads(data[offsets[1]:offsets[2]])(1)
+        2
     """
     buf = io.BytesIO()
     pickler = _DataPickler(buf, protocol=pickle.HIGHEST_PROTOCOL)

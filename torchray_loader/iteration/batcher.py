@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from ..blocks import concat_blocks, take_rows
 
-__all__ = ["iter_batch_tables", "iter_batch_runs", "BatchRun", "BatchTable"]
+__all__ = ["iter_batch_runs", "BatchRun", "BatchTable"]
 
 logger = logging.getLogger("torchray_loader")
 
@@ -96,30 +96,6 @@ def _check_batch_size(batch_size: int | None) -> None:
         return
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
-
-
-def iter_batch_tables(
-    blocks: Iterable[pa.Table],
-    batch_size: int | None,
-    *,
-    drop_last: bool = False,
-    shuffle_buffer_size: int | None = None,
-    seed: int | None = None,
-    skip_batches: int = 0,
-) -> Iterator[BatchTable]:
-    """Cut a block stream into batches (:func:`iter_batch_runs`, one batch at a time).
-
-    Example:
-        >>> import pyarrow as pa
-        >>> blocks = [pa.table({"x": [0, 1, 2]}), pa.table({"x": [3, 4]})]
-        >>> [b.table["x"].to_pylist() for b in iter_batch_tables(blocks, 2)]
-        [[0, 1], [2, 3], [4]]
-    """
-    for run in iter_batch_runs(
-        blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size, seed=seed,
-        skip_batches=skip_batches,
-    ):
-        yield from run.batches()
 
 
 def iter_batch_runs(

@@ -111,9 +111,10 @@ class ParentCache:
 
     Example:
         >>> import pyarrow as pa
-        >>> from torchray_loader.iteration import iter_batch_tables
+        >>> from torchray_loader.iteration import iter_batch_runs
         >>> cache = ParentCache(dtypes=None)
-        >>> [cache.to_torch(b)["x"].tolist() for b in iter_batch_tables([pa.table({"x": [1, 2, 3]})], 2)]
+        >>> runs = iter_batch_runs([pa.table({"x": [1, 2, 3]})], 2)
+        >>> [cache.to_torch(b)["x"].tolist() for run in runs for b in run.batches()]
         [[1, 2], [3]]
     """
 
