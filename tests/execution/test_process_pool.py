@@ -3,6 +3,7 @@ through worker deaths, timeouts, errors, Ctrl-C and early exits, with bounded me
 
 from __future__ import annotations
 
+import gc
 import mmap
 import os
 import random
@@ -260,6 +261,22 @@ def test_zero_copy_writable_result():
     assert a.flags.writeable
     a[:] = 7  # copy-on-write, private to this process
     assert int(a.sum()) == 7 * (1 << 20) and int(b[0]) == 2
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_reused_transfer_files_never_change_a_held_result(start_method):
+    """Results are 8 MiB; the consumer keeps every third one and drops the rest, whose files the
+    workers then write again. Every kept result still holds its own values at the end."""
+    kept = []
+    with ProcessPool(2, make_ctx(start_method)) as pool:
+        for i, arr in enumerate(pool.imap(big_array, range(30))):
+            assert int(arr[0]) == i and int(arr[-1]) == i
+            if i % 3 == 0:
+                kept.append((i, arr))
+            del arr
+            gc.collect()
+    for i, arr in kept:
+        assert int(arr.min()) == i and int(arr.max()) == i
 
 
 def mark_started(args):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import mmap
 import os
 import pickle
@@ -311,3 +312,127 @@ def test_arena_on_a_full_directory_gives_no_buffer(monkeypatch):
         assert shm.arena_buffer(1 << 20) is None  # the caller falls back to private memory
         path = arena.path
     assert path is None or not os.path.exists(path)
+
+
+# ----------------------------------------------------------------------------- recycling
+
+_BIG = 1 << 18  # int64 elements: a 2 MiB transfer file, above RECYCLE_MIN_BYTES
+
+
+def _free_files(tag):
+    return shm._free_files(shm.shm_dirs()[0], os.getpid(), tag)
+
+
+def _inode(path):
+    return os.stat(path).st_ino
+
+
+def test_released_file_is_reused_by_the_next_large_write():
+    tag = "recycle1"
+    try:
+        ref = shm.dumps_to_shm(np.arange(_BIG), tag=tag)
+        held = shm.loads_from_shm(ref, recycle=True)
+        assert os.path.exists(ref.path) and not _free_files(tag)  # in use: keeps its name
+        first = _inode(ref.path)
+        other = shm.dumps_to_shm(np.full(_BIG, 5), tag=tag)
+        assert _inode(other.path) != first  # never a file whose mapping is alive
+        assert int(shm.loads_from_shm(other).sum()) == 5 * _BIG
+        assert int(held[-1]) == _BIG - 1
+        del held
+        gc.collect()
+        (free,) = _free_files(tag)
+        assert _inode(free) == first and not os.path.exists(ref.path)
+        again = shm.dumps_to_shm(np.full(_BIG, 3), tag=tag)
+        assert _inode(again.path) == first and not _free_files(tag)
+        assert shm.loads_from_shm(again).tolist() == [3] * _BIG
+    finally:
+        shm.sweep(os.getpid(), tag)
+
+
+def test_small_files_and_plain_loads_are_removed_at_once():
+    tag = "recycle2"
+    try:
+        small = shm.dumps_to_shm(np.arange(20_000), tag=tag)  # above inline, below RECYCLE_MIN_BYTES
+        assert small.path is not None and small.file_size < shm.RECYCLE_MIN_BYTES
+        shm.loads_from_shm(small, recycle=True)
+        plain = shm.dumps_to_shm(np.arange(_BIG), tag=tag)
+        shm.loads_from_shm(plain)
+        gc.collect()
+        assert not os.path.exists(small.path) and not os.path.exists(plain.path) and not _free_files(tag)
+    finally:
+        shm.sweep(os.getpid(), tag)
+
+
+def test_at_most_max_files_are_kept_free():
+    tag = "recycle3"
+    try:
+        refs = [shm.dumps_to_shm(np.arange(_BIG), tag=tag) for _ in range(shm.RECYCLE_MAX_FILES + 2)]
+        loaded = [shm.loads_from_shm(r, recycle=True) for r in refs]
+        del loaded
+        gc.collect()
+        assert len(_free_files(tag)) == shm.RECYCLE_MAX_FILES
+        assert not any(os.path.exists(r.path) for r in refs)
+    finally:
+        shm.sweep(os.getpid(), tag)
+    assert not _free_files(tag)
+
+
+def test_a_swept_tag_is_never_recycled_again():
+    tag = "recycle4"
+    ref = shm.dumps_to_shm(np.arange(_BIG), tag=tag)
+    held = shm.loads_from_shm(ref, recycle=True)
+    shm.sweep(os.getpid(), tag)  # the pool closed while a result is still in use
+    assert int(held[-1]) == _BIG - 1
+    del held
+    gc.collect()
+    assert not _free_files(tag)
+
+
+def test_after_stop_recycling_released_files_are_removed(monkeypatch):
+    monkeypatch.setattr(shm, "_recycling", True)
+    tag = "recycle5"
+    ref = shm.dumps_to_shm(np.arange(_BIG), tag=tag)
+    held = shm.loads_from_shm(ref, recycle=True)
+    shm.stop_recycling()
+    del held
+    gc.collect()
+    assert not _free_files(tag) and not os.path.exists(ref.path)
+
+
+def test_a_forked_child_dropping_its_copy_does_not_release_the_parents_file():
+    tag = "recycle6"
+    try:
+        ref = shm.dumps_to_shm(np.arange(_BIG), tag=tag)
+        held = shm.loads_from_shm(ref, recycle=True)
+        pid = os.fork()
+        if pid == 0:  # child: drop the inherited mapping and leave without any cleanup of its own
+            del held
+            gc.collect()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.path.exists(ref.path) and not _free_files(tag)
+        assert int(held[-1]) == _BIG - 1
+        del held
+        gc.collect()
+        assert len(_free_files(tag)) == 1
+    finally:
+        shm.sweep(os.getpid(), tag)
+
+
+def test_an_arena_claims_a_free_file():
+    tag = "recycle7"
+    try:
+        ref = shm.dumps_to_shm(np.arange(_BIG), tag=tag)
+        shm.loads_from_shm(ref, recycle=True)
+        gc.collect()
+        (free,) = _free_files(tag)
+        first = _inode(free)
+        with shm.task_arena(tag=tag) as arena:
+            out = np.frombuffer(shm.arena_buffer(8 * _BIG), dtype=np.int64)
+            out[:] = 9
+            result = shm.dumps_to_shm(out, tag=tag, arena=arena)
+        del out
+        assert _inode(result.path) == first
+        assert shm.loads_from_shm(result).tolist() == [9] * _BIG
+    finally:
+        shm.sweep(os.getpid(), tag)

@@ -221,6 +221,7 @@ def _sweep_if_orphaned(owner_pid: int) -> None:
     pipe on purpose costs this worker at most half a second more of life."""
     if _owner_gone(owner_pid, wait_s=0.5):
         try:
+            shm.stop_recycling()
             shm.sweep(owner_pid)
         except Exception:  # pragma: no cover - best effort
             pass
@@ -313,7 +314,7 @@ def _worker_main(
                     fns[imap_id] = dill.loads(shm.loads_from_shm(fn_ref))
                 except Exception as exc:
                     fns[imap_id] = _FailedFn(exc)
-            item = shm.loads_from_shm(item_ref)
+            item = shm.loads_from_shm(item_ref, recycle=True)
             # The task may build its result in place in the transfer file (shm.arena_buffer).
             with shm.task_arena(owner_pid, tag) as arena:
                 result = fns[imap_id](item)
@@ -534,6 +535,7 @@ _swept_for_pid: int | None = None
 
 
 def _sweep_own_files() -> None:
+    shm.stop_recycling()
     shm.sweep(os.getpid())
 
 
@@ -920,7 +922,7 @@ class ProcessPool:
         elif kind == _OK:
             ref: shm.ShmRef = msg[2]
             try:
-                entry: _Entry = (task.index, shm.loads_from_shm(ref), ref.nbytes, None)
+                entry: _Entry = (task.index, shm.loads_from_shm(ref, recycle=True), ref.nbytes, None)
             except Exception as exc:
                 entry = (task.index, None, 0, _pack_error(exc, st.name))
             self._record(st, entry)

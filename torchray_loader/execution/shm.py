@@ -15,6 +15,14 @@ Invariants:
   ref. After the consumer opened it, the file has no name; its memory lives exactly as long as the
   arrays/buffers that reference the mapping, so nothing can leak once it is loaded.
 * Mappings are ``MAP_PRIVATE``: loaded arrays are writable, and writes never reach the file.
+* Recycling (``loads_from_shm(ref, recycle=True)``, used by the process pool): a file of at least
+  ``RECYCLE_MIN_BYTES`` keeps its name while loaded. When the loading process has dropped every
+  array on the mapping, the file is renamed ``torchray_<owner>_<tag>_free_<random>`` and the next
+  large write of the same owner and tag reuses it: its pages are already allocated, which makes the
+  write two to three times faster than into fresh tmpfs pages. A file is renamed free only after
+  its mapping is dead in the process that loaded it (never from a forked copy), at most
+  ``RECYCLE_MAX_FILES`` free files are kept per owner and tag, and ``sweep(owner, tag)`` removes
+  them and stops further recycling for that tag (``stop_recycling()``: for all, at exit).
 * Every file is named ``torchray_<owner-pid>_<tag>_<creator-pid>_<n>_<random>`` and created
   ``O_EXCL`` with mode 0600, so ``sweep(owner_pid)`` can remove the leftovers of a process (or of one
   pool, by ``tag``) after a crash, and nobody else can read or replace them.
@@ -40,6 +48,8 @@ import pickle
 import secrets
 import sys
 import tempfile
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -60,6 +70,7 @@ __all__ = [
     "dumps_to_shm",
     "loads_from_shm",
     "shm_dirs",
+    "stop_recycling",
     "sweep",
     "sweep_dead_owners",
 ]
@@ -68,6 +79,11 @@ __all__ = [
 INLINE_THRESHOLD = 64 * 1024
 #: Every file this module creates starts with this.
 PREFIX = "torchray_"
+#: Smallest transfer file worth recycling: below it a fresh file costs little more than the search.
+RECYCLE_MIN_BYTES = 1 << 20
+#: Most free (recyclable) files kept per owner and tag; a file released beyond that is removed.
+RECYCLE_MAX_FILES = 4
+_FREE = "free"
 _ALIGN = 64  # Arrow's preferred alignment; the mapping itself is page-aligned.
 _MAX_WRITE = 1 << 30  # Linux writes at most ~2 GiB per call; stay well under.
 
@@ -221,10 +237,29 @@ def dumps(obj: Any, buffer_callback: Any = None) -> bytes:
     return f.getvalue()
 
 
-def _new_file(owner: int, tag: str, dirs: tuple[str, ...]) -> tuple[int, str]:
+def _new_file(owner: int, tag: str, dirs: tuple[str, ...], nbytes: int = 0) -> tuple[int, str]:
+    """A new transfer file, open for writing: a free one of ``owner`` and ``tag`` renamed to a fresh
+    name when ``nbytes`` is worth it (its old contents are overwritten or truncated by the caller),
+    else an empty one."""
     name = f"{PREFIX}{owner}_{tag}_{os.getpid()}_{next(_counter)}_{secrets.token_hex(4)}"
     path = os.path.join(dirs[0], name)
+    if nbytes >= RECYCLE_MIN_BYTES:
+        for free in _free_files(dirs[0], owner, tag):
+            try:
+                os.rename(free, path)  # atomic: of several claimants, one gets it
+            except OSError:
+                continue
+            return os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0)), path
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600), path
+
+
+def _free_files(directory: str, owner: int | str, tag: str) -> list[str]:
+    prefix = f"{PREFIX}{owner}_{tag}_{_FREE}_"
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return [os.path.join(directory, n) for n in names if n.startswith(prefix)]
 
 
 def _write_all(fd: int, view: memoryview, offset: int) -> None:
@@ -251,7 +286,7 @@ def _write_file(raws: list[memoryview], spans: list[tuple[int, int]], size: int,
     dirs = _DIRS
     while True:
         try:
-            fd, path = _new_file(owner, tag, dirs)
+            fd, path = _new_file(owner, tag, dirs, size)
         except OSError as exc:
             if _full(exc) and len(dirs) > 1:
                 dirs = dirs[1:]
@@ -308,7 +343,7 @@ class TransferArena:
         """A writable buffer of ``nbytes`` in the file, or None when the shm directory is full."""
         if self._fd is None:
             try:
-                self._fd, self.path = _new_file(self.owner_pid, self.tag, _DIRS[:1])
+                self._fd, self.path = _new_file(self.owner_pid, self.tag, _DIRS[:1], nbytes)
             except OSError:
                 return None
         offset = self.size
@@ -474,9 +509,14 @@ def _dumps_into_arena(payload: bytes, raws: list[memoryview], arena: TransferAre
     return ref
 
 
-def loads_from_shm(ref: ShmRef) -> Any:
+class _Mapping(mmap.mmap):
+    """An ``mmap`` that can carry a finalizer (the built-in type has no weak references)."""
+
+
+def loads_from_shm(ref: ShmRef, *, recycle: bool = False) -> Any:
     """Rebuild the object of ``ref``; its buffers are a private (copy-on-write) mapping of the file,
-    which is unlinked before this returns.
+    which is unlinked before this returns, or with ``recycle``, handed to the next writer of the
+    same owner and tag once nothing in this process uses the mapping any more.
 
     Example:
         >>> import numpy as np
@@ -487,19 +527,59 @@ def loads_from_shm(ref: ShmRef) -> Any:
     if ref.path is None:
         return pickle.loads(ref.payload, buffers=ref.inline)
     fd = os.open(ref.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    recycle = recycle and ref.file_size >= RECYCLE_MIN_BYTES
+    if not recycle:
+        try:
+            os.unlink(ref.path)  # from here on the mapping is the only owner of the memory
+        except FileNotFoundError:
+            pass
     try:
-        os.unlink(ref.path)  # from here on the mapping is the only owner of the memory
-    except FileNotFoundError:
-        pass
-    try:
-        mm = mmap.mmap(fd, ref.file_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        mm = _Mapping(fd, ref.file_size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
+    if recycle:
+        # Runs when ``mm`` is freed, i.e. after the last array or buffer on it: the file's pages
+        # can then be overwritten without any live object seeing it.
+        weakref.finalize(mm, _release_file, ref.path, os.getpid()).atexit = False
     view = memoryview(mm)
     (p_off, p_len), *spans = ref.spans
     # Each buffer holds a reference to ``view`` -> ``mm``: the mapping is unmapped when the last array
     # or Arrow buffer built on it is freed (at once when there is none).
     return pickle.loads(view[p_off : p_off + p_len], buffers=[view[off : off + n] for off, n in spans])
+
+
+# Reentrant: a mapping may die (and release its file) in a garbage collection that runs while this
+# thread holds the lock in ``sweep``.
+_recycle_lock = threading.RLock()
+_swept_tags: set[tuple[str, str]] = set()  # (owner, tag) swept: never recycle again
+_recycling = True
+
+
+def _new_recycle_lock() -> None:
+    global _recycle_lock
+    _recycle_lock = threading.RLock()  # a thread of the parent may have held it at fork
+
+
+os.register_at_fork(after_in_child=_new_recycle_lock)
+
+
+def _release_file(path: str, loader_pid: int) -> None:
+    """A loaded file's mapping died: make the file free for reuse, or remove it (its tag was swept,
+    or enough files are free already)."""
+    if os.getpid() != loader_pid:
+        return  # a forked child's copy of the mapping died; the parent's may still be in use
+    directory, name = os.path.split(path)
+    owner, tag = name[len(PREFIX) :].split("_", 2)[:2]
+    with _recycle_lock:
+        keep = _recycling and (owner, tag) not in _swept_tags
+        if keep and len(_free_files(directory, owner, tag)) < RECYCLE_MAX_FILES:
+            free = os.path.join(directory, f"{PREFIX}{owner}_{tag}_{_FREE}_{secrets.token_hex(6)}")
+            try:
+                os.rename(path, free)
+                return
+            except OSError:
+                pass  # swept already (or another process's sweep is racing us): nothing to keep
+        _unlink_quietly(path)
 
 
 def discard(ref: ShmRef) -> None:
@@ -528,7 +608,26 @@ def sweep(owner_pid: int, tag: str | None = None, creator_pid: int | None = None
         pattern += f"{tag}_"
         if creator_pid is not None:
             pattern += f"{creator_pid}_"
-    return _remove_files(pattern)
+            return _remove_files(pattern)
+    # Held across the removal: a mapping released meanwhile in this process either was freed before
+    # (and its file is removed here) or sees the tag swept and removes its file itself.
+    with _recycle_lock:
+        if tag is not None:
+            _swept_tags.add((str(owner_pid), tag))
+        return _remove_files(pattern)
+
+
+def stop_recycling() -> None:
+    """From now on a released file is removed, never kept for reuse (at exit, or when the owner of
+    this worker's files is gone), so a later ``sweep`` leaves nothing behind.
+
+    Example:
+        >>> callable(stop_recycling)
+        True
+    """
+    global _recycling
+    with _recycle_lock:
+        _recycling = False
 
 
 def _remove_files(prefix: str, owner_is_dead: bool = False) -> int:
