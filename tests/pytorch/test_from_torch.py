@@ -222,3 +222,57 @@ def test_iterable_dataset_source():
 def test_rejects_non_datasets():
     with pytest.raises(TypeError, match="from_torch expects a torch Dataset"):
         rd.from_torch(42)
+
+
+def _items_to_columns(batch):
+    items = batch["item"]
+    return {"image": np.stack([np.asarray(x) for x, _ in items]), "label": np.asarray([y for _, y in items])}
+
+
+def _zero_images_in_place(batch):
+    for image, _ in batch["item"]:
+        image.zero_()  # a UDF that changes its input in place
+    return _items_to_columns(batch)
+
+
+@pytest.mark.parametrize("nw", [0, 2])
+@pytest.mark.parametrize("name", ["mnist_to_tensor", "cifar10_normalize", "subset_of_mnist"])
+def test_gathered_items_reach_a_fused_udf_without_pickling(data_root, name, nw, monkeypatch, fresh_data_context):
+    fresh_data_context.num_workers = nw
+    from torchray_loader.blocks import object_block
+
+    pickled = []
+    original = object_block._object_column
+    monkeypatch.setattr(object_block, "_object_column", lambda values: (pickled.append(1), original(values))[1])
+    torch_ds = _datasets(data_root)[name]
+    rows = rd.from_torch(torch_ds).map_batches(_items_to_columns, batch_size=8).take_all()
+    assert len(rows) == len(torch_ds)
+    for i, row in enumerate(rows):
+        image, label = torch_ds[i]
+        assert np.array_equal(row["image"], image.numpy()) and row["label"] == label
+    if nw == 0:  # the read ran in this process: no item was pickled on the way to the UDF
+        assert not pickled
+    assert len(rd.from_torch(torch_ds).take_all()) == len(torch_ds)  # without a UDF: an object column
+
+
+class StoredRows(torch.utils.data.Dataset):
+    """Returns the objects it keeps (as many user datasets do)."""
+
+    def __init__(self) -> None:
+        self.rows = [(torch.full((2,), float(i)), i) for i in range(20)]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+@pytest.mark.parametrize("source", ["stored", "gathered"])
+def test_a_udf_changing_items_in_place_never_changes_the_dataset(data_root, source, fresh_data_context):
+    fresh_data_context.num_workers = 0  # the dataset object itself is read in this process
+    torch_ds = StoredRows() if source == "stored" else _datasets(data_root)["mnist_to_tensor"]
+    before = [torch_ds[i][0].clone() for i in range(len(torch_ds))]
+    rows = rd.from_torch(torch_ds).map_batches(_zero_images_in_place, batch_size=4).take_all()
+    assert all(not np.asarray(r["image"]).any() for r in rows)
+    assert all(torch.equal(torch_ds[i][0], b) for i, b in enumerate(before))

@@ -12,15 +12,19 @@ from .block import (
     empty_block,
     take_rows,
 )
+from .object_block import ObjectBlock, as_table, as_tables
 from .schema import Schema
 from .tensors import PythonObjectType, VariableShapeTensorType, column_from_values, column_to_numpy
 
 __all__ = [
     "BATCH_FORMATS",
     "Block",
+    "ObjectBlock",
     "PythonObjectType",
     "Schema",
     "VariableShapeTensorType",
+    "as_table",
+    "as_tables",
     "block_from_batch",
     "block_from_rows",
     "block_to_batch",

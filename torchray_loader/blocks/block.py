@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
+from .object_block import ObjectBlock
 from .tensors import (
     _fixed_tensor_column,
     _variable_tensor_column,
@@ -196,7 +197,7 @@ def _numpy_column(col: Any, writable: bool) -> np.ndarray:
     return np.array(arr, copy=True) if writable and not arr.flags.writeable else arr
 
 
-def block_to_batch(block: pa.Table, batch_format: str, *, writable: bool = False) -> Any:
+def block_to_batch(block: pa.Table | ObjectBlock, batch_format: str, *, writable: bool = False) -> Any:
     """A block as a batch in ``batch_format`` (``numpy``/``default``, ``pandas``, ``pyarrow``).
 
     Numpy arrays are zero-copy read-only views unless ``writable`` (then read-only ones are copied,
@@ -208,6 +209,10 @@ def block_to_batch(block: pa.Table, batch_format: str, *, writable: bool = False
         [1, 2]
     """
     fmt = check_batch_format(batch_format)
+    if isinstance(block, ObjectBlock):  # a read's own objects: no pickle round trip for numpy
+        if fmt == "numpy":
+            return block.to_batch()
+        block = block.to_table()
     if fmt == "pyarrow":
         return block
     if fmt == "numpy":
@@ -227,7 +232,7 @@ def _row_value(v: Any) -> Any:
     return v
 
 
-def block_to_rows(block: pa.Table, *, writable: bool = False) -> Iterator[dict[str, Any]]:
+def block_to_rows(block: pa.Table | ObjectBlock, *, writable: bool = False) -> Iterator[dict[str, Any]]:
     """Rows of a block as dicts: Python scalars, str, and numpy arrays for tensor columns
     (read-only views into the block unless ``writable``).
 
@@ -236,6 +241,9 @@ def block_to_rows(block: pa.Table, *, writable: bool = False) -> Iterator[dict[s
         >>> list(block_to_rows(pa.table({"a": [1]})))
         [{'a': 1}]
     """
+    if isinstance(block, ObjectBlock):
+        yield from block.to_rows()
+        return
     names = block.column_names
     cols = [_numpy_column(block.column(n), writable) for n in names]
     for i in range(block.num_rows):

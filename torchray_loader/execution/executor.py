@@ -90,7 +90,7 @@ def read_and_transform(
 ) -> TaskResult:
     """Task body: read (``shared``: the Read's shared objects), then apply the fused transforms."""
     with shared_objects(shared):
-        return _timed(run_chain(transforms, task()))
+        return _timed(run_chain(transforms, task.blocks()))
 
 
 def transform_block(transforms: tuple[BlockTransform, ...], block: pa.Table) -> TaskResult:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from ..blocks.object_block import ObjectBlock, as_tables
+
 __all__ = ["ReadTask"]
 
 
@@ -24,10 +26,22 @@ class ReadTask:
         [3]
     """
 
-    read_fn: Callable[[], Iterable[pa.Table]]
+    read_fn: Callable[[], Iterable[pa.Table | ObjectBlock]]
     num_rows: int | None = None
     size_bytes: int | None = None
     paths: tuple[str, ...] = field(default=())
 
     def __call__(self) -> Iterator[pa.Table]:
+        yield from as_tables(self.read_fn())
+
+    def blocks(self) -> Iterator[pa.Table | ObjectBlock]:
+        """The blocks as the reader made them: some may still be ObjectBlocks, for a
+        fused transform chain (``run_chain``) to hand to a row or batch UDF without pickling.
+
+        Example:
+            >>> import functools
+            >>> task = ReadTask(functools.partial(lambda: [ObjectBlock("item", [1])]))
+            >>> [type(b).__name__ for b in task.blocks()], [type(b).__name__ for b in task()]
+            (['ObjectBlock'], ['Table'])
+        """
         yield from self.read_fn()

@@ -13,11 +13,18 @@ import itertools
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, ClassVar, TypeAlias
 
 import pyarrow as pa
 
-from ..blocks import block_from_batch, block_from_rows, block_to_batch, block_to_rows, check_batch_format
+from ..blocks import (
+    as_tables,
+    block_from_batch,
+    block_from_rows,
+    block_to_batch,
+    block_to_rows,
+    check_batch_format,
+)
 from ..errors import TorchRayError, mark_operator
 
 __all__ = [
@@ -57,7 +64,14 @@ def _call(operator: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> A
 
 @dataclass(frozen=True)
 class BlockTransform:
-    """Base: ``name`` is the operator name shown in stats and errors."""
+    """Base: ``name`` is the operator name shown in stats and errors.
+
+    ``takes_object_blocks``: the transform reads its input only through ``block_to_rows`` /
+    ``block_to_batch`` (and ``slice``), so a read's :class:`~torchray_loader.blocks.ObjectBlock` may
+    reach it unconverted; every other transform gets Arrow tables.
+    """
+
+    takes_object_blocks: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -116,6 +130,8 @@ def _iter_results(operator: str, result: Any) -> Iterator[Any]:
 class MapRows(_UDFTransform):
     """``Dataset.map``: one row dict in, one row dict out."""
 
+    takes_object_blocks: ClassVar[bool] = True
+
     @property
     def name(self) -> str:
         return f"Map({udf_name(self.fn)})"
@@ -135,6 +151,8 @@ class MapRows(_UDFTransform):
 @dataclass(frozen=True)
 class FlatMap(_UDFTransform):
     """``Dataset.flat_map``: one row in, a list (or generator) of rows out."""
+
+    takes_object_blocks: ClassVar[bool] = True
 
     @property
     def name(self) -> str:
@@ -170,6 +188,8 @@ class Filter(_UDFTransform):
 @dataclass(frozen=True)
 class MapBatches(_UDFTransform):
     """``Dataset.map_batches``: batches of ``batch_size`` rows (``None``: whole blocks) in ``batch_format``."""
+
+    takes_object_blocks: ClassVar[bool] = True
 
     batch_size: int | None = 1024
     batch_format: str = "default"
@@ -272,12 +292,16 @@ class RenameColumns(BlockTransform):
             yield block.rename_columns([mapping.get(c, c) for c in block.column_names])
 
 
-def run_chain(transforms: Iterable[BlockTransform], blocks: Iterable[Block]) -> Iterator[Block]:
-    """Apply fused transforms lazily: the output of each generator feeds the next."""
-    it: Iterator[Block] = iter(blocks)
+def run_chain(transforms: Iterable[BlockTransform], blocks: Iterable[Any]) -> Iterator[Block]:
+    """Apply fused transforms lazily: the output of each generator feeds the next.
+
+    ``blocks`` may hold ObjectBlocks (``blocks.ObjectBlock``): they reach a first
+    transform that takes them as they are, anything else (and the output) as Arrow tables.
+    """
+    it: Iterator[Any] = iter(blocks)
     for t in transforms:
-        it = t(it)
-    return it
+        it = t(it if t.takes_object_blocks else as_tables(it))
+    return as_tables(it)
 
 
 def chunked(it: Iterable[Any], n: int) -> Iterator[list[Any]]:

@@ -21,7 +21,8 @@ from typing import Any
 import pyarrow as pa
 from torch.utils.data import IterableDataset
 
-from ..blocks.tensors import PythonObjectType, _object_column
+from ..blocks.object_block import ObjectBlock
+from ..blocks.tensors import PythonObjectType
 from ..dataset import Dataset
 from ..execution.pool import SharedRef
 from ..io.read_task import ReadTask
@@ -35,21 +36,20 @@ __all__ = ["from_torch"]
 _ROWS_PER_BLOCK = 1024
 
 
-def _item_block(samples: list[Any]) -> pa.Table:
-    return pa.table({"item": _object_column(samples)})
-
-
-def _read_range(dataset_ref: SharedRef, start: int, stop: int) -> Iterator[pa.Table]:
+def _read_range(dataset_ref: SharedRef, start: int, stop: int) -> Iterator[pa.Table | ObjectBlock]:
     dataset = dataset_ref.get()
     indices = list(range(start, stop))
     gather = batched_samples(dataset)
     if gather is not None:
-        samples = gather(indices)
-    elif (getitems := getattr(dataset, "__getitems__", None)) is not None:
+        # Fresh objects (views of a batch gathered for this task): a UDF fused after the read may
+        # take them as they are.
+        yield ObjectBlock("item", gather(indices))
+        return
+    if (getitems := getattr(dataset, "__getitems__", None)) is not None:
         samples = list(getitems(indices))
     else:
         samples = [dataset[i] for i in indices]
-    yield _item_block(samples)
+    yield ObjectBlock("item", samples).to_table()  # pickled: the dataset may return objects it keeps
 
 
 def _read_iterable(dataset: Any) -> Iterator[pa.Table]:
@@ -57,10 +57,10 @@ def _read_iterable(dataset: Any) -> Iterator[pa.Table]:
     for sample in dataset:
         pending.append(sample)
         if len(pending) >= _ROWS_PER_BLOCK:
-            yield _item_block(pending)
+            yield ObjectBlock("item", pending).to_table()
             pending = []
     if pending:
-        yield _item_block(pending)
+        yield ObjectBlock("item", pending).to_table()
 
 
 def from_torch(dataset: Any, *, override_num_blocks: int | None = None) -> Dataset:

@@ -1,0 +1,54 @@
+"""run_chain: a read's ObjectBlocks reach row and batch UDFs as the objects themselves; every other
+transform, and the chain's output, sees Arrow tables."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from torchray_loader.blocks import ObjectBlock
+from torchray_loader.plan.transforms import Filter, MapBatches, MapRows, SelectColumns, run_chain
+
+SEEN: list = []
+
+
+def record_batch(batch):
+    SEEN.append(batch)
+    return {"n": [len(x) for x in batch["item"]]}
+
+
+def record_row(row):
+    SEEN.append(row["item"])
+    return {"n": len(row["item"])}
+
+
+def keep_all(row):
+    return True
+
+
+def _block():
+    return ObjectBlock("item", [[1], [1, 2], [1, 2, 3]])
+
+
+def test_batch_udf_gets_the_objects_and_the_output_is_arrow():
+    SEEN.clear()
+    block = _block()
+    out = list(run_chain((MapBatches(record_batch, batch_size=2),), [block]))
+    assert all(isinstance(t, pa.Table) for t in out)
+    assert [n for t in out for n in t.column("n").to_pylist()] == [1, 2, 3]
+    assert [len(b["item"]) for b in SEEN] == [2, 1]  # batch_size slices the block
+    assert SEEN[0]["item"][1] is block.values[1]
+
+
+def test_row_udf_gets_the_objects():
+    SEEN.clear()
+    block = _block()
+    out = list(run_chain((MapRows(record_row),), [block]))
+    assert out[0].column("n").to_pylist() == [1, 2, 3]
+    assert all(a is b for a, b in zip(SEEN, block.values, strict=True))
+
+
+def test_other_transforms_and_the_output_get_tables():
+    out = list(run_chain((Filter(keep_all), SelectColumns(("item",))), [_block()]))
+    assert len(out) == 1 and isinstance(out[0], pa.Table) and out[0].num_rows == 3
+    passthrough = list(run_chain((), [_block()]))
+    assert isinstance(passthrough[0], pa.Table) and passthrough[0].column_names == ["item"]
