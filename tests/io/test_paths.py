@@ -17,8 +17,10 @@ from torchray_loader.io.binary import read_binary_unit
 from torchray_loader.io.errors import MissingPathError
 from torchray_loader.io.paths import (
     MIN_READ_TASKS,
+    RAMP_UP_TASKS,
     FileShuffleConfig,
     Partitioning,
+    _find_local,
     expand_paths,
     parse_partitions,
     plan_read,
@@ -113,6 +115,23 @@ def test_directory_listing_is_recursive_sorted_and_skips_hidden(tmp_path):
     fs, files = expand_paths(str(tmp_path))
     assert names(files, tmp_path) == ["a.txt", "b.txt", "sub/c.txt"]
     assert [f.size for f in files] == [5, 5, 9]
+
+
+def test_local_listing_equals_fsspec_find_for_plain_trees(tmp_path):
+    make_tree(tmp_path, ["b.txt", "sub/deeper/c.bin", "sub/.hidden", "x/y/z/w.txt", "empty/.keep"])
+    (tmp_path / "dangling").symlink_to(tmp_path / "nothing-here")
+    (tmp_path / "linked.txt").symlink_to(tmp_path / "b.txt")
+    found = fsspec.filesystem("file").find(str(tmp_path), withdirs=False, detail=True)
+    assert sorted(_find_local(str(tmp_path))) == sorted((p, info["size"]) for p, info in found.items())
+
+
+def test_linked_directories_are_read_and_cycles_end(tmp_path):
+    make_tree(tmp_path, ["data/a.txt", "elsewhere/b.txt"])
+    (tmp_path / "data" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "data" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    fs, files = expand_paths(str(tmp_path / "data"))
+    assert names(files, tmp_path / "data") == ["a.txt", "more/b.txt"]
+    assert sorted(r["text"] for r in rd.read_text(str(tmp_path / "data")).iter_rows()) == ["data/a.txt", "elsewhere/b.txt"]
 
 
 def test_list_order_is_kept_and_globs_expand(tmp_path):
@@ -243,6 +262,14 @@ def test_files_are_grouped_into_tasks_in_order(tmp_path):
     assert rows == [f"{i:03d}.bin".encode() for i in range(100)]
 
 
+def test_first_tasks_are_half_size_whatever_the_workers(tmp_path):
+    make_tree(tmp_path, [f"{i:04d}.bin" for i in range(1000)])
+    for nw in (0, 2):
+        rd.DataContext.get_current().num_workers = nw
+        tasks = plan_read(str(tmp_path), read_binary_unit)
+        assert [len(t.paths) for t in tasks] == [32] * RAMP_UP_TASKS + [64] * 14 + [1000 - 64 * 15]
+
+
 def test_small_tables_of_one_task_are_coalesced_into_one_block(tmp_path):
     make_tree(tmp_path, [f"{i:03d}.bin" for i in range(16)])
     tasks = plan_read(str(tmp_path), read_binary_unit, override_num_blocks=2)
@@ -274,7 +301,8 @@ def test_tasks_are_sized_by_bytes(tmp_path):
         (tmp_path / f"{i:02d}.bin").write_bytes(b"x" * 1000)
     rd.DataContext.get_current().target_max_block_size = 3000
     tasks = plan_read(str(tmp_path), read_binary_unit)
-    assert [len(t.paths) for t in tasks] == [2] * 10  # budget min(3000, 20000 / 8) bytes per task
-    assert [t.size_bytes for t in tasks] == [2000] * 10
+    # budget min(3000, 20000 / 8) bytes per task; half of it for the first RAMP_UP_TASKS tasks
+    assert [len(t.paths) for t in tasks] == [1] * RAMP_UP_TASKS + [2] * 9
+    assert [t.size_bytes for t in tasks] == [1000] * RAMP_UP_TASKS + [2000] * 9
     tasks = plan_read(str(tmp_path), read_binary_unit, size_ratio=3.0)  # 3000 in-memory bytes per file
     assert [len(t.paths) for t in tasks] == [1] * 20

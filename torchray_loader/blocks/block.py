@@ -55,7 +55,8 @@ def check_batch_format(batch_format: Any) -> str:
     return "numpy" if batch_format == "default" else batch_format
 
 
-# pyarrow imports pandas (when installed, ~0.5-1 s) on its first ``pa.array``/``take``/``concat``.
+# pyarrow imports pandas (when installed, ~0.5-1 s) on its first ``pa.array``/``take``/``concat``,
+# and fsspec scans entry points when imported.
 # ``start_arrow_warm_up`` pays that in a background thread at package import, while the user builds
 # their data. Invariants: no fork happens while that thread runs (an ``os.fork`` hook waits for it,
 # so a child never inherits a module lock held by a thread it does not have), and it is not a daemon
@@ -69,6 +70,13 @@ def _touch_arrow() -> None:
     global _ARROW_WARM
     pa.array([0])
     _ARROW_WARM = True
+
+
+def _warm_up() -> None:
+    _touch_arrow()
+    # Every file read lists paths through fsspec, whose import scans the installed packages' entry
+    # points (tens of milliseconds): paid here too, not on the way to the first batch.
+    import fsspec.implementations.local  # noqa: F401
 
 
 def _join_warm_up() -> None:
@@ -87,14 +95,15 @@ def start_arrow_warm_up() -> None:
     with _warm_up_lock:
         if _ARROW_WARM or _warm_up_thread is not None:
             return
-        if "pandas" in sys.modules or importlib.util.find_spec("pandas") is None:
+        pandas_left = "pandas" not in sys.modules and importlib.util.find_spec("pandas") is not None
+        if not pandas_left and "fsspec" in sys.modules:
             _touch_arrow()  # nothing slow left to import
             return
         # pandas imports this, which registers a threading exit hook: refused once the interpreter
         # has begun shutting down, so it must not first happen in the thread of a short script.
         import concurrent.futures.thread  # noqa: F401
 
-        _warm_up_thread = threading.Thread(target=_touch_arrow, name="torchray-arrow-warm-up", daemon=False)
+        _warm_up_thread = threading.Thread(target=_warm_up, name="torchray-arrow-warm-up", daemon=False)
         os.register_at_fork(before=_join_warm_up)
         _warm_up_thread.start()
 
