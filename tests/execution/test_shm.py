@@ -436,3 +436,20 @@ def test_an_arena_claims_a_free_file():
         assert shm.loads_from_shm(result).tolist() == [9] * _BIG
     finally:
         shm.sweep(os.getpid(), tag)
+
+
+def test_a_planted_link_with_a_free_name_is_never_written_through(tmp_path):
+    tag = "recycle8"
+    target = tmp_path / "precious"
+    target.write_bytes(b"keep me")
+    planted = os.path.join(shm.shm_dirs()[0], f"{shm.PREFIX}{os.getpid()}_{tag}_free_planted")
+    os.symlink(target, planted)
+    try:
+        ref = shm.dumps_to_shm(np.arange(_BIG), tag=tag)
+        assert target.read_bytes() == b"keep me"
+        assert not os.path.islink(ref.path) and not os.path.lexists(planted)
+        assert int(shm.loads_from_shm(ref)[-1]) == _BIG - 1
+    finally:
+        if os.path.lexists(planted):
+            os.unlink(planted)
+        shm.sweep(os.getpid(), tag)

@@ -3,8 +3,8 @@
 The producer (a worker) pickles with protocol 5: the pickle stream holds only the small structure of the
 object, while every large contiguous buffer (numpy arrays, Arrow buffers, CPU torch tensors, converted
 to numpy) goes *out of band* into one file in ``/dev/shm``. The consumer maps that file copy-on-write,
-unlinks it at once and unpickles with buffers that point into the mapping, so arrays and Arrow tables
-come back without a copy::
+unlinks it at once (or keeps it for the next write, see recycling) and unpickles with buffers that
+point into the mapping, so arrays and Arrow tables come back without a copy::
 
     worker:    ref = dumps_to_shm(table)      # one memcpy into /dev/shm, ref is a few hundred bytes
     consumer:  table = loads_from_shm(ref)    # mmap + unlink; O(1) in the data size
@@ -13,7 +13,8 @@ Invariants:
 
 * A file exists only between ``dumps_to_shm`` and the first ``loads_from_shm`` (or ``discard``) of its
   ref. After the consumer opened it, the file has no name; its memory lives exactly as long as the
-  arrays/buffers that reference the mapping, so nothing can leak once it is loaded.
+  arrays/buffers that reference the mapping, so nothing can leak once it is loaded. (A recycled
+  file, below, keeps a name until its pool's ``sweep``.)
 * Mappings are ``MAP_PRIVATE``: loaded arrays are writable, and writes never reach the file.
 * Recycling (``loads_from_shm(ref, recycle=True)``, used by the process pool): a file of at least
   ``RECYCLE_MIN_BYTES`` keeps its name while loaded. When the loading process has dropped every
@@ -46,6 +47,7 @@ import mmap
 import os
 import pickle
 import secrets
+import stat
 import sys
 import tempfile
 import threading
@@ -249,8 +251,27 @@ def _new_file(owner: int, tag: str, dirs: tuple[str, ...], nbytes: int = 0) -> t
                 os.rename(free, path)  # atomic: of several claimants, one gets it
             except OSError:
                 continue
-            return os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0)), path
+            fd = _open_own_file(path)
+            if fd is not None:
+                return fd, path
     return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600), path
+
+
+def _open_own_file(path: str) -> int | None:
+    """``path`` opened for writing if it is a plain file of this user with no other name, else None
+    (and the name removed). The shm directory is shared: a name that looks like one of ours may be
+    another user's link or file, which root could otherwise rename and write through."""
+    try:
+        fd = os.open(path, os.O_RDWR | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        _unlink_quietly(path)
+        return None
+    st = os.fstat(fd)
+    if stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid() and st.st_nlink == 1:
+        return fd
+    os.close(fd)
+    _unlink_quietly(path)
+    return None
 
 
 def _free_files(directory: str, owner: int | str, tag: str) -> list[str]:
