@@ -84,7 +84,7 @@ PREFIX = "torchray_"
 #: Smallest transfer file worth recycling: below it a fresh file costs little more than the search.
 RECYCLE_MIN_BYTES = 1 << 20
 #: Most free (recyclable) files kept per owner and tag; a file released beyond that is removed.
-RECYCLE_MAX_FILES = 4
+RECYCLE_MAX_FILES = 2
 _FREE = "free"
 _ALIGN = 64  # Arrow's preferred alignment; the mapping itself is page-aligned.
 _MAX_WRITE = 1 << 30  # Linux writes at most ~2 GiB per call; stay well under.
