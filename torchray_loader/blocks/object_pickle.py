@@ -39,12 +39,11 @@ _NUMPY_TORCH_DTYPES = frozenset(
 
 def dumps_objects(values: Sequence[Any]) -> tuple[bytes, np.ndarray]:
     """Object-column values as pickles in one byte string: value ``i`` is
-    ``data[offsets[i]:offsets[i + 1]]``, which plain ``pickle.loads`` reads. One pickler serves all values (its memo cleared between
-    them, so each piece loads on its own): a pickler and a buffer per value cost more than a small
-    value's pickle.
+    ``data[offsets[i]:offsets[i + 1]]``, which plain ``pickle.loads`` reads. One pickler serves all
+    values (its memo cleared between them, so each piece loads on its own): a pickler and a buffer
+    per value cost more than a small value's pickle.
 
     Example:
-        >>> import pickle
         >>> import numpy as np, pickle
         >>> data, offsets = dumps_objects([{"x": np.arange(3)}, lambda x: x + 1])
         >>> pickle.loads(data[offsets[0]:offsets[1]])

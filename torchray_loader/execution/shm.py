@@ -629,11 +629,10 @@ def sweep(owner_pid: int, tag: str | None = None, creator_pid: int | None = None
         pattern += f"{tag}_"
         if creator_pid is not None:
             pattern += f"{creator_pid}_"
-            return _remove_files(pattern)
     # Held across the removal: a mapping released meanwhile in this process either was freed before
     # (and its file is removed here) or sees the tag swept and removes its file itself.
     with _recycle_lock:
-        if tag is not None:
+        if tag is not None and creator_pid is None:  # the whole pool: its free files go too
             _swept_tags.add((str(owner_pid), tag))
         return _remove_files(pattern)
 

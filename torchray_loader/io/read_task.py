@@ -32,7 +32,7 @@ class ReadTask:
     paths: tuple[str, ...] = field(default=())
 
     def __call__(self) -> Iterator[pa.Table]:
-        yield from as_tables(self.read_fn())
+        yield from as_tables(self.blocks())
 
     def blocks(self) -> Iterator[pa.Table | ObjectBlock]:
         """The blocks as the reader made them: some may still be ObjectBlocks, for a
