@@ -8,7 +8,7 @@ import inspect
 import itertools
 import math
 import weakref
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -567,7 +567,7 @@ class Dataset:
 
     def _iter_converted(
         self,
-        convert_run: Callable[[BatchRun], list[Any]],
+        convert_run: Callable[[BatchRun], Iterable[Any]],
         prefetch_batches: int,
         batch_size: int | None,
         drop_last: bool,
@@ -586,10 +586,12 @@ class Dataset:
         stats = ExecutionStats()
         self._last_stats = stats
 
-        def produce() -> Iterator[list[Any]]:
+        def produce() -> Iterator[Iterable[Any]]:
             # Batches cross the thread boundary in chunks (a run's batches, up to _CHUNK): a per-batch
-            # queue handoff costs more than the batch. A run is complete when its parent (a block or
-            # a shuffle window) is, so no batch waits for the next parent to be read.
+            # queue handoff costs more than the batch. A chunk may make its batches as the consumer
+            # iterates it (ParentCache: tensor views die young in the consumer's thread). A run is
+            # complete when its parent (a block or a shuffle window) is, so no batch waits for the
+            # next parent to be read.
             # Blocks that are this execution's own memory (workers' results) become batches without a
             # copy; any other block (the user's arrays, a materialized cache) is copied once.
             private: weakref.WeakValueDictionary[int, pa.Table] = weakref.WeakValueDictionary()
@@ -884,7 +886,7 @@ def _add_wait(stats: ExecutionStats) -> Callable[[float], None]:
 _CHUNK = 64
 
 
-def _timed_iteration(chunks: Iterator[list[Any]], stats: ExecutionStats) -> Iterator[Any]:
+def _timed_iteration(chunks: Iterator[Iterable[Any]], stats: ExecutionStats) -> Iterator[Any]:
     import time
 
     it = chunks

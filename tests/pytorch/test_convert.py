@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -9,7 +11,7 @@ import torch
 
 from torchray_loader.blocks.tensors import column_from_values
 from torchray_loader.iteration import BatchRun, iter_batch_runs
-from torchray_loader.pytorch.convert import ParentCache
+from torchray_loader.pytorch.convert import VIEW_BATCHES, ParentCache
 
 
 def _table(n: int) -> pa.Table:
@@ -39,12 +41,12 @@ def test_convert_run_equals_per_batch_conversion(columns, shuffle):
         _same(a, b)
 
 
-def test_convert_run_off_the_parents_grid_and_pieces():
+def test_convert_run_at_any_offset_and_batch_size_of_one_parent():
     table = _table(20).select(["id", "image"])
     cache = ParentCache(dtypes={"id": torch.float64})
-    first = cache.convert_run(BatchRun(table, False, 1, 3, 2))  # grid starts at row 1, step 3
-    off_grid = cache.convert_run(BatchRun(table, False, 2, 3, 2))
-    other_size = cache.convert_run(BatchRun(table, False, 10, 4, 2))
+    first = list(cache.convert_run(BatchRun(table, False, 1, 3, 2)))
+    off_grid = list(cache.convert_run(BatchRun(table, False, 2, 3, 2)))
+    other_size = list(cache.convert_run(BatchRun(table, False, 10, 4, 2)))
     assert [b["id"].tolist() for b in first] == [[1, 2, 3], [4, 5, 6]]
     assert [b["id"].tolist() for b in off_grid] == [[2, 3, 4], [5, 6, 7]]
     assert [b["id"].tolist() for b in other_size] == [[10, 11, 12, 13], [14, 15, 16, 17]]
@@ -54,10 +56,30 @@ def test_convert_run_off_the_parents_grid_and_pieces():
 
 def test_convert_run_of_a_cached_parent_copies_and_a_fresh_one_does_not():
     table = _table(8).select(["id"])
-    kept = ParentCache(dtypes=None).convert_run(BatchRun(table, False, 0, 4, 2))
+    kept = list(ParentCache(dtypes=None).convert_run(BatchRun(table, False, 0, 4, 2)))
     kept[0]["id"][0] = 100
     assert table.column("id")[0].as_py() == 0
     fresh = table.take(np.arange(8))  # new memory, as a shuffle window's
-    view = ParentCache(dtypes=None).convert_run(BatchRun(fresh, True, 0, 4, 2))
+    view = list(ParentCache(dtypes=None).convert_run(BatchRun(fresh, True, 0, 4, 2)))
     view[1]["id"][0] = 100
     assert fresh.column("id")[4].as_py() == 100
+
+
+def _live_tensors() -> int:
+    return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
+
+
+@pytest.mark.parametrize("count", [1, VIEW_BATCHES, 3 * VIEW_BATCHES + 1])
+def test_a_runs_views_are_made_a_few_batches_at_a_time_when_iterated(count):
+    # Views made ahead for a whole block outlive young collections and trigger full ones (W2: ~0.2 s
+    # each, every 1-2 epochs), so a run makes at most VIEW_BATCHES batches' views at a time.
+    table = pa.table({f"c{i}": np.arange(10 * count) for i in range(3)})
+    before = _live_tensors()
+    batches = ParentCache(dtypes=None).convert_run(BatchRun(table, True, 0, 10, count))
+    assert _live_tensors() - before <= 3  # the parent's columns
+    it = iter(batches)
+    first = next(it)
+    assert _live_tensors() - before <= 3 + VIEW_BATCHES * 3
+    rest = list(it)
+    assert len(batches) == count == 1 + len(rest)
+    assert [b["c0"].tolist() for b in [first, *rest]] == [list(range(10 * k, 10 * k + 10)) for k in range(count)]
