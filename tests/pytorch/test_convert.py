@@ -11,7 +11,7 @@ import torch
 
 from torchray_loader.blocks.tensors import column_from_values
 from torchray_loader.iteration import BatchRun, iter_batch_runs
-from torchray_loader.pytorch.convert import VIEW_BATCHES, ParentCache
+from torchray_loader.pytorch.convert import VIEWS_AT_ONCE, ParentCache
 
 
 def _table(n: int) -> pa.Table:
@@ -69,17 +69,19 @@ def _live_tensors() -> int:
     return sum(isinstance(o, torch.Tensor) for o in gc.get_objects())
 
 
-@pytest.mark.parametrize("count", [1, VIEW_BATCHES, 3 * VIEW_BATCHES + 1])
-def test_a_runs_views_are_made_a_few_batches_at_a_time_when_iterated(count):
+@pytest.mark.parametrize("columns", [1, 3, 2 * VIEWS_AT_ONCE])
+def test_a_runs_views_are_made_a_few_at_a_time_when_iterated(columns):
     # Views made ahead for a whole block outlive young collections and trigger full ones (W2: ~0.2 s
-    # each, every 1-2 epochs), so a run makes at most VIEW_BATCHES batches' views at a time.
-    table = pa.table({f"c{i}": np.arange(10 * count) for i in range(3)})
+    # each, every 1-2 epochs), so a run makes about VIEWS_AT_ONCE views (at least a batch) at a time.
+    at_once = max(1, VIEWS_AT_ONCE // columns)
+    count = 3 * at_once + 1
+    table = pa.table({f"c{i}": np.arange(10 * count) for i in range(columns)})
     before = _live_tensors()
     batches = ParentCache(dtypes=None).convert_run(BatchRun(table, True, 0, 10, count))
-    assert _live_tensors() - before <= 3  # the parent's columns
+    assert _live_tensors() - before <= columns  # the parent's columns
     it = iter(batches)
     first = next(it)
-    assert _live_tensors() - before <= 3 + VIEW_BATCHES * 3
+    assert _live_tensors() - before <= columns + at_once * columns
     rest = list(it)
     assert len(batches) == count == 1 + len(rest)
     assert [b["c0"].tolist() for b in [first, *rest]] == [list(range(10 * k, 10 * k + 10)) for k in range(count)]

@@ -100,15 +100,17 @@ def _run_views(value: torch.Tensor, start: int, n: int, count: int) -> tuple[tor
         return rows.split(n)
 
 
-#: Batches whose views are made together when a run is iterated (one ``unbind`` per column).
-VIEW_BATCHES = 8
+#: Tensor views made at once when a run is iterated: below the collector's young-generation
+#: threshold (700 allocations), so a few batches' views usually die before any collection sees them.
+VIEWS_AT_ONCE = 512
 
 
 class _RunBatches:
-    """A run's batches, made when iterated (in the consumer's thread), ``VIEW_BATCHES`` at a time.
+    """A run's batches, made when iterated (in the consumer's thread), a few at a time: one
+    ``unbind`` per column makes ``VIEWS_AT_ONCE // columns`` batches' views (at least one batch).
 
-    Invariant: only a few batches' tensors exist before the consumer takes them, so they are freed
-    young, in the thread that made them (see :class:`ParentCache`).
+    Invariant: only that many batches' tensors exist before the consumer takes them, so they are
+    freed young, in the thread that made them (see :class:`ParentCache`).
     """
 
     __slots__ = ("columns", "offset", "num_rows", "count")
@@ -125,8 +127,9 @@ class _RunBatches:
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         names = list(self.columns)
         n = self.num_rows
-        for k in range(0, self.count, VIEW_BATCHES):
-            m = min(VIEW_BATCHES, self.count - k)
+        step = max(1, VIEWS_AT_ONCE // len(names))
+        for k in range(0, self.count, step):
+            m = min(step, self.count - k)
             pieces = [_run_views(value, self.offset + k * n, n, m) for value in self.columns.values()]
             yield from [dict(zip(names, views, strict=True)) for views in zip(*pieces, strict=True)]
 
@@ -137,7 +140,7 @@ class ParentCache:
     A run's batches are consecutive equal slices of one parent, so each numeric column is cut into
     batch views a few batches at a time (one C++ call); a batch then costs one ``dict`` build.
 
-    Invariant: a run's views are made when the run is iterated, ``VIEW_BATCHES`` batches at a time,
+    Invariant: a run's views are made when the run is iterated, ``VIEWS_AT_ONCE`` views at a time,
     in the iterating (consumer) thread; never for a whole parent ahead of time. Tensors are tracked
     by Python's cyclic garbage collector: views made ahead outlive young collections, get promoted,
     and the promotions trigger full collections that walk every object in the process (W2, 34
