@@ -77,6 +77,24 @@ def test_runs_of_private_blocks_are_fresh_and_others_are_not(batch_size):
     assert not any(r.fresh for r in iter_batch_runs(blocks_of([8, 8]), batch_size))
 
 
+@pytest.mark.parametrize("private", [False, True])
+def test_a_block_of_big_chunks_is_batched_chunk_by_chunk_and_one_of_small_chunks_whole(private):
+    big = pa.concat_tables(blocks_of([10, 9, 11]))  # three chunks, rows 0..29
+    small = pa.concat_tables(blocks_of([1] * 12))  # twelve one-row chunks
+    for block, per_chunk in [(big, True), (small, False)]:
+        runs = list(iter_batch_runs([block], 4, is_private=lambda b, block=block: private and b is block))
+        assert [v for r in runs for b in r.batches() for v in b.table["x"].to_pylist()] == list(range(block.num_rows))
+        grid_parents = {id(r.parent) for r in runs if r.count > 1 or r.parent.num_rows > 4}
+        if per_chunk:
+            # Each chunk is a parent of its own, with one chunk per column (converts without a copy);
+            # batches across chunk boundaries are small fresh concatenations.
+            assert len(grid_parents) == 3
+            assert all(r.parent.column("x").num_chunks == 1 for r in runs)
+            assert all(r.fresh == private for r in runs if r.parent.num_rows > 4)
+        else:
+            assert [r.parent for r in runs] == [block] * len(runs)
+
+
 def test_run_pieces_cover_the_run_in_order():
     run = next(iter_batch_runs(blocks_of([23]), 2))
     assert run.count == 11

@@ -157,12 +157,29 @@ def _grid_run(parent: pa.Table, fresh: bool, start: int, batch_size: int, count:
     return BatchRun(parent, fresh, start + dropped * batch_size, batch_size, count - dropped), skip - dropped
 
 
+def _chunk_pieces(
+    blocks: Iterable[pa.Table], batch_size: int, is_private: Callable[[pa.Table], bool] | None
+) -> Iterator[tuple[pa.Table, bool]]:
+    """Each block with whether it is private; a block of several chunks averaging at least a batch
+    is cut at its chunk boundaries (zero-copy slices), so its runs convert without concatenating
+    the block first. (A read task coalesces files into such blocks.)"""
+    for block in blocks:
+        private = is_private is not None and is_private(block)
+        if block.num_columns and any(col.num_chunks > 1 for col in block.columns):
+            parts = block.to_batches()
+            if len(parts) > 1 and len(parts) * batch_size <= block.num_rows:
+                for part in parts:
+                    yield pa.Table.from_batches([part]), private
+                continue
+        yield block, private
+
+
 def _sequential(
     blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, skip: int, is_private: Callable[[pa.Table], bool] | None
 ) -> Iterator[BatchRun]:
     pending: list[pa.Table] = []  # partial batch pieces, fewer than batch_size rows in total
     pending_rows = 0
-    for block in blocks:
+    for block, private in _chunk_pieces(blocks, batch_size, is_private):
         n = block.num_rows
         if n == 0:
             continue
@@ -181,7 +198,7 @@ def _sequential(
             pending, pending_rows = [], 0
         count = (n - start) // batch_size
         full_end = start + count * batch_size
-        run, skip = _grid_run(block, is_private is not None and is_private(block), start, batch_size, count, skip)
+        run, skip = _grid_run(block, private, start, batch_size, count, skip)
         if run is not None:
             yield run
         if full_end < n:
