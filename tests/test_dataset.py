@@ -414,3 +414,27 @@ def test_first_batch_waits_only_for_its_own_window(shuffle, torch_batches, fresh
     assert len(READ_BLOCKS) == (2 if shuffle else 1)  # 500-row blocks: a 1,000-row window is two
     rest = sum(len(b["id"]) for b in it)
     assert rest == 9_900 and len(READ_BLOCKS) == 20
+
+
+def _prefetch_threads() -> int:
+    import threading
+
+    return sum(t.name == "torchray-prefetch" for t in threading.enumerate())
+
+
+@pytest.mark.parametrize("shuffle", [None, 8])
+def test_an_in_memory_dataset_makes_batches_in_the_callers_thread_and_a_read_one_ahead(shuffle):
+    kw = dict(batch_size=4, local_shuffle_buffer_size=shuffle, local_shuffle_seed=0)
+    in_memory = rd.from_numpy(np.arange(4000, dtype=np.float32))  # more batches than a chunk
+    it = in_memory.iter_torch_batches(prefetch_batches=2, **kw)
+    first = next(it)
+    assert _prefetch_threads() == 0
+    rows = sorted(v for b in [first, *it] for v in b["data"].tolist())
+    assert rows == list(range(4000))
+
+    read = rd.range(4000)
+    it = read.iter_torch_batches(prefetch_batches=2, **kw)
+    next(it)
+    assert _prefetch_threads() == 1
+    it.close()
+    assert _prefetch_threads() == 0
