@@ -113,24 +113,22 @@ class _RunBatches:
     freed young, in the thread that made them (see :class:`ParentCache`).
     """
 
-    __slots__ = ("columns", "offset", "num_rows", "count")
+    __slots__ = ("columns", "run")
 
-    def __init__(self, columns: dict[str, torch.Tensor], offset: int, num_rows: int, count: int) -> None:
+    def __init__(self, columns: dict[str, torch.Tensor], run: BatchRun) -> None:
         self.columns = columns
-        self.offset = offset
-        self.num_rows = num_rows
-        self.count = count
+        self.run = run
 
     def __len__(self) -> int:
-        return self.count
+        return self.run.count
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         names = list(self.columns)
-        n = self.num_rows
+        offset, n, count = self.run.offset, self.run.num_rows, self.run.count
         step = max(1, VIEWS_AT_ONCE // len(names))
-        for k in range(0, self.count, step):
-            m = min(step, self.count - k)
-            pieces = [_run_views(value, self.offset + k * n, n, m) for value in self.columns.values()]
+        for k in range(0, count, step):
+            m = min(step, count - k)
+            pieces = [_run_views(value, offset + k * n, n, m) for value in self.columns.values()]
             yield from [dict(zip(names, views, strict=True)) for views in zip(*pieces, strict=True)]
 
 
@@ -199,7 +197,7 @@ class ParentCache:
         self._enter(run.parent, run.fresh)
         if not self._all_tensors:
             return [self.to_torch(bt) for bt in run.batches()]
-        return _RunBatches(self._columns, run.offset, run.num_rows, run.count)
+        return _RunBatches(self._columns, run)
 
     def to_torch(self, batch: BatchTable) -> dict[str, Any]:
         self._enter(batch.parent, batch.fresh)
