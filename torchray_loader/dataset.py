@@ -559,16 +559,21 @@ class Dataset:
         if collate_fn is not None:
             _check_fn(collate_fn, "collate_fn")
 
-            def convert_run(run: BatchRun) -> list[Any]:
+            def convert(run: BatchRun) -> Iterable[Any]:
                 return [collate_fn(block_to_batch(bt.table, "numpy", writable=True)) for bt in run.batches()]
         else:
-            convert_run = ParentCache(dtypes).convert_run  # type: ignore[assignment]
-        batches = self._iter_converted(
-            convert_run, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
-            None, _skip_batches, _ctx=_ctx,
-        )
+            convert = ParentCache(dtypes).convert_run
         feeder = DeviceFeeder(device, pin_memory)
-        return feeder.feed(batches) if feeder.active else batches
+
+        def convert_run(run: BatchRun) -> Iterable[Any]:
+            # Where batches are made (the prefetch thread, if any): a run of views moves to the device
+            # with one copy per column, and the consumer's stream only waits on its event.
+            return feeder.transfer(convert(run))
+
+        return self._iter_converted(
+            convert_run if feeder.active else convert, prefetch_batches, batch_size, drop_last,
+            local_shuffle_buffer_size, local_shuffle_seed, None, _skip_batches, _ctx=_ctx,
+        )
 
     def _iter_converted(
         self,

@@ -1,10 +1,15 @@
 """W7: GPU feed (only where CUDA exists): W1's tabular data and W3's uint8 images delivered to
 ``device="cuda"`` with pinned host memory.
 
-Each batch is followed by a simulated training step: ``torch.cuda._sleep`` spinning the GPU for a
-fixed time (1 ms per tabular batch of 256, 20 ms per image batch of 64), then a synchronize (as a
-loop that logs its loss every step). Reported: rows/s arriving on the device over a warm epoch, and
-``wait_fraction``: the share of the epoch the loop spends waiting for its next batch on the device.
+Two warm epochs after the cold one:
+
+* **feed** (``rows_per_s``): the loop takes each batch on the device and does nothing else; one
+  synchronize at the end, so every copy has landed. This is the rate the loader can feed a GPU.
+* **step** (``wait_fraction``): each batch is followed by a simulated training step,
+  ``torch.cuda._sleep`` spinning the GPU for a fixed time (1 ms per tabular batch of 256, 20 ms per
+  image batch of 64), then a synchronize (as a loop that logs its loss every step), over at most
+  ``STEP_BATCHES`` batches. ``wait_fraction`` is the share of that time spent waiting for the next
+  batch on the device (0 = the GPU never starves); ``step_rows_per_s`` is that epoch's rate.
 
 * dataloader: ``DataLoader(..., pin_memory=True)`` + ``.to("cuda", non_blocking=True)``
 * loader:     ``rd.RayStyleLoader(..., pin_memory=True, device="cuda")``
@@ -29,6 +34,8 @@ VARIANTS = {
     "images": ("torchray", "loader", "dataloader", "ray"),
 }
 STEP_MS = {"tabular": 1.0, "images": 20.0}
+#: Batches timed with the simulated step (the share of time waiting needs no whole epoch).
+STEP_BATCHES = 600
 
 
 def _calibrate_sleep_cycles(torch) -> float:
@@ -82,39 +89,54 @@ def gpu_measure(res: Result, setup, sleep_cycles: int) -> Result:
     import torch
 
     dev = torch.device("cuda")
+
+    def arrivals(epoch, needs_copy):
+        for batch in epoch():
+            yield _to_device(batch, dev) if needs_copy else batch
+
     res.base_rss_mb = round(current_rss_mb(), 1)
     with MemorySampler() as mem:
         t0 = time.perf_counter()
         epoch, needs_copy = setup()
-        it = iter(epoch())
+        it = arrivals(epoch, needs_copy)
         first = next(it)
-        if needs_copy:
-            first = _to_device(first, dev)
         torch.cuda.synchronize()
         res.ttfb_s = time.perf_counter() - t0
         for _ in it:  # finish the cold epoch
             pass
         del it, first
-        rows = wait = 0.0
+        # feed: batches arriving on the device, nothing else
+        rows = 0
         start = time.perf_counter()
-        it = iter(epoch())
-        while True:
+        for batch in arrivals(epoch, needs_copy):
+            rows += batch_rows(batch)
+        torch.cuda.synchronize()
+        total = time.perf_counter() - start
+        del batch
+        # step: a simulated training step after each batch; the time spent waiting for batches
+        step_rows = wait = 0.0
+        steps = 0
+        it = arrivals(epoch, needs_copy)
+        step_start = time.perf_counter()
+        while steps < STEP_BATCHES:
             t = time.perf_counter()
             try:
                 batch = next(it)
             except StopIteration:
                 break
-            if needs_copy:
-                batch = _to_device(batch, dev)
             wait += time.perf_counter() - t
-            rows += batch_rows(batch)
-            torch.cuda._sleep(sleep_cycles)  # the simulated training step
+            step_rows += batch_rows(batch)
+            steps += 1
+            torch.cuda._sleep(sleep_cycles)
             torch.cuda.synchronize()
-        total = time.perf_counter() - start
+        step_total = time.perf_counter() - step_start
+        it.close()
     res.rows = int(rows)
     res.epoch_s = total
     res.rows_per_s = rows / total
-    res.extra["wait_fraction"] = round(wait / total, 4)
+    res.extra["wait_fraction"] = round(wait / step_total, 4)
+    res.extra["step_rows_per_s"] = round(step_rows / step_total, 1)
+    res.extra["step_batches"] = steps
     res.peak_rss_mb = round(mem.peak_rss / MB, 1)
     res.peak_pss_mb = round(mem.peak_pss / MB, 1) if mem.peak_pss else None
     return res

@@ -10,7 +10,7 @@ corrupt the dataset.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -20,7 +20,7 @@ import torch
 from ..blocks.tensors import column_to_numpy
 from ..iteration.batcher import BatchRun, BatchTable
 
-__all__ = ["ParentCache", "check_dtypes", "numpy_to_torch_value"]
+__all__ = ["ParentCache", "RunBatches", "check_dtypes", "numpy_to_torch_value"]
 
 _NUMERIC_KINDS = "biuf"
 
@@ -105,7 +105,7 @@ def _run_views(value: torch.Tensor, start: int, n: int, count: int) -> tuple[tor
 VIEWS_AT_ONCE = 512
 
 
-class _RunBatches:
+class RunBatches:
     """A run's batches, made when iterated (in the consumer's thread), a few at a time: one
     ``unbind`` per column makes ``VIEWS_AT_ONCE // columns`` batches' views (at least one batch).
 
@@ -130,6 +130,14 @@ class _RunBatches:
             m = min(step, count - k)
             pieces = [_run_views(value, offset + k * n, n, m) for value in self.columns.values()]
             yield from [dict(zip(names, views, strict=True)) for views in zip(*pieces, strict=True)]
+
+    def moved(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> RunBatches:
+        """The same batches over ``fn`` of each column's run rows (one call per column: a pinned or
+        device copy), cut again when iterated."""
+        run = self.run
+        start, stop = run.offset, run.offset + run.num_rows * run.count
+        columns = {name: fn(value[start:stop]) for name, value in self.columns.items()}
+        return RunBatches(columns, BatchRun(run.parent, run.fresh, 0, run.num_rows, run.count))
 
 
 class ParentCache:
@@ -197,7 +205,7 @@ class ParentCache:
         self._enter(run.parent, run.fresh)
         if not self._all_tensors:
             return [self.to_torch(bt) for bt in run.batches()]
-        return _RunBatches(self._columns, run)
+        return RunBatches(self._columns, run)
 
     def to_torch(self, batch: BatchTable) -> dict[str, Any]:
         self._enter(batch.parent, batch.fresh)

@@ -1,19 +1,39 @@
-"""Moving batches to a device: pinned host buffers and copies on a side CUDA stream, one batch ahead.
+"""Moving batches to a device: pinned host staging and copies on a side CUDA stream, ahead of use.
 
-Invariant: a batch handed to the training loop is ready to use on the current stream: the copy ran
-on a side stream and the current stream waits on that copy's event (``wait_event``), so the training
-stream never blocks the host and never waits on a copy it does not consume. Tensors are kept alive
-with ``record_stream`` until the consuming stream is done with them.
+Two granularities, one rule:
+
+* ``DeviceFeeder.transfer(piece)`` moves a *piece* (the batches made from one parent, see
+  :mod:`.convert`) with one pinned staging copy and one host-to-device copy per column, then cuts the
+  batches as views of the device copy. It runs in the producing thread (the prefetch thread when
+  there is one), so the consumer's thread only waits on an event.
+* ``DeviceFeeder.feed(batches)`` moves any stream of batches (nested dicts, lists, tuples,
+  namedtuples of tensors), each batch as a piece of one, in a background thread ``depth`` batches
+  ahead: the loader's map-style and iterable paths, whose batches come from workers one at a time.
+
+Invariants:
+
+* A batch handed to the training loop is ready on the consumer's current stream: its copy ran on a
+  side stream and the current stream waits on that copy's event (``wait_event``: a device-side
+  wait; the host never blocks), so the training stream never waits on a copy it does not consume.
+* Device memory made on the side stream is ``record_stream``-ed on the consuming stream when the
+  batch is handed over, so the caching allocator never reuses it while the training step runs.
+* Pinned staging memory comes from torch's caching host allocator: a staging block is reused once
+  the copy that read it has completed (the allocator records the copy's stream), so a steady epoch
+  allocates no new pinned memory.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 
 __all__ = ["DeviceFeeder", "map_tensors", "resolve_device"]
+
+#: Batches the background thread of :meth:`DeviceFeeder.feed` moves ahead of the consumer.
+FEED_DEPTH = 2
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -28,6 +48,8 @@ def resolve_device(device: str | torch.device | None) -> torch.device | None:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
@@ -51,71 +73,127 @@ def map_tensors(obj: Any, fn: Any) -> Any:
     return obj
 
 
+def _pinned(t: torch.Tensor) -> torch.Tensor:
+    return t if t.device.type != "cpu" or t.is_pinned() else t.pin_memory()
+
+
+class _Arrival:
+    """A moved piece, iterated in the consumer's thread: the consumer's current stream first waits on
+    the piece's copy event and adopts the piece's device memory (``record_stream``)."""
+
+    __slots__ = ("device", "event", "moved", "piece")
+
+    def __init__(self, piece: Iterable[Any], event: Any, moved: list[torch.Tensor], device: torch.device) -> None:
+        self.piece = piece
+        self.event = event
+        self.moved = moved
+        self.device = device
+
+    def __iter__(self) -> Iterator[Any]:  # pragma: no cover - needs CUDA
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(self.event)
+        for t in self.moved:
+            t.record_stream(current)
+        self.moved = []
+        yield from self.piece
+
+
 class DeviceFeeder:
-    """Pins batches and/or copies them to ``device`` one batch ahead of the consumer.
+    """Pins batches and/or copies them to ``device`` ahead of the consumer (see the module invariants).
 
     Example:
         >>> feeder = DeviceFeeder("cpu", pin_memory=False)
         >>> feeder.active
         False
+        >>> list(feeder.transfer([{"x": torch.ones(2)}]))
+        [{'x': tensor([1., 1.])}]
     """
 
     def __init__(self, device: str | torch.device | None, pin_memory: bool) -> None:
         self.device = resolve_device(device)
         self.cuda = self.device is not None and self.device.type == "cuda"
-        self.pin = bool(pin_memory) and torch.cuda.is_available()
+        self.pin = bool(pin_memory) and torch.cuda.is_available() and not self.cuda
         if self.device is not None and self.device.type == "cpu":
             self.device = None
         self.active = self.pin or self.device is not None
+        self._stream: Any = None
 
-    def _pin(self, t: torch.Tensor) -> torch.Tensor:
-        return t if t.is_pinned() or t.device.type != "cpu" else t.pin_memory()
+    def _side_stream(self) -> Any:  # pragma: no cover - needs CUDA
+        if self._stream is None:
+            self._stream = torch.cuda.Stream(device=self.device)
+        return self._stream
 
-    def feed(self, batches: Iterator[Any]) -> Iterator[Any]:
-        """Yield ``batches`` moved to the device (or pinned), overlapping the next copy with use."""
+    def _device_context(self) -> contextlib.AbstractContextManager[Any]:
+        """The target device made current (for a producing thread, whose default is device 0)."""
+        return torch.cuda.device(self.device) if self.cuda else contextlib.nullcontext()
+
+    def transfer(self, piece: Iterable[Any]) -> Iterable[Any]:
+        """``piece`` (a run's batches, or a list of batches) moved to the device or pinned.
+
+        A run of tensor views (``convert.RunBatches``) moves its rows once per column and is cut
+        again on the device; other batches move tensor by tensor. Call it in the producing thread;
+        iterate the result in the consumer's.
+
+        Example:
+            >>> batches = DeviceFeeder(None, pin_memory=False).transfer([{"x": torch.zeros(1)}])
+            >>> [b["x"].device.type for b in batches]
+            ['cpu']
+        """
+        if not self.active:
+            return piece
+        from .convert import RunBatches
+
         if not self.cuda:
+            if isinstance(piece, RunBatches):
+                return piece.moved(_pinned)
+            return [map_tensors(b, _pinned) for b in piece]
+        return self._transfer_cuda(piece, RunBatches)  # pragma: no cover - needs CUDA
+
+    def _transfer_cuda(self, piece: Iterable[Any], run_type: type) -> _Arrival:  # pragma: no cover - needs CUDA
+        moved: list[torch.Tensor] = []
+
+        def copy(t: torch.Tensor) -> torch.Tensor:
+            if t.device == self.device:
+                return t
+            out = _pinned(t).to(self.device, non_blocking=True)
+            moved.append(out)
+            return out
+
+        stream = self._side_stream()
+        with self._device_context(), torch.cuda.stream(stream):
+            if isinstance(piece, run_type):
+                result: Iterable[Any] = piece.moved(copy)  # type: ignore[attr-defined]
+            else:
+                result = [map_tensors(b, copy) for b in piece]
+            event = torch.cuda.Event()
+            event.record(stream)
+        return _Arrival(result, event, moved, self.device)  # type: ignore[arg-type]
+
+    def feed(self, batches: Iterator[Any], depth: int = FEED_DEPTH) -> Iterator[Any]:
+        """Yield ``batches`` moved to the device (or pinned), ``depth`` batches ahead in a thread.
+
+        Example:
+            >>> list(DeviceFeeder("cpu", pin_memory=False).feed(iter([torch.ones(1)])))
+            [tensor([1.])]
+        """
+        if not self.active:
+            yield from batches
+            return
+        from ..iteration.prefetch import prefetch
+
+        def moved() -> Iterator[Iterable[Any]]:
             try:
-                for batch in batches:
-                    yield map_tensors(batch, self._pin) if self.pin else map_tensors(batch, lambda t: t.to(self.device))
+                with self._device_context():
+                    for batch in batches:
+                        yield self.transfer([batch])
             finally:
                 close = getattr(batches, "close", None)
-                if close:
+                if close is not None:
                     close()
-            return
-        yield from self._feed_cuda(batches)
 
-    def _feed_cuda(self, batches: Iterator[Any]) -> Iterator[Any]:  # pragma: no cover - needs CUDA
-        stream = torch.cuda.Stream(device=self.device)
-
-        def copy(batch: Any) -> tuple[Any, torch.cuda.Event]:
-            with torch.cuda.stream(stream):
-                moved = map_tensors(batch, lambda t: self._pin(t).to(self.device, non_blocking=True))
-                event = torch.cuda.Event()
-                event.record(stream)
-            return moved, event
-
-        it = iter(batches)
+        arrivals = prefetch(moved, depth)
         try:
-            pending = None
-            for batch in it:
-                nxt = copy(batch)
-                if pending is not None:
-                    yield self._ready(*pending)
-                pending = nxt
-            if pending is not None:
-                yield self._ready(*pending)
+            for arrival in arrivals:
+                yield from arrival
         finally:
-            close = getattr(it, "close", None)
-            if close:
-                close()
-
-    def _ready(self, batch: Any, event: Any) -> Any:  # pragma: no cover - needs CUDA
-        current = torch.cuda.current_stream(self.device)
-        current.wait_event(event)
-
-        def keep(t: torch.Tensor) -> torch.Tensor:
-            if t.is_cuda:
-                t.record_stream(current)
-            return t
-
-        return map_tensors(batch, keep)
+            arrivals.close()  # type: ignore[attr-defined]

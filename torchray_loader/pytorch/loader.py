@@ -726,9 +726,9 @@ class RayStyleLoader(IterableDataset):
                 local_shuffle_buffer_size=self.shuffle_buffer_size, skip_batches=ep.skip,
             )
         else:
-            batches = self._iter_arrow(ep)
+            batches = self._iter_arrow(ep)  # moves its own batches (whole runs at a time)
         feeder = DeviceFeeder(*self._feeder_args)
-        if feeder.active:
+        if feeder.active and self._kind != "arrow":
             batches = feeder.feed(batches)
         return self._deliver(ep, batches)
 
@@ -1173,8 +1173,10 @@ class RayStyleLoader(IterableDataset):
             buffer = self.shuffle_buffer_size or max(1024, 8 * (self.batch_size or 1))
         natural = sizes is None or all(s == self.batch_size for s in sizes[:-1])
         if natural:
+            device, pin_memory = self._feeder_args
             return ds.iter_torch_batches(
-                prefetch_batches=prefetch, batch_size=self.batch_size, device=None, collate_fn=self.collate_fn,
+                prefetch_batches=prefetch, batch_size=self.batch_size, device=device, pin_memory=pin_memory,
+                collate_fn=self.collate_fn,
                 drop_last=self.drop_last, local_shuffle_buffer_size=buffer, local_shuffle_seed=local_seed,
                 _skip_batches=ep.skip, _ctx=ctx,
             )
@@ -1184,7 +1186,9 @@ class RayStyleLoader(IterableDataset):
             prefetch_batches=prefetch, batch_size=self.batch_size, batch_format="numpy", drop_last=False,
             local_shuffle_buffer_size=buffer, local_shuffle_seed=local_seed, _ctx=ctx,
         )
-        return self._convert_recut(recut(numpy_batches, sizes), ep.skip)
+        feeder = DeviceFeeder(*self._feeder_args)
+        recut_batches = self._convert_recut(recut(numpy_batches, sizes), ep.skip)
+        return feeder.feed(recut_batches) if feeder.active else recut_batches
 
     def _convert_recut(self, batches: Iterator[dict[str, np.ndarray]], skip: int) -> Iterator[Any]:
         for i, batch in enumerate(batches):
