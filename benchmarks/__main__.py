@@ -183,7 +183,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(f"wrote {args.out}")
     report.print_table(payload)
     if args.docs:
-        paths = report.write_docs(payload, report.DOCS_DIR)
+        paths = report.write_docs(payload, report.DOCS_DIR, args.docs_name)
         print("regenerated " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                                                "whose configurations replace those of the first")
     rep.add_argument("--out", help="write the (merged) results.json here")
     rep.add_argument("--docs", action="store_true", help="regenerate docs/performance.md from it")
+    rep.add_argument("--docs-name", default="performance",
+                     help=f"the page's name in docs/ (e.g. {report.GPU_PAGE} for a run on a GPU machine)")
     rep.set_defaults(fn=cmd_report)
     args = parser.parse_args(argv)
     return args.fn(args)

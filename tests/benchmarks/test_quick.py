@@ -133,3 +133,24 @@ def test_report_merges_a_later_results_file_and_names_it(tmp_path: Path) -> None
     assert entry["created"] == "now" and entry["commit"] == "new" and entry["command"].endswith("--only W1")
     md = report.markdown(merged)
     assert "Re-measured later and merged in" in md and "at package commit `new`" in md
+
+
+def test_a_gpu_run_gets_its_own_page_that_the_main_page_links(tmp_path: Path) -> None:
+    from benchmarks import report
+
+    runs = _synthetic_runs()
+    payload = {
+        "mode": "full", "created": "now", "elapsed_s": 60.0, "command": "python -m benchmarks run", "repeats": 3,
+        "processes": "run", "machine": report.machine_info(), "pieces": {"commit": "abc"}, "sizes": {},
+        "summary": report.summarize(runs), "targets": [], "runs": runs,
+    }
+    report.write_docs(payload, tmp_path)
+    assert report.GPU_PAGE not in (tmp_path / "performance.md").read_text()
+    gpu = dict(payload, machine=dict(payload["machine"], cuda="NVIDIA H200"))
+    written = report.write_docs(gpu, tmp_path, report.GPU_PAGE)
+    assert tmp_path / f"{report.GPU_PAGE}.md" in written and (tmp_path / f"{report.GPU_PAGE}.json").is_file()
+    page = (tmp_path / f"{report.GPU_PAGE}.md").read_text()
+    assert page.startswith("# Performance on a GPU machine") and "GPU: NVIDIA H200" in page
+    assert f"![speed-ups]({report.GPU_PAGE}.png)" in page
+    report.write_docs(payload, tmp_path)
+    assert f"[{report.GPU_PAGE}.md]({report.GPU_PAGE}.md)" in (tmp_path / "performance.md").read_text()
