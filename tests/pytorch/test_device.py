@@ -127,6 +127,16 @@ def test_iter_torch_batches_moves_runs_in_the_producing_thread(marked_pinning, m
     assert 0 < len(marked_pinning) < len(plain)  # whole runs, not batch by batch
 
 
+def test_a_moved_piece_holds_about_piece_bytes(marked_pinning, monkeypatch):
+    monkeypatch.setattr(device_mod.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(device_mod, "PIECE_BYTES", 300_000)
+    wide = np.arange(400 * 1000, dtype=np.float64).reshape(400, 1000)  # 8 kB rows, 128 kB batches
+    ds = rd.from_numpy(wide)
+    pinned = list(ds.iter_torch_batches(batch_size=16, pin_memory=True))
+    assert max(shape[0] for shape in marked_pinning) == 32  # two batches a piece: 256 kB <= 300 kB
+    assert torch.equal(torch.cat([b["data"] for b in pinned]), torch.from_numpy(wide))
+
+
 def test_cpu_device_leaves_batches_alone():
     feeder = DeviceFeeder("cpu", pin_memory=True)
     assert not feeder.active or torch.cuda.is_available()

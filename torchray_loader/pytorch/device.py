@@ -34,6 +34,9 @@ __all__ = ["DeviceFeeder", "map_tensors", "resolve_device"]
 
 #: Batches the background thread of :meth:`DeviceFeeder.feed` moves ahead of the consumer.
 FEED_DEPTH = 2
+#: Most bytes of a run moved at once by :meth:`DeviceFeeder.transfer` (at least one batch): bounds the
+#: pinned staging and device memory a piece holds while it is consumed.
+PIECE_BYTES = 32 << 20
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device | None:
@@ -116,6 +119,7 @@ class DeviceFeeder:
         if self.device is not None and self.device.type == "cpu":
             self.device = None
         self.active = self.pin or self.device is not None
+        self.piece_bytes = PIECE_BYTES
         self._stream: Any = None
 
     def _side_stream(self) -> Any:  # pragma: no cover - needs CUDA

@@ -423,8 +423,8 @@ class _LenOne(torch.utils.data.Dataset):
 class RayStyleLoader(IterableDataset):
     """A drop-in ``DataLoader`` replacement running on torchray's worker processes.
 
-    Takes DataLoader's arguments, plus keyword-only ``device`` (batches arrive there, copied one batch
-    ahead on a side CUDA stream), ``seed`` (a reproducible shuffle that changes each epoch),
+    Takes DataLoader's arguments, plus keyword-only ``device`` (batches arrive there, staged in pinned
+    memory and copied ahead on a side CUDA stream), ``seed`` (a reproducible shuffle that changes each epoch),
     ``shuffle_buffer_size`` (torchray Datasets: rows in the local shuffle window) and
     ``shard_by_rank`` (default True: under ``torch.distributed`` each rank gets a disjoint share,
     every rank the same number of batches).
