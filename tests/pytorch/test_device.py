@@ -278,3 +278,21 @@ def test_cuda_closing_mid_epoch_stops_the_threads():
     it.close()
     torch.cuda.synchronize()
     assert _prefetch_threads() == 0
+
+
+_CONSTRUCT = (
+    "import torch, torch.utils.data as tud\n"
+    "from torchray_loader import RayStyleLoader\n"
+    "RayStyleLoader(tud.TensorDataset(torch.arange(8)), batch_size=4, device={device!r})\n"
+    "print(torch.cuda.is_initialized())\n"
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[needs_cuda, pytest.mark.cuda])])
+def test_constructing_a_loader_does_not_start_cuda(device):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _CONSTRUCT.format(device=device)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]

@@ -51,8 +51,6 @@ def resolve_device(device: str | torch.device | None) -> torch.device | None:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available")
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
     return dev
 
 
@@ -115,6 +113,9 @@ class DeviceFeeder:
     def __init__(self, device: str | torch.device | None, pin_memory: bool) -> None:
         self.device = resolve_device(device)
         self.cuda = self.device is not None and self.device.type == "cuda"
+        if self.cuda and self.device.index is None:  # type: ignore[union-attr]
+            # The current device of the thread that asks for batches (the producing thread's is 0).
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.pin = bool(pin_memory) and torch.cuda.is_available() and not self.cuda
         if self.device is not None and self.device.type == "cpu":
             self.device = None

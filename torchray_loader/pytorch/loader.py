@@ -75,7 +75,7 @@ from ..plan import InputBlocks, LogicalOp, MapStage, Read
 from .batched_fetch import batched_fetch
 from .collate import collate_into_transfer_file
 from .convert import numpy_to_torch_value
-from .device import DeviceFeeder
+from .device import DeviceFeeder, resolve_device
 from .sampling import (
     RoundRobinSplitter,
     distributed_rank_world,
@@ -525,7 +525,7 @@ class RayStyleLoader(IterableDataset):
             if not shuffle:
                 raise ValueError("shuffle_buffer_size needs shuffle=True")
         self._feeder_args = (device, pin_memory)
-        DeviceFeeder(device, pin_memory)  # validates device now
+        resolve_device(device)  # validates device now (without starting CUDA)
 
         self.dataset = data
         self.batch_size = probe.batch_size
