@@ -111,16 +111,24 @@ def test_summary_medians_ratios_and_docs() -> None:
     assert "| W1 | 2 | torchray Dataset | 3.00M |" in md
 
 
+def _full_payload(runs: list[dict], **fields) -> dict:
+    """A full-mode report payload over ``runs`` (``fields`` override its keys)."""
+    from benchmarks import report
+
+    payload = {
+        "mode": "full", "created": "now", "elapsed_s": 60.0, "command": "python -m benchmarks run", "repeats": 3,
+        "processes": "run", "machine": report.machine_info(), "pieces": {"commit": "abc"}, "sizes": {},
+        "summary": report.summarize(runs), "targets": [], "runs": runs,
+    }
+    return {**payload, **fields}
+
+
 def test_report_merges_a_later_results_file_and_names_it(tmp_path: Path) -> None:
     from benchmarks import report
     from benchmarks.__main__ import main
 
     runs = _synthetic_runs()
-    base = {
-        "mode": "full", "created": "then", "elapsed_s": 60.0, "command": "python -m benchmarks run", "repeats": 3,
-        "processes": "run", "machine": report.machine_info(), "pieces": {"commit": "old"}, "sizes": {},
-        "summary": report.summarize(runs), "targets": [], "runs": runs,
-    }
+    base = _full_payload(runs, created="then", pieces={"commit": "old"})
     faster = [dict(r, rows_per_s=r["rows_per_s"] * 2) for r in runs if r["workload"] == "W1" and r["impl"] == "torchray"]
     later = dict(base, created="now", command="python -m benchmarks run --only W1", pieces={"commit": "new"}, runs=faster)
     (tmp_path / "base.json").write_text(json.dumps(base))
@@ -138,12 +146,7 @@ def test_report_merges_a_later_results_file_and_names_it(tmp_path: Path) -> None
 def test_a_gpu_run_gets_its_own_page_that_the_main_page_links(tmp_path: Path) -> None:
     from benchmarks import report
 
-    runs = _synthetic_runs()
-    payload = {
-        "mode": "full", "created": "now", "elapsed_s": 60.0, "command": "python -m benchmarks run", "repeats": 3,
-        "processes": "run", "machine": report.machine_info(), "pieces": {"commit": "abc"}, "sizes": {},
-        "summary": report.summarize(runs), "targets": [], "runs": runs,
-    }
+    payload = _full_payload(_synthetic_runs())
     report.write_docs(payload, tmp_path)
     assert report.GPU_PAGE not in (tmp_path / "performance.md").read_text()
     gpu = dict(payload, machine=dict(payload["machine"], cuda="NVIDIA H200"))

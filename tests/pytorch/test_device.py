@@ -137,6 +137,17 @@ def test_a_moved_piece_holds_about_piece_bytes(marked_pinning, monkeypatch):
     assert torch.equal(torch.cat([b["data"] for b in pinned]), torch.from_numpy(wide))
 
 
+@pytest.mark.parametrize("source", ["numpy", "loader"])
+def test_a_device_other_than_cuda_gets_the_batches(source):
+    if source == "numpy":
+        batches = list(rd.from_numpy(_tabular(100)).iter_torch_batches(batch_size=16, device="meta"))
+        tensors = [b["data"] for b in batches]
+    else:
+        tensors = list(RayStyleLoader(TensorDS(20), batch_size=8, device="meta"))
+    assert tensors and all(t.device.type == "meta" for t in tensors)
+    assert [t.shape[0] for t in tensors] == ([16] * 6 + [4] if source == "numpy" else [8, 8, 4])
+
+
 def test_cpu_device_leaves_batches_alone():
     feeder = DeviceFeeder("cpu", pin_memory=True)
     assert not feeder.active or torch.cuda.is_available()

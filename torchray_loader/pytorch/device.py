@@ -148,11 +148,15 @@ class DeviceFeeder:
             return piece
         from .convert import RunBatches
 
-        if not self.cuda:
+        if not self.cuda:  # pinned host memory, or a device with synchronous copies
+            fn = _pinned if self.device is None else self._to_device
             if isinstance(piece, RunBatches):
-                return piece.moved(_pinned)
-            return [map_tensors(b, _pinned) for b in piece]
+                return piece.moved(fn)
+            return [map_tensors(b, fn) for b in piece]
         return self._transfer_cuda(piece, RunBatches)  # pragma: no cover - needs CUDA
+
+    def _to_device(self, t: torch.Tensor) -> torch.Tensor:
+        return t.to(self.device)
 
     def _transfer_cuda(self, piece: Iterable[Any], run_type: type) -> _Arrival:  # pragma: no cover - needs CUDA
         moved: list[torch.Tensor] = []
