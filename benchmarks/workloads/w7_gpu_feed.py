@@ -9,7 +9,9 @@ Two warm epochs after the cold one:
   ``torch.cuda._sleep`` spinning the GPU for a fixed time (1 ms per tabular batch of 256, 20 ms per
   image batch of 64), then a synchronize (as a loop that logs its loss every step), over at most
   ``STEP_BATCHES`` batches. ``wait_fraction`` is the share of that time spent waiting for the next
-  batch on the device (0 = the GPU never starves); ``step_rows_per_s`` is that epoch's rate.
+  batch on the device (0 = the GPU never starves); ``step_rows_per_s`` is that epoch's rate. The
+  epoch's start (workers starting, the first blocks) counts as waiting: in the image variant's
+  47-batch epoch it is most of the wait.
 
 * dataloader: ``DataLoader(..., pin_memory=True)`` + ``.to("cuda", non_blocking=True)``
 * loader:     ``rd.RayStyleLoader(..., pin_memory=True, device="cuda")``
@@ -91,8 +93,14 @@ def gpu_measure(res: Result, setup, sleep_cycles: int) -> Result:
     dev = torch.device("cuda")
 
     def arrivals(epoch, needs_copy):
-        for batch in epoch():
-            yield _to_device(batch, dev) if needs_copy else batch
+        batches = iter(epoch())
+        try:
+            for batch in batches:
+                yield _to_device(batch, dev) if needs_copy else batch
+        finally:
+            close = getattr(batches, "close", None)  # a DataLoader iterator has none: its workers stop at GC
+            if close is not None:
+                close()
 
     res.base_rss_mb = round(current_rss_mb(), 1)
     with MemorySampler() as mem:
