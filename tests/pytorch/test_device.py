@@ -137,6 +137,15 @@ def test_a_moved_piece_holds_about_piece_bytes(marked_pinning, monkeypatch):
     assert torch.equal(torch.cat([b["data"] for b in pinned]), torch.from_numpy(wide))
 
 
+def test_without_a_prefetch_thread_the_next_piece_moves_before_this_ones_batches(marked_pinning, monkeypatch):
+    monkeypatch.setattr(device_mod.torch.cuda, "is_available", lambda: True)
+    batches = rd.from_numpy(_tabular(1000)).iter_torch_batches(batch_size=16, pin_memory=True)
+    first = next(batches)
+    assert len(marked_pinning) == 2  # this piece, and the next one already on its way
+    rest = list(batches)
+    assert torch.equal(torch.cat([first["data"], *(b["data"] for b in rest)]), torch.from_numpy(_tabular(1000)))
+
+
 @pytest.mark.parametrize("source", ["numpy", "loader"])
 def test_a_device_other_than_cuda_gets_the_batches(source):
     if source == "numpy":
