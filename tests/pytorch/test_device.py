@@ -106,6 +106,24 @@ def test_feed_moves_in_a_thread_and_closes_the_source(marked_pinning, stop_after
     assert _prefetch_threads() == 0
 
 
+def test_feed_stages_in_another_thread_than_the_one_driving_the_source(monkeypatch):
+    threads = {"source": set(), "staging": set()}
+
+    def recording_pin(t):
+        threads["staging"].add(threading.get_ident())
+        return t.clone()
+
+    def source():
+        for i in range(5):
+            threads["source"].add(threading.get_ident())
+            yield torch.full((2,), i)
+
+    monkeypatch.setattr(device_mod, "_pinned", recording_pin)
+    assert [int(b[0]) for b in _pinning_feeder().feed(source())] == list(range(5))
+    (source_thread,), (staging_thread,) = threads["source"], threads["staging"]
+    assert len({source_thread, staging_thread, threading.get_ident()}) == 3
+
+
 def test_feed_reraises_the_source_error(marked_pinning):
     def source():
         yield {"x": torch.zeros(1)}

@@ -8,7 +8,8 @@ Two granularities, one rule:
   there is one), so the consumer's thread only waits on an event.
 * ``DeviceFeeder.feed(batches)`` moves any stream of batches (nested dicts, lists, tuples,
   namedtuples of tensors), each batch as a piece of one, in a background thread ``depth`` batches
-  ahead: the loader's map-style and iterable paths, whose batches come from workers one at a time.
+  ahead, while another thread drives ``batches``: the loader's map-style and iterable paths, whose
+  batches come from workers one at a time.
 
 Invariants:
 
@@ -191,14 +192,16 @@ class DeviceFeeder:
         from ..iteration.prefetch import prefetch
 
         def moved() -> Iterator[Iterable[Any]]:
+            # Two threads, as DataLoader's main and pin-memory threads: one drives ``batches`` (the
+            # workers' results), this one stages and copies, so a large batch's staging copy (the GIL
+            # released) overlaps receiving the next instead of following it.
+            upstream = prefetch(lambda: batches, depth)
             try:
                 with self._device_context():
-                    for batch in batches:
+                    for batch in upstream:
                         yield self.transfer([batch])
             finally:
-                close = getattr(batches, "close", None)
-                if close is not None:
-                    close()
+                upstream.close()  # type: ignore[attr-defined]
 
         arrivals = prefetch(moved, depth)
         try:
