@@ -567,16 +567,10 @@ class Dataset:
         else:
             convert = ParentCache(dtypes).convert_run
         feeder = DeviceFeeder(device, pin_memory)
-
-        def convert_run(run: BatchRun) -> Iterable[Any]:
-            # Where batches are made (the prefetch thread, if any): a run of views moves to the device
-            # with one copy per column, and the consumer's stream only waits on its event.
-            return feeder.transfer(convert(run))
-
         return self._iter_converted(
-            convert_run if feeder.active else convert, prefetch_batches, batch_size, drop_last,
-            local_shuffle_buffer_size, local_shuffle_seed, None, _skip_batches, _ctx=_ctx,
-            piece_bytes=feeder.piece_bytes if feeder.active else None,
+            convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
+            None, _skip_batches, _ctx=_ctx, stage=feeder.transfer if feeder.active else None,
+            piece_bytes=feeder.piece_bytes,
         )
 
     def _iter_converted(
@@ -591,10 +585,12 @@ class Dataset:
         skip_batches: int,
         *,
         _ctx: DataContext | None = None,
+        stage: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
         piece_bytes: int | None = None,
     ) -> Iterator[Any]:
-        # ``piece_bytes``: a piece (the batches converted, and moved to a device, at once) holds at
-        # most about this much of its parent (at least one batch).
+        # ``stage``: applied to each converted piece on its way to the consumer (a device copy: a run
+        # of views moves with one copy per column, and the consumer's stream only waits on its
+        # event); a piece then holds at most about ``piece_bytes`` of its parent (at least one batch).
         prefetch_batches = _check_int(prefetch_batches, "prefetch_batches", 0)
         if batch_size is not None:
             _check_int(batch_size, "batch_size", 1)
@@ -618,19 +614,23 @@ class Dataset:
                     blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size,
                     seed=shuffle_seed, skip_batches=skip_batches, is_private=lambda b: private.get(id(b)) is b,
                 ):
-                    for piece in run.pieces(_CHUNK if piece_bytes is None else _batches_within(run, piece_bytes)):
+                    for piece in run.pieces(_CHUNK if stage is None else _batches_within(run, piece_bytes)):
                         chunk = convert_run(piece)
                         yield [collate_fn(out) for out in chunk] if collate_fn is not None else chunk
             finally:
                 blocks.close()
 
         depth = 0 if _in_memory(self._plan) else prefetch_batches
-        chunks = prefetch(produce, depth, on_wait=_add_wait(stats))
-        if depth == 0 and piece_bytes is not None:
-            # No thread makes pieces ahead: the next piece is made (its device copy started) before
-            # the consumer takes this one's batches, so that copy overlaps their use.
-            chunks = _one_ahead(chunks)
-        return _timed_iteration(chunks, stats)
+        if stage is None:
+            return _timed_iteration(prefetch(produce, depth, on_wait=_add_wait(stats)), stats)
+        if depth == 0:
+            # No thread makes pieces ahead: the next piece is made and staged (its device copy
+            # started) before the consumer takes this one's batches, so that copy overlaps their use.
+            return _timed_iteration(_one_ahead(_staged(prefetch(produce, 0), stage)), stats)
+        # Two threads, as DataLoader's main and pin-memory threads: one makes pieces, the other
+        # stages them, so a piece's staging copy (the GIL released) overlaps making the next.
+        staged = prefetch(lambda: _staged(prefetch(produce, depth), stage), depth, on_wait=_add_wait(stats))
+        return _timed_iteration(staged, stats)
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
         """Iterate over rows as dicts.
@@ -922,6 +922,17 @@ def _in_memory(plan: LogicalOp) -> bool:
 _NOTHING = object()
 
 
+def _staged(
+    chunks: Iterator[Iterable[Any]], stage: Callable[[Iterable[Any]], Iterable[Any]]
+) -> Iterator[Iterable[Any]]:
+    """``stage(chunk)`` for each of ``chunks`` (closing this closes ``chunks``)."""
+    try:
+        for chunk in chunks:
+            yield stage(chunk)
+    finally:
+        chunks.close()  # type: ignore[attr-defined]
+
+
 def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
     """``items``, each yielded once the one after it has been taken (closing this closes ``items``)."""
     try:
@@ -934,8 +945,10 @@ def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
         items.close()  # type: ignore[attr-defined]
 
 
-def _batches_within(run: BatchRun, nbytes: int) -> int:
+def _batches_within(run: BatchRun, nbytes: int | None) -> int:
     """How many of ``run``'s batches fit in about ``nbytes`` of its parent (at least one, at most _CHUNK)."""
+    if nbytes is None:
+        return _CHUNK
     parent = run.parent
     batch_bytes = parent.nbytes / max(1, parent.num_rows) * run.num_rows
     return max(1, min(_CHUNK, int(nbytes // max(1.0, batch_bytes))))

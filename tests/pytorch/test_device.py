@@ -135,14 +135,36 @@ def test_feed_reraises_the_source_error(marked_pinning):
 
 
 @pytest.mark.parametrize("prefetch", [0, 2])
-def test_iter_torch_batches_moves_runs_in_the_producing_thread(marked_pinning, monkeypatch, prefetch):
+def test_iter_torch_batches_stages_whole_runs_off_the_consumers_thread(monkeypatch, prefetch):
+    from torchray_loader.pytorch.convert import ParentCache
+
+    threads: dict[str, set[int]] = {"convert": set(), "stage": set()}
+    staged = []
+    convert_run = ParentCache.convert_run
+
+    def recording_convert(self, run):
+        threads["convert"].add(threading.get_ident())
+        return convert_run(self, run)
+
+    def recording_pin(t):
+        threads["stage"].add(threading.get_ident())
+        staged.append(t.shape[0])
+        return t.clone()
+
     monkeypatch.setattr(device_mod.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ParentCache, "convert_run", recording_convert)
+    monkeypatch.setattr(device_mod, "_pinned", recording_pin)
     ds = rd.from_numpy(_tabular(100)) if prefetch == 0 else rd.range(100, override_num_blocks=2)
     plain = list(ds.iter_torch_batches(batch_size=16, prefetch_batches=prefetch))
-    marked_pinning.clear()
+    threads["convert"].clear()
     pinned = list(ds.iter_torch_batches(batch_size=16, prefetch_batches=prefetch, pin_memory=True))
     assert_same_batches(plain, pinned)
-    assert 0 < len(marked_pinning) < len(plain)  # whole runs, not batch by batch
+    assert 0 < len(staged) < len(plain)  # whole runs, not batch by batch
+    (convert_thread,), (stage_thread,) = threads["convert"], threads["stage"]
+    if prefetch == 0:  # a dataset in memory: made and staged in the loop's thread, one piece ahead
+        assert convert_thread == stage_thread == threading.get_ident()
+    else:  # one thread makes pieces, another stages them
+        assert len({convert_thread, stage_thread, threading.get_ident()}) == 3
 
 
 def test_a_moved_piece_holds_about_piece_bytes(marked_pinning, monkeypatch):
@@ -153,6 +175,15 @@ def test_a_moved_piece_holds_about_piece_bytes(marked_pinning, monkeypatch):
     pinned = list(ds.iter_torch_batches(batch_size=16, pin_memory=True))
     assert max(shape[0] for shape in marked_pinning) == 32  # two batches a piece: 256 kB <= 300 kB
     assert torch.equal(torch.cat([b["data"] for b in pinned]), torch.from_numpy(wide))
+
+
+def test_closing_a_staged_iteration_early_stops_both_threads(marked_pinning, monkeypatch):
+    monkeypatch.setattr(device_mod.torch.cuda, "is_available", lambda: True)
+    batches = rd.range(10_000, override_num_blocks=8).iter_torch_batches(batch_size=16, pin_memory=True)
+    assert next(batches)["id"].tolist() == list(range(16))
+    assert _prefetch_threads() == 2
+    batches.close()
+    assert _prefetch_threads() == 0
 
 
 def test_without_a_prefetch_thread_the_next_piece_moves_before_this_ones_batches(marked_pinning, monkeypatch):
