@@ -546,8 +546,8 @@ class Dataset:
         strings come back as lists of str and ragged tensors as lists of tensors. With
         ``collate_fn``, it receives the numpy dict batch and its result is returned (Ray semantics).
         ``device`` moves batches there (``"auto"``: stay on CPU): the batches cut from one block move
-        together, one pinned staging copy and one side-stream copy per column, where batches are made
-        (the prefetch thread); the loop's stream waits on the copy's event. ``pin_memory`` (no CUDA
+        together, one pinned staging copy and one side-stream copy per column, in a thread beside the
+        one that makes batches; the loop's stream waits on the copy's event. ``pin_memory`` (no CUDA
         ``device``) pins the host batches.
 
         Example:
