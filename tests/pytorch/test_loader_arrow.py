@@ -84,6 +84,7 @@ def test_cpu_device_and_pin_memory_keep_values(make):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.cuda
 @pytest.mark.parametrize("nw", [0, 2])
 def test_cuda_device_nested_batches(nw):
     batches = list(RayStyleLoader(DictDS(9), batch_size=4, num_workers=nw, device="cuda", pin_memory=True))
