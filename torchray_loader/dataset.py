@@ -626,7 +626,8 @@ class Dataset:
         if depth == 0:
             # No thread makes pieces ahead: the next piece is made and staged (its device copy
             # started) before the consumer takes this one's batches, so that copy overlaps their use.
-            return _timed_iteration(_one_ahead(_staged(prefetch(produce, 0), stage)), stats)
+            made = prefetch(produce, 0, on_wait=_add_wait(stats))
+            return _timed_iteration(_one_ahead(_staged(made, stage)), stats)
         # Two threads, as DataLoader's main and pin-memory threads: one makes pieces, the other
         # stages them, so a piece's staging copy (the GIL released) overlaps making the next.
         staged = prefetch(lambda: _staged(prefetch(produce, depth), stage), depth, on_wait=_add_wait(stats))
