@@ -556,7 +556,7 @@ class Dataset:
             {'id': tensor([0, 1])}
         """
         from .pytorch.convert import ParentCache, check_dtypes
-        from .pytorch.device import DeviceFeeder
+        from .pytorch.device import PIECE_BYTES, DeviceFeeder
 
         check_dtypes(dtypes)
         if collate_fn is not None:
@@ -570,7 +570,7 @@ class Dataset:
         return self._iter_converted(
             convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
             None, _skip_batches, _ctx=_ctx, stage=feeder.transfer if feeder.active else None,
-            piece_bytes=feeder.piece_bytes,
+            piece_bytes=PIECE_BYTES if feeder.active else None,
         )
 
     def _iter_converted(
@@ -614,7 +614,7 @@ class Dataset:
                     blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size,
                     seed=shuffle_seed, skip_batches=skip_batches, is_private=lambda b: private.get(id(b)) is b,
                 ):
-                    for piece in run.pieces(_CHUNK if stage is None else _batches_within(run, piece_bytes)):
+                    for piece in run.pieces(_batches_within(run, piece_bytes)):
                         chunk = convert_run(piece)
                         yield [collate_fn(out) for out in chunk] if collate_fn is not None else chunk
             finally:
@@ -947,7 +947,8 @@ def _one_ahead(items: Iterator[Any]) -> Iterator[Any]:
 
 
 def _batches_within(run: BatchRun, nbytes: int | None) -> int:
-    """How many of ``run``'s batches fit in about ``nbytes`` of its parent (at least one, at most _CHUNK)."""
+    """How many of ``run``'s batches fit in about ``nbytes`` of its parent (at least one, at most
+    _CHUNK; _CHUNK without a bound)."""
     if nbytes is None:
         return _CHUNK
     parent = run.parent

@@ -79,6 +79,16 @@ def _pinned(t: torch.Tensor) -> torch.Tensor:
     return t if t.device.type != "cpu" or t.is_pinned() else t.pin_memory()
 
 
+def _each_tensor(piece: Iterable[Any], fn: Any) -> Iterable[Any]:
+    """``piece`` with ``fn`` applied to its tensors: a run of views (``convert.RunBatches``) once per
+    column, cut again when iterated; other batches tensor by tensor."""
+    from .convert import RunBatches
+
+    if isinstance(piece, RunBatches):
+        return piece.moved(fn)
+    return [map_tensors(b, fn) for b in piece]
+
+
 class _Arrival:
     """A moved piece, iterated in the consumer's thread: the consumer's current stream first waits on
     the piece's copy event and adopts the piece's device memory (``record_stream``)."""
@@ -121,7 +131,6 @@ class DeviceFeeder:
         if self.device is not None and self.device.type == "cpu":
             self.device = None
         self.active = self.pin or self.device is not None
-        self.piece_bytes = PIECE_BYTES
         self._stream: Any = None
 
     def _side_stream(self) -> Any:  # pragma: no cover - needs CUDA
@@ -147,19 +156,14 @@ class DeviceFeeder:
         """
         if not self.active:
             return piece
-        from .convert import RunBatches
-
         if not self.cuda:  # pinned host memory, or a device with synchronous copies
-            fn = _pinned if self.device is None else self._to_device
-            if isinstance(piece, RunBatches):
-                return piece.moved(fn)
-            return [map_tensors(b, fn) for b in piece]
-        return self._transfer_cuda(piece, RunBatches)  # pragma: no cover - needs CUDA
+            return _each_tensor(piece, _pinned if self.device is None else self._to_device)
+        return self._transfer_cuda(piece)  # pragma: no cover - needs CUDA
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
         return t.to(self.device)
 
-    def _transfer_cuda(self, piece: Iterable[Any], run_type: type) -> _Arrival:  # pragma: no cover - needs CUDA
+    def _transfer_cuda(self, piece: Iterable[Any]) -> _Arrival:  # pragma: no cover - needs CUDA
         moved: list[torch.Tensor] = []
 
         def copy(t: torch.Tensor) -> torch.Tensor:
@@ -171,10 +175,7 @@ class DeviceFeeder:
 
         stream = self._side_stream()
         with self._device_context(), torch.cuda.stream(stream):
-            if isinstance(piece, run_type):
-                result: Iterable[Any] = piece.moved(copy)  # type: ignore[attr-defined]
-            else:
-                result = [map_tensors(b, copy) for b in piece]
+            result = _each_tensor(piece, copy)
             event = torch.cuda.Event()
             event.record(stream)
         return _Arrival(result, event, moved, self.device)  # type: ignore[arg-type]

@@ -714,6 +714,7 @@ class RayStyleLoader(IterableDataset):
 
     def __iter__(self) -> Iterator[Any]:
         ep = self._begin_epoch()
+        feeder = DeviceFeeder(*self._feeder_args)
         if self._kind == "map":
             batches = self._iter_map(ep)
         elif self._kind == "iterable":
@@ -726,8 +727,7 @@ class RayStyleLoader(IterableDataset):
                 local_shuffle_buffer_size=self.shuffle_buffer_size, skip_batches=ep.skip,
             )
         else:
-            batches = self._iter_arrow(ep)  # moves its own batches (whole runs at a time)
-        feeder = DeviceFeeder(*self._feeder_args)
+            batches = self._iter_arrow(ep, feeder)  # moves its own batches (whole runs at a time)
         if feeder.active and self._kind != "arrow":
             batches = feeder.feed(batches)
         return self._deliver(ep, batches)
@@ -1131,7 +1131,7 @@ class RayStyleLoader(IterableDataset):
             assert units is not None
         return units
 
-    def _iter_arrow(self, ep: _Epoch) -> Iterator[Any]:
+    def _iter_arrow(self, ep: _Epoch, feeder: DeviceFeeder) -> Iterator[Any]:
         ds: Dataset = self.dataset
         rank, world = self._rank_world()
         outer = self._outer_worker()
@@ -1186,7 +1186,6 @@ class RayStyleLoader(IterableDataset):
             prefetch_batches=prefetch, batch_size=self.batch_size, batch_format="numpy", drop_last=False,
             local_shuffle_buffer_size=buffer, local_shuffle_seed=local_seed, _ctx=ctx,
         )
-        feeder = DeviceFeeder(*self._feeder_args)
         recut_batches = self._convert_recut(recut(numpy_batches, sizes), ep.skip)
         return feeder.feed(recut_batches) if feeder.active else recut_batches
 
