@@ -177,3 +177,86 @@ def test_round_trip_through_parquet(tmp_path):
     assert [r["path"] for r in back] == [r["path"] for r in orig]
     for a, b in zip(back, orig, strict=True):
         np.testing.assert_array_equal(a["image"], b["image"])
+
+
+# ------------------------------------------------------------------ fixed-shape reads (size + mode)
+
+
+def _image_tree(root: pathlib.Path) -> list[pathlib.Path]:
+    """Hive-partitioned JPEGs and PNGs of several sizes, one corrupt JPEG left out."""
+    paths = []
+    for i, (split, h, w) in enumerate([("a", 20, 30), ("a", 64, 48), ("b", 33, 33), ("b", 10, 12), ("b", 40, 41)]):
+        ext = "png" if i % 2 else "jpg"
+        p = root / f"split={split}" / f"{i}.{ext}"
+        save(rgb(h, w, i), p)
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_fixed_shape_reads_decode_into_one_array_per_block(tmp_path, fresh_data_context, num_workers, mode):
+    paths = _image_tree(tmp_path)
+    fresh_data_context.num_workers = num_workers
+    fresh_data_context.target_max_block_size = 2 * 16 * 16 * 3  # two rows a block: blocks cut within a task
+    ds = rd.read_images(str(tmp_path), size=(16, 16), mode=mode, include_paths=True, partitioning="hive",
+                        override_num_blocks=2)
+    rows = ds.take_all()
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+    assert [r["split"] for r in rows] == ["a", "a", "b", "b", "b"]
+    for r, p in zip(rows, paths, strict=True):
+        np.testing.assert_array_equal(r["image"], decode_image(p.read_bytes(), size=(16, 16), mode=mode))
+    batches = list(ds.iter_batches(batch_size=None))
+    assert sum(len(b["image"]) for b in batches) == 5
+    assert all(b["image"].shape[1:] == ((16, 16, 3) if mode == "RGB" else (16, 16)) for b in batches)
+
+
+def test_fixed_shape_task_rows_are_one_array_built_in_the_transfer_file(tmp_path):
+    from fsspec.implementations.local import LocalFileSystem
+
+    from torchray_loader.blocks import column_to_numpy
+    from torchray_loader.execution import shm
+    from torchray_loader.io.errors import ReadErrorPolicy
+    from torchray_loader.io.paths import FileInfo, FileReadOptions, ReadUnit
+
+    paths = _image_tree(tmp_path)
+    units = tuple(ReadUnit(FileInfo(str(p))) for p in paths)
+    kwargs = {"size": (320, 320), "mode": "RGB"}  # 5 x 300 KiB: big enough for a region of the file
+    with shm.task_arena() as arena:
+        (block,) = images_mod.read_fixed_images_task(
+            units, LocalFileSystem(), images_mod.read_image_array, kwargs,
+            options=FileReadOptions(), policy=ReadErrorPolicy(),
+        )
+        column = block.column("image")
+        assert column.num_chunks == 1
+        assert arena.span_of(memoryview(column.chunks[0].storage.values.buffers()[1])) is not None
+        ref = shm.dumps_to_shm(block, arena=arena)
+    assert ref.path is not None and os.path.exists(ref.path)  # the arena became the transfer file
+    got = column_to_numpy(shm.loads_from_shm(ref).column("image"))
+    want = np.stack([decode_image(p.read_bytes(), size=(320, 320), mode="RGB") for p in paths])
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fixed_shape_reads_skip_and_name_bad_files(tmp_path, fresh_data_context, num_workers):
+    fresh_data_context.num_workers = num_workers
+    good = save(rgb(8, 8), tmp_path / "a.jpg")
+    (tmp_path / "b.jpg").write_bytes(good[: len(good) // 2])  # truncated JPEG
+    (tmp_path / "c.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "d.jpg").write_bytes(good)
+    with pytest.raises(ReadError, match=r"b\.jpg: "):
+        rd.read_images(str(tmp_path), size=(4, 4), mode="RGB").take_all()
+    ds = rd.read_images(str(tmp_path), size=(4, 4), mode="RGB", on_read_error="skip", read_error_budget=2,
+                        include_paths=True, override_num_blocks=1)
+    rows = ds.take_all()
+    assert [os.path.basename(r["path"]) for r in rows] == ["a.jpg", "d.jpg"]
+    np.testing.assert_array_equal(rows[0]["image"], rows[1]["image"])
+    assert [os.path.basename(s.path) for s in read_skips(ds)] == ["b.jpg", "c.png"]
+
+
+def test_fixed_image_shape_only_where_size_and_mode_fix_it():
+    assert images_mod.fixed_image_shape((4, 5), "RGB") == (4, 5, 3)
+    assert images_mod.fixed_image_shape((4, 5), "L") == (4, 5)
+    assert images_mod.fixed_image_shape((4, 5), None) is None  # gray files stay 2-D
+    assert images_mod.fixed_image_shape((4, 5), "RGBA") is None
+    assert images_mod.fixed_image_shape(None, "RGB") is None

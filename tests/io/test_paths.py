@@ -306,3 +306,24 @@ def test_tasks_are_sized_by_bytes(tmp_path):
     assert [t.size_bytes for t in tasks] == [1000] * RAMP_UP_TASKS + [2000] * 9
     tasks = plan_read(str(tmp_path), read_binary_unit, size_ratio=3.0)  # 3000 in-memory bytes per file
     assert [len(t.paths) for t in tasks] == [1] * 20
+
+
+def test_decorate_rows_gives_each_row_its_files_values():
+    import pyarrow as pa
+
+    from torchray_loader.io.paths import FileInfo, decorate_rows
+
+    files = [
+        FileInfo("y=1/a", partitions=(("y", "1"),)),
+        FileInfo("b", partitions=()),
+        FileInfo("y=2/z=q/c", partitions=(("y", "2"), ("z", "q"), ("x", "shadowed"))),
+    ]
+    table = pa.table({"x": [1, 2, 3]})
+    out = decorate_rows(table, files, ["s3://b/y=1/a", "s3://b/b", "s3://b/y=2/z=q/c"], include_paths=True)
+    assert out.to_pydict() == {
+        "x": [1, 2, 3],  # a file column wins over a partition key of the same name
+        "y": ["1", None, "2"],
+        "z": [None, None, "q"],
+        "path": ["s3://b/y=1/a", "s3://b/b", "s3://b/y=2/z=q/c"],
+    }
+    assert decorate_rows(table, files, ["a", "b", "c"], include_paths=False).column_names == ["x", "y", "z"]

@@ -60,6 +60,8 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
+from ..blocks import buffers
+
 __all__ = [
     "INLINE_THRESHOLD",
     "TransferArena",
@@ -413,12 +415,10 @@ def _address(raw: memoryview) -> int:
     return int(np.frombuffer(raw.cast("B") if raw.ndim != 1 or raw.format != "B" else raw, np.uint8).ctypes.data)
 
 
-_ACTIVE_ARENA: TransferArena | None = None
-
-
 @contextmanager
 def task_arena(owner_pid: int | None = None, tag: str = "x") -> Iterator[TransferArena]:
-    """Make an arena the target of :func:`arena_buffer` for the duration of one task.
+    """Make an arena the target of :func:`arena_buffer` (and of
+    :func:`~torchray_loader.blocks.buffers.transfer_buffer`) for the duration of one task.
 
     The producer passes the yielded arena to ``dumps_to_shm``; whatever it did not hand over is
     removed on exit.
@@ -430,13 +430,11 @@ def task_arena(owner_pid: int | None = None, tag: str = "x") -> Iterator[Transfe
         >>> loads_from_shm(ref).nbytes
         1048576
     """
-    global _ACTIVE_ARENA
     arena = TransferArena(owner_pid, tag)
-    previous, _ACTIVE_ARENA = _ACTIVE_ARENA, arena
     try:
-        yield arena
+        with buffers.allocating_in(arena.buffer):
+            yield arena
     finally:
-        _ACTIVE_ARENA = previous
         arena.close()
 
 
@@ -448,8 +446,7 @@ def arena_buffer(nbytes: int) -> memoryview | None:
         >>> arena_buffer(1024) is None  # outside task_arena()
         True
     """
-    arena = _ACTIVE_ARENA
-    return None if arena is None else arena.buffer(nbytes)
+    return buffers.transfer_buffer(nbytes)
 
 
 def dumps_to_shm(

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import io
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -36,12 +37,30 @@ import numpy as np
 import pyarrow as pa
 
 from ..blocks import column_from_values, column_to_numpy
+from ..blocks.buffers import empty_rows
 from .binary import read_file_bytes
 from .errors import ReadErrorPolicy
-from .paths import FileReadOptions, ReadUnit, plan_read
+from .paths import (
+    FileInfo,
+    FileReadOptions,
+    ReadUnit,
+    decorate_rows,
+    display_path,
+    plan_read,
+    read_files_task,
+)
 from .read_task import ReadTask
 
-__all__ = ["plan_images", "read_image_unit", "decode_image", "jpeg_frame", "IMAGE_EXTENSIONS"]
+__all__ = [
+    "plan_images",
+    "read_image_unit",
+    "read_image_array",
+    "read_fixed_images_task",
+    "fixed_image_shape",
+    "decode_image",
+    "jpeg_frame",
+    "IMAGE_EXTENSIONS",
+]
 
 #: Ray's default ``file_extensions`` for ``read_images``.
 IMAGE_EXTENSIONS = ["png", "jpg", "jpeg", "tif", "tiff", "bmp", "gif"]
@@ -227,6 +246,21 @@ def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str 
     return np.asarray(img)
 
 
+def read_image_array(fs: Any, unit: ReadUnit, *, size: tuple[int, int] | None = None, mode: str | None = None) -> np.ndarray:
+    """One image file decoded (see :func:`decode_image`).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.png"; Image.new("RGB", (3, 2)).save(p)
+        >>> read_image_array(LocalFileSystem(), ReadUnit(FileInfo(str(p))), mode="L").shape
+        (2, 3)
+    """
+    return decode_image(read_file_bytes(fs, unit.file.path), size=size, mode=mode)
+
+
 def read_image_unit(
     fs: Any,
     unit: ReadUnit,
@@ -249,8 +283,83 @@ def read_image_unit(
         >>> [t.column("image").type.shape for t in read_image_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
         [[2, 3, 3]]
     """
-    arr = decode_image(read_file_bytes(fs, unit.file.path), size=size, mode=mode)
+    arr = read_image_array(fs, unit, size=size, mode=mode)
     yield pa.table({"image": column_from_values([arr])})
+
+
+def fixed_image_shape(size: tuple[int, int] | None, mode: str | None) -> tuple[int, ...] | None:
+    """The shape every image decodes to when ``size`` and ``mode`` fix it, else ``None``
+    (without ``size``, or with a mode whose band count depends on the file).
+
+    Example:
+        >>> fixed_image_shape((4, 6), "RGB"), fixed_image_shape((4, 6), "L"), fixed_image_shape((4, 6), None)
+        ((4, 6, 3), (4, 6), None)
+    """
+    if size is None:
+        return None
+    if mode == "RGB":
+        return (*size, 3)
+    if mode == "L":
+        return tuple(size)
+    return None
+
+
+def _one_image(reader: Any, fs: Any, unit: ReadUnit, reader_kwargs: dict[str, Any]) -> tuple[np.ndarray]:
+    return (reader(fs, unit, **reader_kwargs),)
+
+
+def read_fixed_images_task(
+    units: tuple[ReadUnit, ...],
+    fs: Any,
+    reader: Any,
+    reader_kwargs: dict[str, Any],
+    *,
+    options: FileReadOptions,
+    policy: ReadErrorPolicy,
+    combine: Any = None,
+) -> Iterator[pa.Table]:
+    """Body of a ``read_images`` task whose images all decode to one shape (``size`` with mode
+    ``"RGB"`` or ``"L"``): ``reader`` is :func:`read_image_array`; ``combine`` is not needed.
+
+    Each image is decoded straight into its row of one ``uint8`` array per block, built in the
+    task's transfer file where there is one, so a block reaches the consumer as one array with no
+    per-image table, no concatenation and no copy at the transfer.
+
+    Invariant (as :func:`~.paths.read_files_task`): rows in unit order; a file the policy skips
+    contributes no row.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from torchray_loader.io.paths import FileInfo
+        >>> d = pathlib.Path(tempfile.mkdtemp()); Image.new("RGB", (3, 2)).save(d / "a.png")
+        >>> units = (ReadUnit(FileInfo(str(d / "a.png"))),) * 2
+        >>> [b.column("image").type.shape for b in read_fixed_images_task(units, LocalFileSystem(), read_image_array,
+        ...     {"size": (4, 4), "mode": "RGB"}, options=FileReadOptions(), policy=ReadErrorPolicy())]
+        [[4, 4, 3]]
+    """
+    size, mode = reader_kwargs["size"], reader_kwargs["mode"]
+    shape = fixed_image_shape(size, mode)
+    if shape is None:
+        raise ValueError(f"read_fixed_images_task needs a fixed shape, got size={size!r}, mode={mode!r}")
+    rows_per_block = max(1, options.target_block_bytes // int(np.prod(shape)))
+    for start in range(0, len(units), rows_per_block):
+        group = units[start : start + rows_per_block]
+        out = empty_rows(len(group), shape, np.uint8)
+        files: list[FileInfo] = []
+        shown_paths: list[str] = []
+        for unit in group:
+            shown = display_path(fs, unit.file.path)
+            for arr in policy.run_unit(shown, functools.partial(_one_image, reader, fs, unit, reader_kwargs)):
+                if arr.shape != shape or arr.dtype != np.uint8:  # decode_image's contract for these modes
+                    raise RuntimeError(f"{shown}: decoded to {arr.dtype}{arr.shape}, expected uint8{shape}")
+                out[len(files)] = arr
+                files.append(unit.file)
+                shown_paths.append(shown)
+        if files:
+            table = pa.table({"image": column_from_values(out[: len(files)])})
+            yield decorate_rows(table, files, shown_paths, options.include_paths)
 
 
 def combine_image_tables(tables: list[pa.Table]) -> pa.Table:
@@ -310,11 +419,17 @@ def plan_images(
         raise TypeError(f"mode must be a PIL mode string such as 'RGB', got {mode!r}")
     kwargs.setdefault("file_extensions", IMAGE_EXTENSIONS)
     _warm_up_decoders()
+    reader: Any
+    if fixed_image_shape(checked, mode) is not None:
+        reader, task_body = read_image_array, read_fixed_images_task
+    else:
+        reader, task_body = read_image_unit, read_files_task
     return plan_read(
         paths,
-        read_image_unit,
+        reader,
         {"size": checked, "mode": mode},
         combine=combine_image_tables,
         size_ratio=IMAGE_SIZE_RATIO,
+        task_body=task_body,
         **kwargs,
     )

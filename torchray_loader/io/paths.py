@@ -539,6 +539,28 @@ def _decorate(table: pa.Table, file: FileInfo, shown_path: str, include_paths: b
     return table
 
 
+def decorate_rows(table: pa.Table, files: Sequence[FileInfo], shown_paths: Sequence[str], include_paths: bool) -> pa.Table:
+    """:func:`_decorate` for a table whose row ``i`` comes from ``files[i]`` (one row per file).
+
+    Partition keys are taken in the order the files first name them; a file without a key gets
+    null there. File columns win, as in :func:`_decorate`.
+
+    Example:
+        >>> t = pa.table({"x": [1, 2]})
+        >>> files = [FileInfo("k=a/1", partitions=(("k", "a"),)), FileInfo("k=b/2", partitions=(("k", "b"),))]
+        >>> decorate_rows(t, files, ["k=a/1", "k=b/2"], True).to_pydict()
+        {'x': [1, 2], 'k': ['a', 'b'], 'path': ['k=a/1', 'k=b/2']}
+    """
+    keys = list(dict.fromkeys(k for f in files for k, _ in f.partitions))
+    for key in keys:
+        if key not in table.column_names:
+            values = [dict(f.partitions).get(key) for f in files]
+            table = table.append_column(key, pa.array(values, pa.string()))
+    if include_paths and "path" not in table.column_names:
+        table = table.append_column("path", pa.array(list(shown_paths), pa.string()))
+    return table
+
+
 def _slices(table: pa.Table, target_bytes: int) -> Iterator[pa.Table]:
     """``table`` cut (zero-copy) into slices of about ``target_bytes``."""
     if table.nbytes <= target_bytes or table.num_rows <= 1:
@@ -694,6 +716,11 @@ def _groups(
     return groups
 
 
+#: The body of one file read task: ``(units, fs, reader, reader_kwargs, *, options, policy, combine)
+#: -> blocks``; :func:`read_files_task` unless a format reads a whole task its own way.
+TaskBody = Callable[..., Iterator[pa.Table]]
+
+
 def plan_file_tasks(
     fs: Any,
     units: Sequence[ReadUnit],
@@ -707,6 +734,7 @@ def plan_file_tasks(
     policy: ReadErrorPolicy | None = None,
     combine: Combine | None = None,
     size_ratio: float = 1.0,
+    task_body: TaskBody = read_files_task,
 ) -> list[ReadTask]:
     """Group ``units`` into read tasks running ``reader`` (a module-level function) in workers.
 
@@ -734,7 +762,7 @@ def plan_file_tasks(
         sizes = [u.file.size for u in group if u.file.size is not None and u.part is None]
         size = sum(sizes) if len(sizes) == len(group) else None
         fn = functools.partial(
-            read_files_task,
+            task_body,
             tuple(group),
             fs,
             reader,
@@ -778,6 +806,7 @@ def plan_read(
     combine: Combine | None = None,
     make_units: Callable[[Any, list[FileInfo]], list[ReadUnit]] | None = None,
     size_ratio: float = 1.0,
+    task_body: TaskBody = read_files_task,
 ) -> list[ReadTask]:
     """The whole planning of a file read: list files, cut them into units, group units into tasks.
 
@@ -812,4 +841,5 @@ def plan_read(
         policy=policy,
         combine=combine,
         size_ratio=size_ratio,
+        task_body=task_body,
     )
