@@ -177,7 +177,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             payload.setdefault("merged", []).append(merged)
         payload["runs"] = runs
         payload["summary"] = report.summarize(runs)
-        payload["targets"] = report.evaluate_targets(payload["summary"])
+    # Targets are re-checked on every report: a results file keeps the list of the run that wrote it.
+    payload["targets"] = report.evaluate_targets(payload["summary"])
     if args.out:
         report.write_json(payload, Path(args.out))
         print(f"wrote {args.out}")

@@ -143,6 +143,15 @@ def test_report_merges_a_later_results_file_and_names_it(tmp_path: Path) -> None
     assert "Re-measured later and merged in" in md and "at package commit `new`" in md
 
 
+def test_report_checks_the_current_targets_even_for_one_file(tmp_path: Path) -> None:
+    from benchmarks.__main__ import main
+
+    (tmp_path / "old.json").write_text(json.dumps(_full_payload(_synthetic_runs(), targets=[])))
+    assert main(["report", str(tmp_path / "old.json"), "--out", str(tmp_path / "new.json")]) == 0
+    targets = {t["target"] for t in json.loads((tmp_path / "new.json").read_text())["targets"]}
+    assert {"W1-dataloader", "W1-ray"} <= targets
+
+
 def test_a_gpu_run_gets_its_own_page_that_the_main_page_links(tmp_path: Path) -> None:
     from benchmarks import report
 
