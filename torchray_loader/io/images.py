@@ -250,12 +250,12 @@ def read_image_array(fs: Any, unit: ReadUnit, *, size: tuple[int, int] | None = 
     """One image file decoded (see :func:`decode_image`).
 
     Example:
-        >>> import tempfile, pathlib
         >>> from PIL import Image
-        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> from fsspec.implementations.memory import MemoryFileSystem
         >>> from torchray_loader.io.paths import FileInfo
-        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.png"; Image.new("RGB", (3, 2)).save(p)
-        >>> read_image_array(LocalFileSystem(), ReadUnit(FileInfo(str(p))), mode="L").shape
+        >>> fs, buf = MemoryFileSystem(), io.BytesIO(); Image.new("RGB", (3, 2)).save(buf, "PNG")
+        >>> fs.pipe("/read_image_array_example.png", buf.getvalue())
+        >>> read_image_array(fs, ReadUnit(FileInfo("/read_image_array_example.png")), mode="L").shape
         (2, 3)
     """
     return decode_image(read_file_bytes(fs, unit.file.path), size=size, mode=mode)
