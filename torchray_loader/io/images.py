@@ -13,7 +13,9 @@ Decoding takes the fast path where there is one:
 As in Ray, ``size=(height, width)`` resizes (bilinear) and then ``mode`` converts (``"RGB"``, ``"L"``,
 ``"RGBA"``...); without ``mode`` an image keeps its own mode, so a grayscale image is ``(H, W)``.
 Images of one shape make a fixed-shape tensor column; mixed shapes (no ``size``) a variable-shape
-column. A corrupt or truncated image is a :class:`ReadError` naming the file (or a skipped file).
+column. With ``size`` and mode ``"RGB"`` or ``"L"`` the shape is known before decoding, so a task
+decodes each image straight into its row of one array per block (in a worker, inside the transfer
+file): no per-image table, no concatenation, no copy on the way to the consumer. A corrupt or truncated image is a :class:`ReadError` naming the file (or a skipped file).
 
 torchvision and PIL are the ``images`` extra and are imported only when an image is decoded.
 
