@@ -195,7 +195,7 @@ def _image_tree(root: pathlib.Path) -> list[pathlib.Path]:
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_fixed_shape_reads_decode_into_one_array_per_block(tmp_path, fresh_data_context, num_workers, mode):
+def test_fixed_shape_reads_keep_order_paths_and_partitions(tmp_path, fresh_data_context, num_workers, mode):
     paths = _image_tree(tmp_path)
     fresh_data_context.num_workers = num_workers
     fresh_data_context.target_max_block_size = 2 * 16 * 16 * 3  # two rows a block: blocks cut within a task

@@ -15,7 +15,8 @@ As in Ray, ``size=(height, width)`` resizes (bilinear) and then ``mode`` convert
 Images of one shape make a fixed-shape tensor column; mixed shapes (no ``size``) a variable-shape
 column. With ``size`` and mode ``"RGB"`` or ``"L"`` the shape is known before decoding, so a task
 decodes each image straight into its row of one array per block (in a worker, inside the transfer
-file): no per-image table, no concatenation, no copy on the way to the consumer. A corrupt or truncated image is a :class:`ReadError` naming the file (or a skipped file).
+file): no per-image table, no concatenation, no copy on the way to the consumer. A corrupt or
+truncated image is a :class:`ReadError` naming the file (or a skipped file).
 
 torchvision and PIL are the ``images`` extra and are imported only when an image is decoded.
 
