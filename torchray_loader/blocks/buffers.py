@@ -66,8 +66,9 @@ def empty_rows(n: int, row_shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         dtype('float32')
     """
     dtype = np.dtype(dtype)
-    nbytes = n * int(np.prod(row_shape, dtype=np.int64)) * dtype.itemsize
+    count = n * int(np.prod(row_shape, dtype=np.int64))
+    nbytes = count * dtype.itemsize
     buf = transfer_buffer(nbytes) if nbytes >= MIN_TRANSFER_BYTES else None
     if buf is None:
         return np.empty((n, *row_shape), dtype)
-    return np.frombuffer(buf, dtype=dtype, count=n * int(np.prod(row_shape, dtype=np.int64))).reshape(n, *row_shape)
+    return np.frombuffer(buf, dtype=dtype, count=count).reshape(n, *row_shape)
