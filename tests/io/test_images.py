@@ -46,13 +46,13 @@ def test_png_and_jpeg_decode_like_pil(tmp_path):
     assert rows[0]["image"].dtype == np.uint8
 
 
-def test_jpeg_uses_the_torchvision_fast_path(tmp_path, monkeypatch):
+def test_jpeg_uses_the_libjpeg_fast_path(tmp_path, monkeypatch):
     jpg = save(rgb(16, 16), tmp_path / "a.jpg")
     calls = []
     real = images_mod._decode_jpeg_fast
 
-    def spy(data, mode):
-        out = real(data, mode)
+    def spy(*args):
+        out = real(*args)
         calls.append(out is not None)
         return out
 
@@ -61,6 +61,48 @@ def test_jpeg_uses_the_torchvision_fast_path(tmp_path, monkeypatch):
     decode_image(jpg, mode="L")
     decode_image(jpg, size=(8, 8))  # resizing goes through PIL draft instead
     assert calls == [True, True]
+
+
+def _backend(name):
+    if name == "simplejpeg":
+        pytest.importorskip("simplejpeg")
+        return images_mod._simplejpeg_decoder()
+    return images_mod._torchvision_jpeg_decoder()
+
+
+@pytest.mark.parametrize("backend", ["simplejpeg", "torchvision"])
+@pytest.mark.parametrize("mode", [None, "RGB", "L"])
+@pytest.mark.parametrize("kind", ["color", "gray", "progressive", "444"])
+def test_every_jpeg_backend_decodes_like_pil(tmp_path, monkeypatch, backend, mode, kind):
+    src = rgb(37, 53, 5)[..., 0] if kind == "gray" else rgb(37, 53, 5)
+    options = {"progressive": True} if kind == "progressive" else {"subsampling": 0} if kind == "444" else {}
+    jpg = save(src, tmp_path / "a.jpg", quality=90, **options)
+    decoder = _backend(backend)
+    used = []
+    monkeypatch.setattr(images_mod, "_JPEG_DECODER", lambda *a: used.append(a[1]) or decoder(*a))
+    np.testing.assert_array_equal(decode_image(jpg, mode=mode), pil_decode(jpg, mode))
+    assert used == [mode == "RGB" or kind != "gray"]  # RGB output where PIL's image is RGB
+    resized = decode_image(jpg, size=(30, 40), mode=mode)  # the resize starts from the same pixels
+    ref_mode = mode or ("L" if kind == "gray" else "RGB")
+    ref = np.asarray(Image.open(io.BytesIO(jpg)).resize((40, 30), Image.BILINEAR).convert(ref_mode))
+    assert resized.shape == ref.shape and np.abs(resized.astype(int) - ref.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("backend", ["simplejpeg", "torchvision"])
+def test_a_jpeg_backend_leaves_corrupt_data_to_pil(tmp_path, monkeypatch, backend):
+    jpg = save(rgb(16, 16), tmp_path / "a.jpg")
+    decoder = _backend(backend)
+    assert decoder(jpg[: len(jpg) // 2], True) is None  # truncated: no verdict of its own
+    monkeypatch.setattr(images_mod, "_JPEG_DECODER", decoder)
+    with pytest.raises(OSError):  # PIL's: "image file is truncated"
+        decode_image(jpg[: len(jpg) // 2])
+
+
+def test_without_a_libjpeg_backend_pil_decodes(tmp_path, monkeypatch):
+    jpg = save(rgb(16, 16), tmp_path / "a.jpg")
+    monkeypatch.setattr(images_mod, "_JPEG_DECODER", None)
+    np.testing.assert_array_equal(decode_image(jpg), pil_decode(jpg))
+    assert decode_image(jpg, size=(10, 12)).shape == (10, 12, 3)
 
 
 @pytest.mark.parametrize("mode,shape", [("RGB", (12, 10, 3)), ("L", (12, 10)), ("RGBA", (12, 10, 4))])
@@ -101,14 +143,14 @@ def test_small_resizes_decode_with_libjpeg_and_resize_like_pil(tmp_path, monkeyp
     jpg = save(src, tmp_path / "a.jpg", quality=95)
     used = []
     real = images_mod._decode_jpeg_fast
-    monkeypatch.setattr(images_mod, "_decode_jpeg_fast", lambda *a: used.append(a[2:]) or real(*a))
+    monkeypatch.setattr(images_mod, "_decode_jpeg_fast", lambda *a: used.append(a[2]) or real(*a))
     for size in [(56, 40), (80, 60), (40, 30)]:  # shrink by < 2x, enlarge, mixed aspect
         out = decode_image(jpg, size=size, mode=mode)
         ref = Image.open(io.BytesIO(jpg)).resize(size[::-1], Image.BILINEAR)
         ref = np.asarray(ref.convert(mode) if mode else ref)
         assert out.shape == ref.shape and out.dtype == np.uint8 and out.flags.c_contiguous
         assert np.abs(out.astype(int) - ref.astype(int)).max() <= 1  # torch's antialiased bilinear
-    assert used == [((56, 40),), ((80, 60),), ((40, 30),)]
+    assert used == [(56, 40), (80, 60), (40, 30)]
 
 
 def test_jpeg_frame_reads_the_header_and_cmyk_stays_on_pil(tmp_path):
