@@ -49,6 +49,7 @@ __all__ = [
     "Partitioning",
     "FileInfo",
     "ReadUnit",
+    "ReadUnits",
     "FileReadOptions",
     "resolve_filesystem",
     "expand_paths",
@@ -139,6 +140,44 @@ class ReadUnit:
 
     file: FileInfo
     part: Any = None
+
+
+class ReadUnits(tuple):  # type: ignore[type-arg]
+    """One read task's units (a tuple of :class:`ReadUnit`) that pickles as four flat tuples.
+
+    A task crosses to its worker pickled; unit by unit that is three objects each through the
+    transfer pickler's per-object hooks (about 3 us a unit: 0.2 ms for a 64-image task), flat tuples
+    of strings and ints take its C fast path.
+
+    Example:
+        >>> import pickle
+        >>> units = ReadUnits([ReadUnit(FileInfo("a.csv", 3)), ReadUnit(FileInfo("b.parquet", 9, (("k", "v"),)), (0, 1))])
+        >>> pickle.loads(pickle.dumps(units)) == units
+        True
+    """
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        files = [u.file for u in self]
+        return (
+            _unpack_units,
+            (
+                tuple(f.path for f in files),
+                tuple(f.size for f in files),
+                tuple(f.partitions for f in files),
+                tuple(u.part for u in self),
+            ),
+        )
+
+
+def _unpack_units(
+    paths: tuple[str, ...], sizes: tuple[int | None, ...], partitions: tuple[Any, ...], parts: tuple[Any, ...]
+) -> ReadUnits:
+    return ReadUnits(
+        ReadUnit(FileInfo(path, size, parts_of_path), part)
+        for path, size, parts_of_path, part in zip(paths, sizes, partitions, parts, strict=True)
+    )
 
 
 @dataclass(frozen=True)
@@ -763,7 +802,7 @@ def plan_file_tasks(
         size = sum(sizes) if len(sizes) == len(group) else None
         fn = functools.partial(
             task_body,
-            tuple(group),
+            ReadUnits(group),
             fs,
             reader,
             dict(reader_kwargs or {}),
