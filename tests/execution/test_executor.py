@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 import pyarrow as pa
@@ -100,6 +101,28 @@ def test_shared_objects_survive_plan_rewrites(fresh_data_context):
     assert sorted(r["v"] for r in ds.randomize_block_order(seed=3).iter_rows()) == list(range(120))
     shards = ds.split(2)
     assert sorted(r["v"] for shard in shards for r in shard.iter_rows()) == list(range(120))
+
+
+def _pid_rows(batch):
+    return {"pid": [os.getpid()] * len(batch["id"])}
+
+
+def test_task_workers_start_as_tasks_wait_for_them(fresh_data_context):
+    """A read of one task starts one worker of two; a read of many uses both."""
+    from torchray_loader.execution.executor import _Execution
+    from torchray_loader.execution.stats import ExecutionStats
+
+    fresh_data_context.num_workers = 2
+    one = _Execution(fresh_data_context, ExecutionStats(), {})
+    try:
+        pool = one.task_pool()
+        assert list(pool.imap(abs, [-3])) == [3]
+        assert sum(w is not None for w in pool._workers) == 1
+    finally:
+        for p in one.pools:
+            p.close()
+    pids = rd.range(64, override_num_blocks=16).map_batches(_pid_rows, batch_size=None).to_pandas()["pid"]
+    assert pids.nunique() == 2
 
 
 def test_a_ref_without_its_object_names_it():

@@ -113,7 +113,10 @@ class _Execution:
     def task_pool(self) -> TaskPool:
         if self._task_pool is None:
             nw = self.ctx.resolved_num_workers()
-            self._task_pool = make_pool(nw, self.ctx, name="tasks", shared=self.shared or None)
+            # One worker at once, the others as tasks wait for them: the first task runs while the
+            # next worker forks (a fork of a consumer holding torch takes ~13 ms), and a read of
+            # fewer tasks than workers never starts the rest.
+            self._task_pool = make_pool(nw, self.ctx, name="tasks", min_workers=1, shared=self.shared or None)
             self.pools.append(self._task_pool)
         return self._task_pool
 
