@@ -113,7 +113,7 @@ def machine_info() -> dict[str, Any]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "cuda": cuda,
-        "versions": {d: _version(d) for d in ("torch", "torchvision", "numpy", "pyarrow", "pillow", "ray")},
+        "versions": {d: _version(d) for d in ("torch", "torchvision", "numpy", "pyarrow", "pillow", "simplejpeg", "ray")},
     }
 
 
