@@ -291,9 +291,14 @@ def test_tasks_pickle_and_run_in_another_process(tmp_path):
 def test_task_units_cross_processes_as_flat_tuples(tmp_path):
     """A task's units pickle as four flat tuples (the transfer pickler's C fast path), not as three
     objects a unit, and come back equal: paths, sizes, partitions and parts."""
+    import dataclasses
+
     from torchray_loader.execution import shm
     from torchray_loader.io.paths import FileInfo, ReadUnit, ReadUnits
 
+    # ReadUnits packs exactly these fields: one added here must be packed there too.
+    assert [f.name for f in dataclasses.fields(FileInfo)] == ["path", "size", "partitions"]
+    assert [f.name for f in dataclasses.fields(ReadUnit)] == ["file", "part"]
     make_tree(tmp_path, ["k=1/a.bin", "k=2/b.bin"])
     (task,) = plan_read(str(tmp_path), read_binary_unit, partitioning="hive", override_num_blocks=1)
     units = task.read_fn.args[0]

@@ -159,6 +159,7 @@ class ReadUnits(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # Every field of ReadUnit and FileInfo, as one tuple each (a test pins the field lists).
         files = [u.file for u in self]
         return (
             _unpack_units,
