@@ -394,6 +394,37 @@ def test_pool_grows_from_min_workers(live_children):
     assert len(pids) > 1  # grew with the queue
 
 
+def _wait_until(condition, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return condition()
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_retire_idle_stops_workers_once_all_work_is_handed_out(live_children, start_method):
+    """``retire_idle``: after the last task of every open imap, idle workers stop before
+    ``close()``; a later imap starts workers again, with the same results."""
+    with ProcessPool(2, make_ctx(start_method), retire_idle=True) as pool:
+        results = pool.imap(square, range(20))
+        assert next(results) == 0
+        assert len(live_children()) == 2  # tasks still to hand out: nobody retires
+        assert list(results) == [i * i for i in range(1, 20)]
+        assert _wait_until(lambda: not live_children())  # before close()
+        assert pool._workers == [None, None]
+        inner = pool.imap(square, range(30))  # nested: the outer imap is not done while inner runs
+        assert list(pool.imap(lambda x: x + 1, inner)) == [i * i + 1 for i in range(30)]
+        assert _wait_until(lambda: not live_children())
+    assert not pool._retired  # reaped at close
+
+
+def test_without_retire_idle_workers_wait_for_the_next_imap(live_children):
+    with ProcessPool(2, make_ctx()) as pool:
+        assert list(pool.imap(square, range(20))) == [i * i for i in range(20)]
+        time.sleep(0.2)
+        assert len(live_children()) == 2 and None not in pool._workers
+
+
 # ----------------------------------------------------------------------------- worker death, timeouts
 
 

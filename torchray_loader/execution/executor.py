@@ -115,8 +115,11 @@ class _Execution:
             nw = self.ctx.resolved_num_workers()
             # One worker at once, the others as tasks wait for them: the first task runs while the
             # next worker forks (a fork of a consumer holding torch takes ~13 ms), and a read of
-            # fewer tasks than workers never starts the rest.
-            self._task_pool = make_pool(nw, self.ctx, name="tasks", min_workers=1, shared=self.shared or None)
+            # fewer tasks than workers never starts the rest. Idle workers stop once every task is
+            # handed out: their exit overlaps the consumer's last batches, not the iterator's end.
+            self._task_pool = make_pool(
+                nw, self.ctx, name="tasks", min_workers=1, shared=self.shared or None, retire_idle=True
+            )
             self.pools.append(self._task_pool)
         return self._task_pool
 

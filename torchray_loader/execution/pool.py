@@ -185,10 +185,12 @@ def make_pool(
     min_workers: int | None = None,
     worker_init_fn: Callable[[int], None] | None = None,
     shared: dict[str, Any] | None = None,
+    retire_idle: bool = False,
 ) -> TaskPool:
     """A pool of ``num_workers`` processes (``0``, or inside a daemonic worker process: inline).
     ``min_workers`` < ``num_workers`` lets an actor pool start small and grow with queue depth;
-    ``shared`` objects reach each worker once, at its start (see :class:`SharedRef`).
+    ``shared`` objects reach each worker once, at its start (see :class:`SharedRef`); with
+    ``retire_idle`` a worker stops as soon as no open imap has work left for it.
 
     Example:
         >>> with make_pool(0, DataContext()) as pool:
@@ -204,5 +206,11 @@ def make_pool(
     except ImportError:  # pragma: no cover - process pool not built yet
         return InlinePool()
     return ProcessPool(
-        num_workers, ctx, name=name, min_workers=min_workers, worker_init_fn=worker_init_fn, shared=shared
+        num_workers,
+        ctx,
+        name=name,
+        min_workers=min_workers,
+        worker_init_fn=worker_init_fn,
+        shared=shared,
+        retire_idle=retire_idle,
     )
