@@ -483,8 +483,9 @@ def _shutdown(
     released under our feet count as stopped."""
     if os.getpid() != owner_pid:
         return
-    with lifecycle:  # a worker being started now is in ``workers`` afterwards; none starts later
+    with lifecycle:  # a worker being started (or retired) now is in its list afterwards; none later
         live = [w for w in workers if w is not None]
+        stopped = list(retired or [])
     for w in live:
         try:
             if w.queue:  # busy: it would read STOP only after its tasks, whose results nobody wants
@@ -493,7 +494,7 @@ def _shutdown(
                 w.conn.send_bytes(pickle.dumps((_STOP,), _PROTO))
         except (OSError, EOFError, ValueError, AttributeError):
             pass
-    live += retired or []  # told to stop already (and usually gone): reaped like the others
+    live += stopped  # told to stop already (and usually gone): reaped like the others
     for grace, action in ((_STOP_GRACE_S, "terminate"), (_KILL_GRACE_S, "kill"), (_KILL_GRACE_S, None)):
         deadline = time.monotonic() + grace
         while True:
@@ -970,20 +971,23 @@ class ProcessPool:
         with nothing queued, so its exit (~10 ms: the kernel tears down a copy of the consumer's page
         tables) overlaps the work still under way instead of waiting for ``close()``. A later imap
         starts workers again in the freed slots."""
-        if not self.retire_idle or not self._imaps or self._closed:
+        if not self.retire_idle or not self._imaps:
             return
         if any(not st.exhausted or st.pending for st in self._imaps.values()):
             return
-        for w in self._workers:
-            if w is None or w.queue:
-                continue
-            self._workers[w.slot] = None
-            self._retired.append(w)
-            try:
-                w.conn.send_bytes(pickle.dumps((_STOP,), _PROTO))
-            except (OSError, EOFError, ValueError):
-                pass  # already gone: reaped at close like the others
-            w.conn.close()  # a worker forked later must not inherit this pipe end
+        with self._lifecycle:  # each worker is in ``_workers`` or ``_retired`` when shutdown looks
+            if self._closed or not self._finalizer.alive:
+                return
+            for w in self._workers:
+                if w is None or w.queue:
+                    continue
+                self._workers[w.slot] = None
+                self._retired.append(w)
+                try:
+                    w.conn.send_bytes(pickle.dumps((_STOP,), _PROTO))
+                except (OSError, EOFError, ValueError):
+                    pass  # already gone: reaped at close like the others
+                w.conn.close()  # a worker forked later must not inherit this pipe end
 
     # ------------------------------------------------------------------ failures
 
