@@ -14,6 +14,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from torchray_loader.blocks import buffers
 from torchray_loader.blocks.tensors import PythonObjectType, column_from_values
 from torchray_loader.execution import shm
 
@@ -273,7 +274,7 @@ def test_arena_result_crosses_without_writing_its_buffer(monkeypatch):
     real_write = shm._write_all
     monkeypatch.setattr(shm, "_write_all", lambda fd, view, off: (written.append(view.nbytes), real_write(fd, view, off)))
     with shm.task_arena() as arena:
-        big = torch.frombuffer(shm.arena_buffer(4 << 20), dtype=torch.float32).view(1024, 1024)
+        big = torch.frombuffer(buffers.transfer_buffer(4 << 20), dtype=torch.float32).view(1024, 1024)
         big.fill_(2.0)
         small = np.arange(100_000)  # outside the arena: written after it
         ref = shm.dumps_to_shm({"big": big, "small": small}, arena=arena)
@@ -289,18 +290,18 @@ def test_arena_result_crosses_without_writing_its_buffer(monkeypatch):
 
 def test_arena_not_handed_over_is_removed():
     with pytest.raises(RuntimeError), shm.task_arena() as arena:
-        buf = shm.arena_buffer(1 << 20)
+        buf = buffers.transfer_buffer(1 << 20)
         path = arena.path
         assert buf is not None and os.path.exists(path)
         raise RuntimeError("the task failed after allocating")
     assert not os.path.exists(path)
     with shm.task_arena() as arena:  # a result without arena buffers: an ordinary file, arena removed
-        buf = shm.arena_buffer(1 << 20)
+        buf = buffers.transfer_buffer(1 << 20)
         path = arena.path
         ref = shm.dumps_to_shm(np.ones(1 << 18))
     assert ref.path != path and not os.path.exists(path)
     assert float(shm.loads_from_shm(ref).sum()) == float(1 << 18)
-    assert shm.arena_buffer(10) is None  # no arena outside a task
+    assert buffers.transfer_buffer(10) is None  # no arena outside a task
 
 
 def test_arena_on_a_full_directory_gives_no_buffer(monkeypatch):
@@ -309,7 +310,7 @@ def test_arena_on_a_full_directory_gives_no_buffer(monkeypatch):
 
     monkeypatch.setattr(os, "posix_fallocate", full)
     with shm.task_arena() as arena:
-        assert shm.arena_buffer(1 << 20) is None  # the caller falls back to private memory
+        assert buffers.transfer_buffer(1 << 20) is None  # the caller falls back to private memory
         path = arena.path
     assert path is None or not os.path.exists(path)
 
@@ -428,7 +429,7 @@ def test_an_arena_claims_a_free_file():
         (free,) = _free_files(tag)
         first = _inode(free)
         with shm.task_arena(tag=tag) as arena:
-            out = np.frombuffer(shm.arena_buffer(8 * _BIG), dtype=np.int64)
+            out = np.frombuffer(buffers.transfer_buffer(8 * _BIG), dtype=np.int64)
             out[:] = 9
             result = shm.dumps_to_shm(out, tag=tag, arena=arena)
         del out

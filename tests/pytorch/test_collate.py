@@ -11,8 +11,9 @@ import pytest
 import torch
 from torch.utils.data import default_collate
 
+from torchray_loader.blocks.buffers import MIN_TRANSFER_BYTES
 from torchray_loader.execution import shm
-from torchray_loader.pytorch.collate import MIN_IN_PLACE_BYTES, collate_into_transfer_file
+from torchray_loader.pytorch.collate import collate_into_transfer_file
 
 Point = collections.namedtuple("Point", ["image", "label"])
 
@@ -64,7 +65,7 @@ def test_large_tensors_cross_without_a_copy(monkeypatch):
     monkeypatch.setattr(shm, "_write_all", lambda fd, view, off: (written.append(view.nbytes), real_write(fd, view, off)))
     with shm.task_arena() as arena:
         out = collate_into_transfer_file(samples)
-        assert out["image"].nbytes >= MIN_IN_PLACE_BYTES and out["half"].nbytes >= MIN_IN_PLACE_BYTES
+        assert out["image"].nbytes >= MIN_TRANSFER_BYTES and out["half"].nbytes >= MIN_TRANSFER_BYTES
         ref = shm.dumps_to_shm(out, arena=arena)
     assert ref.path is not None and max(written) < out["half"].nbytes, "a stacked tensor was copied"
     _assert_same(shm.loads_from_shm(ref), default_collate(samples))

@@ -25,13 +25,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from ..blocks import column_from_values, column_to_numpy
+from ..blocks import buffers, column_from_values, column_to_numpy
 from ..context import DataContext
 from ..io.read_task import ReadTask
 from ..plan.compute import ActorPoolStrategy
 from ..plan.operators import AllToAll, InputBlocks, Limit, LogicalOp, MapStage, Read, Union
 from ..plan.transforms import BlockTransform, run_chain
-from . import shm
 from .pool import TaskPool, make_pool, shared_objects
 from .stats import ExecutionStats
 
@@ -55,10 +54,6 @@ def _timed(gen: Iterator[pa.Table]) -> TaskResult:
     return TaskResult(blocks, time.perf_counter() - t0, time.process_time() - c0)
 
 
-#: Smallest chunked tensor column worth rebuilding in the transfer file.
-_MIN_CONTIGUOUS_BYTES = 1 << 20
-
-
 def _tensors_in_transfer_file(block: pa.Table) -> pa.Table:
     """``block`` with each fixed-shape tensor column of several chunks (a read task's per-file
     tables: one chunk per image) rebuilt as one chunk inside the task's transfer file.
@@ -74,9 +69,9 @@ def _tensors_in_transfer_file(block: pa.Table) -> pa.Table:
         shape = tuple(field.type.shape)
         dtype = np.dtype(field.type.value_type.to_pandas_dtype())
         nbytes = block.num_rows * int(np.prod(shape)) * dtype.itemsize
-        if nbytes < _MIN_CONTIGUOUS_BYTES:
+        if nbytes < buffers.MIN_TRANSFER_BYTES:
             continue
-        buf = shm.arena_buffer(nbytes)
+        buf = buffers.transfer_buffer(nbytes)
         if buf is None:
             return block
         out = np.frombuffer(buf, dtype=dtype).reshape(block.num_rows, *shape)

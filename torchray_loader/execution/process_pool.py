@@ -318,7 +318,7 @@ def _worker_main(
                 except Exception as exc:
                     fns[imap_id] = _FailedFn(exc)
             item = shm.loads_from_shm(item_ref, recycle=True)
-            # The task may build its result in place in the transfer file (shm.arena_buffer).
+            # The task may build its result in place in the transfer file (blocks.buffers.transfer_buffer).
             with shm.task_arena(owner_pid, tag) as arena:
                 result = fns[imap_id](item)
                 del item

@@ -31,8 +31,8 @@ Invariants:
   a few syscalls, more than copying a few KiB. Larger ones put their pickle stream into the file too,
   so a ref is always small.
 * A producer that knows a large result's size can build it in place, in the file that will carry it
-  (:func:`task_arena` / :func:`arena_buffer`): ``dumps_to_shm`` then writes only what lies outside
-  the arena, and the result crosses with no copy at all. Arena space is reserved with
+  (:func:`task_arena`, then :func:`~torchray_loader.blocks.buffers.transfer_buffer`): ``dumps_to_shm``
+  then writes only what lies outside the arena, and the result crosses with no copy at all. Arena space is reserved with
   ``posix_fallocate``, so a full ``/dev/shm`` is an error at allocation (the caller falls back to
   private memory), never a ``SIGBUS`` at first touch.
 """
@@ -65,7 +65,6 @@ from ..blocks import buffers
 __all__ = [
     "INLINE_THRESHOLD",
     "TransferArena",
-    "arena_buffer",
     "task_arena",
     "PREFIX",
     "ShmRef",
@@ -417,15 +416,15 @@ def _address(raw: memoryview) -> int:
 
 @contextmanager
 def task_arena(owner_pid: int | None = None, tag: str = "x") -> Iterator[TransferArena]:
-    """Make an arena the target of :func:`arena_buffer` (and of
-    :func:`~torchray_loader.blocks.buffers.transfer_buffer`) for the duration of one task.
+    """Make an arena the target of :func:`~torchray_loader.blocks.buffers.transfer_buffer` for the
+    duration of one task.
 
     The producer passes the yielded arena to ``dumps_to_shm``; whatever it did not hand over is
     removed on exit.
 
     Example:
         >>> with task_arena() as arena:
-        ...     buf = arena_buffer(1 << 20)
+        ...     buf = buffers.transfer_buffer(1 << 20)
         ...     ref = dumps_to_shm(np.frombuffer(buf, np.uint8), arena=arena)
         >>> loads_from_shm(ref).nbytes
         1048576
@@ -436,17 +435,6 @@ def task_arena(owner_pid: int | None = None, tag: str = "x") -> Iterator[Transfe
             yield arena
     finally:
         arena.close()
-
-
-def arena_buffer(nbytes: int) -> memoryview | None:
-    """A writable buffer inside the current task's transfer file, or None (no task arena here, as in
-    the main process, or no space): then the caller allocates ordinary memory.
-
-    Example:
-        >>> arena_buffer(1024) is None  # outside task_arena()
-        True
-    """
-    return buffers.transfer_buffer(nbytes)
 
 
 def dumps_to_shm(

@@ -4,7 +4,7 @@ DataLoader's workers stack a batch in torch shared memory and pass the file desc
 task's result travels in a shared-memory file written by ``shm.dumps_to_shm``; stacking into
 private memory and then copying into that file costs a second pass over every byte (and a page fault
 per 4 KiB, twice). So the stacked tensor is allocated inside the file itself
-(:func:`~torchray_loader.execution.shm.arena_buffer`) and crosses without a copy.
+(:func:`~torchray_loader.blocks.buffers.transfer_buffer`) and crosses without a copy.
 
 Invariant: the result equals ``default_collate(batch)`` in value, dtype, shape, nesting and type;
 only where the memory of large tensors lives differs.
@@ -17,14 +17,9 @@ from typing import Any
 import torch
 from torch.utils.data._utils.collate import collate, collate_tensor_fn, default_collate_fn_map
 
-from ..execution import shm
+from ..blocks import buffers
 
 __all__ = ["collate_into_transfer_file"]
-
-#: Below this many bytes a stacked tensor is built in private memory (a page-aligned region of the
-#: transfer file is not worth it; the copy into the file is cheap).
-MIN_IN_PLACE_BYTES = 1 << 20
-
 
 def _stack_in_place(batch: Any, *, collate_fn_map: Any = None) -> torch.Tensor:
     elem = batch[0]
@@ -36,7 +31,7 @@ def _stack_in_place(batch: Any, *, collate_fn_map: Any = None) -> torch.Tensor:
     ):
         shape = elem.shape
         nbytes = len(batch) * elem.numel() * elem.element_size()
-        if nbytes >= MIN_IN_PLACE_BYTES and all(
+        if nbytes >= buffers.MIN_TRANSFER_BYTES and all(
             type(t) is torch.Tensor
             and t.shape == shape
             and t.dtype == elem.dtype
@@ -44,7 +39,7 @@ def _stack_in_place(batch: Any, *, collate_fn_map: Any = None) -> torch.Tensor:
             and not t.requires_grad
             for t in batch
         ):
-            buf = shm.arena_buffer(nbytes)
+            buf = buffers.transfer_buffer(nbytes)
             if buf is not None:
                 out = torch.frombuffer(buf, dtype=elem.dtype).view(len(batch), *shape)
                 return torch.stack(batch, 0, out=out)
