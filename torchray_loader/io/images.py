@@ -179,19 +179,16 @@ def _resize_hwc(hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _decode_jpeg_fast(
-    data: bytes, mode: str | None, size: tuple[int, int] | None = None, components: int | None = None
+    data: bytes, mode: str | None, size: tuple[int, int] | None, components: int
 ) -> np.ndarray | None:
     """libjpeg-turbo through simplejpeg or torchvision (then ``size``: torch's antialiased bilinear
-    resize); ``None`` when this path does not apply (then PIL decides). ``components``: the frame's
-    component count, when the caller read the header already."""
+    resize); ``None`` when this path does not apply (then PIL decides). ``components``: the count in
+    the JPEG's frame header (:func:`jpeg_frame`)."""
     global _JPEG_DECODER
     if _JPEG_DECODER is False:
         _JPEG_DECODER = _jpeg_decoder()
     if _JPEG_DECODER is None:
         return None  # neither installed: PIL does it all
-    if components is None:
-        frame = jpeg_frame(data)
-        components = frame[2] if frame is not None else None
     if components not in (1, 3):
         return None  # CMYK and friends: PIL keeps Ray's semantics
     # "L" decodes to RGB and converts as PIL does: libjpeg's own gray output (the Y plane) differs
