@@ -472,10 +472,11 @@ def _shutdown(
     owner_pid: int,
     tag: str,
     lifecycle: threading.Lock,
-    retired: list[_Worker] | None = None,
+    retired: list[_Worker],
 ) -> None:
     """Stop ``workers``: ask idle ones to exit and SIGTERM busy ones, SIGTERM what is left after a short
-    grace, then SIGKILL; join; remove the pool's shm files.
+    grace, then SIGKILL; join them and the ``retired`` ones (told to stop earlier); remove the pool's
+    shm files.
 
     Runs from ``close()``, from the weakref finalizer or at exit; never in another process (a forked
     child holds a copy of the pool and must not kill its siblings). At interpreter exit a daemon
@@ -485,7 +486,7 @@ def _shutdown(
         return
     with lifecycle:  # a worker being started (or retired) now is in its list afterwards; none later
         live = [w for w in workers if w is not None]
-        stopped = list(retired or [])
+        stopped = list(retired)
     for w in live:
         try:
             if w.queue:  # busy: it would read STOP only after its tasks, whose results nobody wants
@@ -517,8 +518,7 @@ def _shutdown(
             pass
         _release(w)
     workers[:] = [None] * len(workers)
-    if retired:
-        retired.clear()
+    retired.clear()
     shm.sweep(owner_pid, tag)
 
 
