@@ -768,3 +768,33 @@ def test_memory_stays_bounded_by_the_budget(tmp_path):
         done.write_bytes(b"")
         unbounded = _peak_memory_delta(lambda: _push_blocks(pool, str(done), n, block, 10.0))
     assert unbounded > budget + (250 << 20), f"unbounded peak only {unbounded >> 20} MB: test not meaningful"
+
+
+def arena_block_and_pid(_):
+    from torchray_loader.blocks import buffers
+
+    out = buffers.empty_rows(1 << 18, (), np.int64)  # 2 MiB: built in the task's transfer file
+    out[:] = 7
+    return os.getpid(), out
+
+
+def _transfer_file_mappings(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/maps") as f:
+        return [line for line in f if shm.PREFIX in line]
+
+
+def test_an_idle_worker_lets_go_of_its_mapping_of_a_removed_transfer_file():
+    with ProcessPool(1, make_ctx()) as pool:
+        ((pid, out),) = list(pool.imap(arena_block_and_pid, range(1)))
+        assert int(out.sum()) == 7 * (1 << 18)
+        del out
+        gc.collect()  # the file is free again: the worker keeps its mapping for its next write
+        assert _transfer_file_mappings(pid)
+        shm_dir = shm.shm_dirs()[0]
+        for name in os.listdir(shm_dir):  # removed while the worker idles (as a sweep would)
+            if name.startswith(f"{shm.PREFIX}{os.getpid()}_") and "_free_" in name:
+                os.unlink(os.path.join(shm_dir, name))
+        deadline = time.monotonic() + 10
+        while _transfer_file_mappings(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _transfer_file_mappings(pid), "an idle worker holds the memory of a removed file"

@@ -500,7 +500,7 @@ def test_a_writer_maps_a_file_it_claims_again_only_once(counted_fallocate):
         assert len(set(addresses)) == 1 and len(counted_fallocate) == 1
     finally:
         shm.sweep(os.getpid(), tag)
-        shm._drop_unnamed_mappings()
+        shm.forget_removed_mappings()
 
 
 def test_a_kept_mapping_is_written_only_over_bytes_the_file_holds(counted_fallocate):
@@ -522,7 +522,7 @@ def test_a_kept_mapping_is_written_only_over_bytes_the_file_holds(counted_falloc
         assert _load_and_release(ref) == [3] * (2 * _BIG)
     finally:
         shm.sweep(os.getpid(), tag)
-        shm._drop_unnamed_mappings()
+        shm.forget_removed_mappings()
 
 
 def test_the_mapping_of_a_removed_file_is_dropped_after_the_next_task():
@@ -539,7 +539,7 @@ def test_the_mapping_of_a_removed_file_is_dropped_after_the_next_task():
         assert _load_and_release(ref) == [2] * _BIG
     finally:
         shm.sweep(os.getpid(), tag)
-        shm._drop_unnamed_mappings()
+        shm.forget_removed_mappings()
 
 
 def test_a_forked_child_does_not_inherit_kept_mappings():
@@ -555,4 +555,4 @@ def test_a_forked_child_does_not_inherit_kept_mappings():
         assert _load_and_release(ref) == [1] * _BIG
     finally:
         shm.sweep(os.getpid(), tag)
-        shm._drop_unnamed_mappings()
+        shm.forget_removed_mappings()

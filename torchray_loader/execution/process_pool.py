@@ -236,7 +236,10 @@ def _watch_parent(parent: int, owner_pid: int) -> None:
 
     An owner that died without cleaning up (SIGKILL, ``os._exit``) leaves transfer files behind
     that nobody else will remove: a worker that sees its owner gone (here, or as a broken pipe in
-    its task loop) removes every file of that owner before exiting."""
+    its task loop) removes every file of that owner before exiting.
+
+    The same thread makes an idle worker forget its kept mappings of transfer files removed since
+    (``shm.forget_removed_mappings``), so they do not hold memory while it waits for tasks."""
 
     def watch() -> None:
         while True:
@@ -244,6 +247,7 @@ def _watch_parent(parent: int, owner_pid: int) -> None:
             if os.getppid() != parent:
                 _sweep_if_orphaned(owner_pid)
                 os._exit(0)
+            shm.forget_removed_mappings()  # an idle worker's kept mappings must not hold removed files
 
     threading.Thread(target=watch, name="torchray-parent-watch", daemon=True).start()
 

@@ -30,7 +30,8 @@ Invariants:
   against a few microseconds for the check. (A new mapping would show the writer the same pages:
   the file is shared either way.) A kept mapping is used only over bytes the file holds (its size
   and allocated blocks are checked, else the range is allocated again), and it is dropped once its
-  file has no name any more, so it pins no memory beyond the end of the writer's next task.
+  file has no name any more (checked at each hand-over, and about once a second by an idle worker),
+  so a removed file's memory is not held past the writer's next task or a second of idleness.
 * Every file is named ``torchray_<owner-pid>_<tag>_<creator-pid>_<n>_<random>`` and created
   ``O_EXCL`` with mode 0600, so ``sweep(owner_pid)`` can remove the leftovers of a process (or of one
   pool, by ``tag``) after a crash, and nobody else can read or replace them.
@@ -78,6 +79,7 @@ __all__ = [
     "discard",
     "dumps",
     "dumps_to_shm",
+    "forget_removed_mappings",
     "loads_from_shm",
     "shm_dirs",
     "stop_recycling",
@@ -417,7 +419,7 @@ class TransferArena:
         if self._first is not None and self._fd is not None:
             _keep_mapping(self._fd, self._first)
             self._fd = self._first = None
-        _drop_unnamed_mappings()
+        forget_removed_mappings()
         self.close()
 
     def close(self) -> None:
@@ -470,8 +472,13 @@ def _keep_mapping(fd: int, mm: mmap.mmap) -> None:
         _unmap(old_mm)
 
 
-def _drop_unnamed_mappings() -> None:
-    """Forget the kept mappings of files that were removed: they would pin the file's memory."""
+def forget_removed_mappings() -> None:
+    """Forget this process's kept mappings of files that were removed since: they would hold the
+    files' memory. Runs at each hand-over; an idle worker calls it from time to time.
+
+    Example:
+        >>> forget_removed_mappings()
+    """
     with _kept_lock:
         gone = [key for key, (fd, _) in _kept.items() if os.fstat(fd).st_nlink == 0]
         dropped = [_kept.pop(key) for key in gone]
