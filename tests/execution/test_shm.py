@@ -488,71 +488,60 @@ def counted_fallocate(monkeypatch):
     return calls
 
 
-def test_a_writer_maps_a_file_it_claims_again_only_once(counted_fallocate):
-    tag = "keep1"
-    try:
-        addresses = []
-        for value in range(3):
-            ref, address = _arena_write(tag, _BIG, value)
-            addresses.append(address)
-            assert _load_and_release(ref) == [value] * _BIG
-        # The same file each time, written through the same mapping, allocated once.
-        assert len(set(addresses)) == 1 and len(counted_fallocate) == 1
-    finally:
-        shm.sweep(os.getpid(), tag)
-        shm.forget_removed_mappings()
+@pytest.fixture
+def kept_tag(request):
+    """A tag of its own for the test's files; they and this process's kept mappings of them go after."""
+    tag = "keep" + "".join(c for c in request.node.name if c.isalnum())[-20:]
+    yield tag
+    shm.sweep(os.getpid(), tag)
+    shm.forget_removed_mappings()
 
 
-def test_a_kept_mapping_is_written_only_over_bytes_the_file_holds(counted_fallocate):
-    tag = "keep2"
-    try:
-        ref, first = _arena_write(tag, _BIG, 1)
-        assert _load_and_release(ref) == [1] * _BIG
-        # A plain write claims the free file and cuts it to its own, smaller size.
-        small = shm.dumps_to_shm(np.arange(_BIG // 2 + 1000), tag=tag)
-        assert small.file_size < 8 * _BIG
-        assert _load_and_release(small) == list(range(_BIG // 2 + 1000))
-        # The arena claims it again: the kept mapping is reused, the missing bytes allocated again
-        # first (a write past the end of the file would be a SIGBUS).
-        ref, again = _arena_write(tag, _BIG, 2)
-        assert again == first and len(counted_fallocate) == 2
-        assert _load_and_release(ref) == [2] * _BIG
-        # A larger write than the mapping covers maps the file afresh.
-        ref, larger = _arena_write(tag, 2 * _BIG, 3)
-        assert _load_and_release(ref) == [3] * (2 * _BIG)
-    finally:
-        shm.sweep(os.getpid(), tag)
-        shm.forget_removed_mappings()
+def test_a_writer_maps_a_file_it_claims_again_only_once(kept_tag, counted_fallocate):
+    addresses = []
+    for value in range(3):
+        ref, address = _arena_write(kept_tag, _BIG, value)
+        addresses.append(address)
+        assert _load_and_release(ref) == [value] * _BIG
+    # The same file each time, written through the same mapping, allocated once.
+    assert len(set(addresses)) == 1 and len(counted_fallocate) == 1
 
 
-def test_the_mapping_of_a_removed_file_is_dropped_after_the_next_task():
-    tag = "keep3"
-    try:
-        ref, _ = _arena_write(tag, _BIG, 1)
-        path = ref.path
-        assert shm.loads_from_shm(ref).tolist() == [1] * _BIG  # a plain load removes the file
-        gc.collect()
-        assert not os.path.exists(path)
-        assert _mapped_ranges(path), "kept until this process's next task"
-        ref, _ = _arena_write(tag, _BIG, 2)
-        assert not _mapped_ranges(path), "a kept mapping of a removed file pins its memory"
-        assert _load_and_release(ref) == [2] * _BIG
-    finally:
-        shm.sweep(os.getpid(), tag)
-        shm.forget_removed_mappings()
+def test_a_kept_mapping_is_written_only_over_bytes_the_file_holds(kept_tag, counted_fallocate):
+    ref, first = _arena_write(kept_tag, _BIG, 1)
+    assert _load_and_release(ref) == [1] * _BIG
+    # A plain write claims the free file and cuts it to its own, smaller size.
+    small = shm.dumps_to_shm(np.arange(_BIG // 2 + 1000), tag=kept_tag)
+    assert small.file_size < 8 * _BIG
+    assert _load_and_release(small) == list(range(_BIG // 2 + 1000))
+    # The arena claims it again: the kept mapping is reused, the missing bytes allocated again
+    # first (a write past the end of the file would be a SIGBUS).
+    ref, again = _arena_write(kept_tag, _BIG, 2)
+    assert again == first and len(counted_fallocate) == 2
+    assert _load_and_release(ref) == [2] * _BIG
+    # A write larger than the kept mapping gets a mapping of its own.
+    ref, _ = _arena_write(kept_tag, 2 * _BIG, 3)
+    assert _load_and_release(ref) == [3] * (2 * _BIG)
 
 
-def test_a_forked_child_does_not_inherit_kept_mappings():
-    tag = "keep4"
-    try:
-        ref, _ = _arena_write(tag, _BIG, 1)
-        assert shm._kept
-        pid = os.fork()
-        if pid == 0:
-            os._exit(0 if not shm._kept else 1)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0
-        assert _load_and_release(ref) == [1] * _BIG
-    finally:
-        shm.sweep(os.getpid(), tag)
-        shm.forget_removed_mappings()
+def test_the_mapping_of_a_removed_file_is_dropped_after_the_next_task(kept_tag):
+    ref, _ = _arena_write(kept_tag, _BIG, 1)
+    path = ref.path
+    assert shm.loads_from_shm(ref).tolist() == [1] * _BIG  # a plain load removes the file
+    gc.collect()
+    assert not os.path.exists(path)
+    assert _mapped_ranges(path), "kept until this process's next task"
+    ref, _ = _arena_write(kept_tag, _BIG, 2)
+    assert not _mapped_ranges(path), "a kept mapping of a removed file pins its memory"
+    assert _load_and_release(ref) == [2] * _BIG
+
+
+def test_a_forked_child_does_not_inherit_kept_mappings(kept_tag):
+    ref, _ = _arena_write(kept_tag, _BIG, 1)
+    assert shm._kept
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if not shm._kept else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _load_and_release(ref) == [1] * _BIG
