@@ -60,7 +60,7 @@ import sys
 import tempfile
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -372,6 +372,7 @@ class TransferArena:
         self._fd: int | None = None
         self._regions: list[tuple[int, int, int]] = []  # (address, nbytes, file offset)
         self._first: mmap.mmap | None = None  # the mapping of the region at offset 0
+        self._key: tuple[int, int] | None = None  # the file's (st_dev, st_ino), for the kept mappings
 
     def buffer(self, nbytes: int) -> memoryview | None:
         """A writable buffer of ``nbytes`` in the file, or None when the shm directory is full."""
@@ -382,8 +383,13 @@ class TransferArena:
                 return None
         offset = self.size
         length = max(nbytes, 1)
-        mm = _take_kept_mapping(self._fd, length) if offset == 0 else None
-        if mm is None or not _allocated(self._fd, length):
+        mm, allocated = None, False
+        if offset == 0:
+            st = os.fstat(self._fd)
+            self._key = (st.st_dev, st.st_ino)
+            mm = _take_kept_mapping(self._key, length)
+            allocated = mm is not None and _allocated(st, length)
+        if not allocated:
             try:
                 os.posix_fallocate(self._fd, offset, length)
             except OSError:  # full (or a file system without fallocate): the caller uses private memory
@@ -416,8 +422,8 @@ class TransferArena:
         """The file now belongs to a ref: keep it, and keep its first region's mapping for when
         this process claims the file again."""
         self.path = None
-        if self._first is not None and self._fd is not None:
-            _keep_mapping(self._fd, self._first)
+        if self._first is not None and self._fd is not None and self._key is not None:
+            _keep_mapping(self._key, self._fd, self._first)
             self._fd = self._first = None
         forget_removed_mappings()
         self.close()
@@ -425,7 +431,7 @@ class TransferArena:
     def close(self) -> None:
         """Close the file; remove it unless it was handed over. Idempotent. Regions still
         referenced stay valid memory (each is its own mapping)."""
-        self._first = None
+        self._first = self._key = None
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -441,14 +447,11 @@ _kept: dict[tuple[int, int], tuple[int, mmap.mmap]] = {}
 _kept_lock = threading.Lock()
 
 
-def _take_kept_mapping(fd: int, length: int) -> mmap.mmap | None:
-    """This process's kept mapping of the file open as ``fd``, if it covers ``length`` bytes; it
-    leaves the cache (the arena keeps it again when it hands the file over)."""
-    if not _kept:
-        return None
-    st = os.fstat(fd)
+def _take_kept_mapping(key: tuple[int, int], length: int) -> mmap.mmap | None:
+    """This process's kept mapping of the file ``key``, if it covers ``length`` bytes; it leaves the
+    cache (the arena keeps it again when it hands the file over)."""
     with _kept_lock:
-        entry = _kept.pop((st.st_dev, st.st_ino), None)
+        entry = _kept.pop(key, None)
     if entry is None:
         return None
     kept_fd, mm = entry
@@ -459,17 +462,21 @@ def _take_kept_mapping(fd: int, length: int) -> mmap.mmap | None:
     return mm
 
 
-def _keep_mapping(fd: int, mm: mmap.mmap) -> None:
-    st = os.fstat(fd)
-    key = (st.st_dev, st.st_ino)
+def _keep_mapping(key: tuple[int, int], fd: int, mm: mmap.mmap) -> None:
+    """Keep ``mm``, a mapping of the file ``key`` open as ``fd`` (the cache owns ``fd`` from now on)."""
     with _kept_lock:
         evicted = [_kept.pop(key)] if key in _kept else []
         _kept[key] = (fd, mm)
         while len(_kept) > MAPPINGS_KEPT:
             evicted.append(_kept.pop(next(iter(_kept))))
-    for old_fd, old_mm in evicted:
-        os.close(old_fd)
-        _unmap(old_mm)
+    _release_kept(evicted)
+
+
+def _release_kept(entries: Iterable[tuple[int, mmap.mmap]]) -> None:
+    """Close the descriptors of entries taken out of ``_kept`` and unmap their mappings."""
+    for fd, mm in entries:
+        os.close(fd)
+        _unmap(mm)
 
 
 def forget_removed_mappings() -> None:
@@ -482,9 +489,7 @@ def forget_removed_mappings() -> None:
     with _kept_lock:
         gone = [key for key, (fd, _) in _kept.items() if os.fstat(fd).st_nlink == 0]
         dropped = [_kept.pop(key) for key in gone]
-    for fd, mm in dropped:
-        os.close(fd)
-        _unmap(mm)
+    _release_kept(dropped)
 
 
 def _unmap(mm: mmap.mmap) -> None:
@@ -494,24 +499,23 @@ def _unmap(mm: mmap.mmap) -> None:
         pass
 
 
-def _allocated(fd: int, length: int) -> bool:
-    """Whether the file holds ``length`` bytes, all allocated (a recycled file may have been cut
-    shorter by its last writer; a hole or a write past the end would be a SIGBUS on a full device)."""
-    st = os.fstat(fd)
+def _allocated(st: os.stat_result, length: int) -> bool:
+    """Whether the file (``st``: its status) holds ``length`` bytes, all allocated (a recycled file
+    may have been cut shorter by its last writer; a hole or a write past the end would be a SIGBUS on
+    a full device)."""
     return st.st_size >= length and st.st_blocks * 512 >= st.st_size
 
 
-def _forget_kept_mappings() -> None:
+def _drop_kept_mappings_after_fork() -> None:
     # A forked child must not write through its parent's mappings; its copies are its own to drop.
     global _kept_lock
     _kept_lock = threading.Lock()
-    for fd, mm in _kept.values():
-        os.close(fd)
-        _unmap(mm)
+    entries = list(_kept.values())
     _kept.clear()
+    _release_kept(entries)
 
 
-os.register_at_fork(after_in_child=_forget_kept_mappings)
+os.register_at_fork(after_in_child=_drop_kept_mappings_after_fork)
 
 
 def _address(raw: memoryview) -> int:
