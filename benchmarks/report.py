@@ -46,7 +46,8 @@ TARGETS: list[tuple[str, str, str, tuple[str, ...], tuple[str, ...], str, str, f
      ("loader",), "vs_dataloader", ">=", 1.0, None),
     ("W7-tabular", "GPU: W1 delivered to the GPU >= 20x DataLoader(pin_memory=True)", "W7", ("tabular",),
      ("torchray",), "vs_dataloader", ">=", 20, None),
-    ("W7-images", "GPU: W3 uint8 delivered to the GPU >= 2x DataLoader(pin_memory=True)", "W7", ("images",),
+    ("W7-images", "GPU: W3 uint8 delivered to the GPU >= 2x DataLoader(pin_memory=True)", "W7",
+     ("images", "images_gpu_decode"),
      ("torchray",), "vs_dataloader", ">=", 2, None),
 ]
 #: The page of a run on a machine with CUDA (W7), written beside the main page by

@@ -567,11 +567,44 @@ class Dataset:
         else:
             convert = ParentCache(dtypes).convert_run
         feeder = DeviceFeeder(device, pin_memory)
+        decoding = self._decoding_on_device(feeder, device, dtypes) if collate_fn is None else None
+        if decoding is not None:
+            from .io.images import IMAGE_SIZE_RATIO
+
+            source, decode = decoding
+            feeder = DeviceFeeder(device, pin_memory, batch_fn=decode)
+            # A piece is decoded at once: bound its decoded size, not its encoded one.
+            return source._iter_converted(
+                convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
+                None, _skip_batches, _ctx=_ctx, stage=feeder.transfer, piece_bytes=int(PIECE_BYTES / IMAGE_SIZE_RATIO),
+            )
         return self._iter_converted(
             convert, prefetch_batches, batch_size, drop_last, local_shuffle_buffer_size, local_shuffle_seed,
             None, _skip_batches, _ctx=_ctx, stage=feeder.transfer if feeder.active else None,
             piece_bytes=PIECE_BYTES if feeder.active else None,
         )
+
+    def _decoding_on_device(self, feeder: Any, device: Any, dtypes: Any) -> tuple[Dataset, Any] | None:
+        """For ``read_images(..., decode_on_device=True)`` iterated with an explicit CUDA or CPU
+        ``device``: the dataset of its encoded twin tasks and the batch decoder; else ``None``."""
+        from .pytorch.convert import _dtype_for
+        from .pytorch.device import resolve_device
+        from .pytorch.image_decode import DeviceImageDecoder
+
+        op = self._plan
+        if not isinstance(op, Read) or op.on_device is None:
+            return None
+        twins = [t.twin for t in op.tasks]
+        if any(t is None for t in twins):
+            return None  # tasks rebuilt without their twins (a loader's row slices): the workers decode
+        target = resolve_device(device)  # None: "auto", batches stay where the workers made them
+        if target is None or target.type not in ("cuda", "cpu"):
+            return None  # a device torchvision cannot decode on: the workers decode
+        if feeder.cuda:
+            target = feeder.device  # with its index resolved
+
+        encoded = Dataset(Read(tuple(twins), f"{op.name}(encoded)", shared=op.shared))  # type: ignore[arg-type]
+        return encoded, DeviceImageDecoder(target, op.on_device, _dtype_for(dtypes, "image"))
 
     def _iter_converted(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import functools
 import math
 from collections.abc import Sequence
@@ -384,12 +385,21 @@ def read_images(
     override_num_blocks: int | None = None,
     on_read_error: str | None = None,
     read_error_budget: int | None = None,
+    decode_on_device: bool = False,
     **ray_args: Any,
 ) -> Dataset:
     """Image files as a Dataset with a ``uint8`` HWC column ``image`` (``path`` with ``include_paths``).
 
     ``size=(height, width)`` resizes, ``mode`` (``"RGB"``, ``"L"``, ``"RGBA"``...) converts. JPEGs decode
-    with libjpeg-turbo (torchvision) or at reduced scale (PIL draft) when ``size`` shrinks them.
+    with libjpeg-turbo (simplejpeg or torchvision) or at reduced scale (PIL draft) when ``size`` shrinks them.
+
+    ``decode_on_device=True`` (JPEG files, ``mode`` ``"RGB"`` or ``"L"``): ``iter_torch_batches`` with an
+    explicit ``device`` has the workers only read the files; each batch is decoded on that device
+    (nvjpeg through ``torchvision.io.decode_jpeg`` on CUDA, batched; libjpeg-turbo on ``"cpu"``) and
+    resized there (antialiased bilinear), on the side stream that copies the batch. The batches hold
+    the same rows; pixels may differ from the workers' decode by a few levels. Every other use of the
+    dataset (``iter_batches``, ``map``..., ``iter_torch_batches`` without ``device``) decodes in the
+    workers as usual.
 
     Example:
         >>> import tempfile, pathlib, numpy as np, torchray_loader as rd
@@ -402,7 +412,20 @@ def read_images(
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
                      override_num_blocks, on_read_error, read_error_budget)
-    return _file_source("ReadImage", _images.plan_images, paths, common, {"size": size, "mode": mode}, ray_args)
+    if not isinstance(decode_on_device, bool):
+        raise TypeError(f"decode_on_device must be a bool, got {decode_on_device!r}")
+    if not decode_on_device:
+        return _file_source("ReadImage", _images.plan_images, paths, common, {"size": size, "mode": mode}, ray_args)
+    on_device: list[_images.DeviceDecode] = []
+
+    def plan(paths: Any, **kwargs: Any) -> list[ReadTask]:
+        tasks, decode = _images.plan_images_on_device(paths, **kwargs)
+        on_device.append(decode)
+        return tasks
+
+    read = _file_source("ReadImage", plan, paths, common, {"size": size, "mode": mode}, ray_args)._plan
+    assert isinstance(read, Read)
+    return Dataset(dataclasses.replace(read, on_device=on_device[0]))
 
 
 def read_numpy(

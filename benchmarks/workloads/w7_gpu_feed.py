@@ -17,6 +17,10 @@ Two warm epochs after the cold one:
 * loader:     ``rd.RayStyleLoader(..., pin_memory=True, device="cuda")``
 * torchray:   ``iter_torch_batches(..., device="cuda", pin_memory=True)``
 * ray:        the same with ``ray.data``
+
+Variant ``images_gpu_decode``: torchray's ``read_images(..., decode_on_device=True)``: the workers only
+read the files and each batch is decoded by nvjpeg on the GPU (and resized there), against the same
+DataLoader.
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ TITLE = "GPU feed: W1 and W3 (uint8) to device='cuda' with pin_memory"
 VARIANTS = {
     "tabular": ("torchray", "loader", "dataloader", "ray"),
     "images": ("torchray", "loader", "dataloader", "ray"),
+    "images_gpu_decode": ("torchray", "dataloader"),
 }
-STEP_MS = {"tabular": 1.0, "images": 20.0}
+STEP_MS = {"tabular": 1.0, "images": 20.0, "images_gpu_decode": 20.0}
 #: Batches timed with the simulated step (the share of time waiting needs no whole epoch).
 STEP_BATCHES = 600
 
@@ -180,6 +185,7 @@ def setup(impl: str, variant: str, num_workers: int, payload, res: Result, rd):
         it_kw = {"local_shuffle_buffer_size": SHUFFLE_BUFFER}
     else:
         api = require(rd, "read_images") if impl == "torchray" else ray_data(res, num_workers).read_images
-        ds = api(str(Path(payload)), size=(SIZE, SIZE), mode="RGB")
+        on_gpu = {"decode_on_device": True} if variant == "images_gpu_decode" else {}
+        ds = api(str(Path(payload)), size=(SIZE, SIZE), mode="RGB", **on_gpu)
         it_kw = {}
     return (lambda: ds.iter_torch_batches(batch_size=bs, device="cuda", pin_memory=True, **it_kw)), False

@@ -32,9 +32,11 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,13 +52,18 @@ from .paths import (
     ReadUnit,
     decorate_rows,
     display_path,
+    plan_file_tasks,
     plan_read,
+    plan_units,
     read_files_task,
 )
 from .read_task import ReadTask
 
 __all__ = [
     "plan_images",
+    "plan_images_on_device",
+    "DeviceDecode",
+    "read_encoded_image_unit",
     "read_image_unit",
     "read_image_array",
     "read_fixed_images_task",
@@ -486,3 +493,118 @@ def plan_images(
         task_body=task_body,
         **kwargs,
     )
+
+
+# ----------------------------------------------------------------------------------------------
+# decode_on_device: the same files, read as bytes and decoded where the batches are consumed
+
+#: File extensions ``decode_on_device`` accepts (the device decoder reads JPEG only).
+DEVICE_DECODE_EXTENSIONS = ("jpg", "jpeg")
+#: Modes the device decoder produces: RGB (H, W, 3) and luma (H, W).
+DEVICE_DECODE_MODES = ("RGB", "L")
+
+
+@dataclass(frozen=True)
+class DeviceDecode:
+    """How a ``read_images(..., decode_on_device=True)`` read is iterated on a device.
+
+    Each decoding task's ``twin`` reads the same files as ``{"image": <encoded bytes>, "path": ...}``
+    rows (plus partition columns); the consumer decodes each batch
+    (``torchray_loader.pytorch.image_decode``) to ``size`` and ``mode``, then drops ``path`` unless
+    ``include_paths``. So a batch holds the same rows either way.
+    """
+
+    size: tuple[int, int] | None
+    mode: str
+    include_paths: bool
+
+
+def read_encoded_image_unit(
+    fs: Any, unit: ReadUnit, shown: str, policy: ReadErrorPolicy, options: FileReadOptions
+) -> Iterator[pa.Table]:
+    """Reader for one image file left encoded: a one-row table ``{"image": <file bytes>}``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.jpg"; _ = p.write_bytes(b"\\xff\\xd8\\xff")
+        >>> unit = ReadUnit(FileInfo(str(p)))
+        >>> [t.column("image").type for t in read_encoded_image_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
+        [DataType(binary)]
+    """
+    yield pa.table({"image": pa.array([read_file_bytes(fs, unit.file.path)], pa.binary())})
+
+
+def plan_images_on_device(
+    paths: Any,
+    *,
+    size: tuple[int, int] | None = None,
+    mode: str | None = None,
+    filesystem: Any = None,
+    file_extensions: Sequence[str] | None = None,
+    ignore_missing_paths: bool = False,
+    partitioning: Any = None,
+    shuffle: Any = None,
+    include_paths: bool = False,
+    override_num_blocks: int | None = None,
+    on_read_error: str | None = None,
+    read_error_budget: int | None = None,
+) -> tuple[list[ReadTask], DeviceDecode]:
+    """Read tasks for ``read_images(..., decode_on_device=True)``: the decoding tasks (for every use
+    of the dataset but ``iter_torch_batches(device=...)``), each with its encoded ``twin``.
+
+    Both come from one listing of the files, so a task and its twin read the same files in the same
+    order (``shuffle="files"`` included). JPEG files only, ``mode`` ``"RGB"`` or ``"L"``, and the
+    default ``on_read_error="raise"``: a file the device decoder cannot decode raises a
+    :class:`ReadError` naming it (skipping it would change the batches).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from PIL import Image
+        >>> d = pathlib.Path(tempfile.mkdtemp()); Image.new("RGB", (6, 4)).save(d / "a.jpg")
+        >>> tasks, on_device = plan_images_on_device(str(d), size=(2, 3), mode="RGB")
+        >>> [b.column_names for b in tasks[0].twin()], on_device.size
+        ([['image', 'path']], (2, 3))
+    """
+    checked = _check_size(size)
+    if mode not in DEVICE_DECODE_MODES:
+        raise ValueError(f"decode_on_device=True needs mode='RGB' or mode='L' (the device decoder's outputs), got {mode!r}")
+    policy = ReadErrorPolicy.from_context(on_read_error, read_error_budget)
+    if policy.mode != "raise":
+        raise ValueError(
+            "decode_on_device=True needs on_read_error='raise': a file that fails to decode on the device "
+            "cannot be skipped without changing the batches"
+        )
+    if file_extensions is None or list(file_extensions) == IMAGE_EXTENSIONS:
+        file_extensions = list(DEVICE_DECODE_EXTENSIONS)
+    fs, units = plan_units(
+        paths,
+        filesystem=filesystem,
+        file_extensions=file_extensions,
+        ignore_missing_paths=ignore_missing_paths,
+        partitioning=partitioning,
+        shuffle=shuffle,
+    )
+    for unit in units:
+        if unit.file.path.rsplit(".", 1)[-1].lower() not in DEVICE_DECODE_EXTENSIONS:
+            raise ValueError(
+                f"decode_on_device=True reads JPEG files (.jpg, .jpeg) only, got {display_path(fs, unit.file.path)}"
+            )
+    _warm_up_decoders()
+    reader, task_body = (
+        (read_image_array, read_fixed_images_task)
+        if fixed_image_shape(checked, mode) is not None
+        else (read_image_unit, read_files_task)
+    )
+    decoding = plan_file_tasks(
+        fs, units, reader, {"size": checked, "mode": mode}, include_paths=include_paths,
+        override_num_blocks=override_num_blocks, policy=policy, combine=combine_image_tables,
+        size_ratio=IMAGE_SIZE_RATIO, task_body=task_body,
+    )
+    encoded = plan_file_tasks(  # grouped as ``decoding`` (same units, block count and size ratio)
+        fs, units, read_encoded_image_unit, {}, include_paths=True,
+        override_num_blocks=override_num_blocks, policy=policy, size_ratio=IMAGE_SIZE_RATIO,
+    )
+    assert [t.paths for t in encoded] == [t.paths for t in decoding]  # the twins' invariant
+    tasks = [dataclasses.replace(task, twin=twin) for task, twin in zip(decoding, encoded, strict=True)]
+    return tasks, DeviceDecode(checked, mode, bool(include_paths))

@@ -57,6 +57,7 @@ __all__ = [
     "plan_file_tasks",
     "read_files_task",
     "plan_read",
+    "plan_units",
     "file_units",
     "display_path",
     "read_input_bytes",
@@ -829,6 +830,39 @@ def file_units(files: Sequence[FileInfo]) -> list[ReadUnit]:
     return [ReadUnit(f) for f in files]
 
 
+def plan_units(
+    paths: Any,
+    *,
+    filesystem: Any = None,
+    file_extensions: Sequence[str] | None = None,
+    ignore_missing_paths: bool = False,
+    partitioning: Any = None,
+    shuffle: Any = None,
+    make_units: Callable[[Any, list[FileInfo]], list[ReadUnit]] | None = None,
+) -> tuple[Any, list[ReadUnit]]:
+    """The filesystem and the read units of ``paths``, in read order (after ``shuffle``).
+
+    ``make_units(fs, files)`` may split files into parts (parquet row groups); by default one unit
+    per file.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.bin").write_bytes(b"xy")
+        >>> [pathlib.Path(u.file.path).name for u in plan_units(str(d))[1]]
+        ['a.bin']
+    """
+    warm_up_arrow()  # before workers fork, so they inherit pyarrow's lazy imports
+    fs, files = expand_paths(
+        paths,
+        filesystem=filesystem,
+        file_extensions=file_extensions,
+        ignore_missing_paths=ignore_missing_paths,
+        partitioning=partitioning,
+        shuffle=shuffle,
+    )
+    return fs, make_units(fs, files) if make_units is not None else file_units(files)
+
+
 def plan_read(
     paths: Any,
     reader: UnitReader,
@@ -848,10 +882,9 @@ def plan_read(
     size_ratio: float = 1.0,
     task_body: TaskBody = read_files_task,
 ) -> list[ReadTask]:
-    """The whole planning of a file read: list files, cut them into units, group units into tasks.
-
-    ``make_units(fs, files)`` may split files into parts (parquet row groups); by default one unit
-    per file. Every ``read_*`` function is this call with its format's reader and defaults.
+    """The whole planning of a file read: list files, cut them into units (:func:`plan_units`),
+    group units into tasks (:func:`plan_file_tasks`). Every ``read_*`` function is this call with
+    its format's reader and defaults.
 
     Example:
         >>> import tempfile, pathlib
@@ -860,17 +893,16 @@ def plan_read(
         >>> [b.column("bytes").to_pylist() for t in plan_read(str(d), read_binary_unit) for b in t()]
         [[b'xy']]
     """
-    warm_up_arrow()  # before workers fork, so they inherit pyarrow's lazy imports
     policy = ReadErrorPolicy.from_context(on_read_error, read_error_budget)
-    fs, files = expand_paths(
+    fs, units = plan_units(
         paths,
         filesystem=filesystem,
         file_extensions=file_extensions,
         ignore_missing_paths=ignore_missing_paths,
         partitioning=partitioning,
         shuffle=shuffle,
+        make_units=make_units,
     )
-    units = make_units(fs, files) if make_units is not None else file_units(files)
     return plan_file_tasks(
         fs,
         units,

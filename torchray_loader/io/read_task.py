@@ -30,6 +30,10 @@ class ReadTask:
     num_rows: int | None = None
     size_bytes: int | None = None
     paths: tuple[str, ...] = field(default=())
+    #: The same rows read another way, or None: for ``read_images(..., decode_on_device=True)`` the
+    #: files' encoded bytes, which ``iter_torch_batches(device=...)`` decodes in the consumer. Kept
+    #: per task so a plan that reorders or shards tasks keeps each twin with its task.
+    twin: ReadTask | None = None
 
     def __call__(self) -> Iterator[pa.Table]:
         yield from as_tables(self.blocks())

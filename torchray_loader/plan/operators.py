@@ -45,12 +45,17 @@ class Read(LogicalOp):
     ``shared``: large objects the tasks reach through ``SharedRef`` keys (a user's torch dataset),
     sent to each worker once per execution instead of with every task. Rebuild a Read with
     ``dataclasses.replace`` so they stay with its tasks.
+
+    ``on_device``: for ``read_images(..., decode_on_device=True)``, an ``io.images.DeviceDecode``:
+    ``iter_torch_batches(device=...)`` runs the tasks' encoded ``twin`` tasks instead and decodes in
+    the consumer on its device. Everything else runs ``tasks``.
     """
 
     tasks: tuple[ReadTask, ...]
     name: str = "Read"
     schema_hint: pa.Schema | None = None
     shared: Mapping[str, Any] = field(default_factory=dict)
+    on_device: Any = None
 
 
 @dataclass(frozen=True, eq=False)

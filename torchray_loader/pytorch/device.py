@@ -26,7 +26,7 @@ Invariants:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -121,7 +121,12 @@ class DeviceFeeder:
         [{'x': tensor([1., 1.])}]
     """
 
-    def __init__(self, device: str | torch.device | None, pin_memory: bool) -> None:
+    def __init__(
+        self, device: str | torch.device | None, pin_memory: bool, batch_fn: Callable[[Any], Any] | None = None
+    ) -> None:
+        # ``batch_fn``: applied to each batch after its tensors moved, in the producing thread, on the
+        # side stream (a decode on the device); tensors it returns are adopted as the copies are.
+        self.batch_fn = batch_fn
         self.device = resolve_device(device)
         self.cuda = self.device is not None and self.device.type == "cuda"
         if self.cuda and self.device.index is None:  # type: ignore[union-attr]
@@ -130,7 +135,7 @@ class DeviceFeeder:
         self.pin = bool(pin_memory) and torch.cuda.is_available() and not self.cuda
         if self.device is not None and self.device.type == "cpu":
             self.device = None
-        self.active = self.pin or self.device is not None
+        self.active = self.pin or self.device is not None or batch_fn is not None
         self._stream: Any = None
 
     def _side_stream(self) -> Any:  # pragma: no cover - needs CUDA
@@ -157,7 +162,11 @@ class DeviceFeeder:
         if not self.active:
             return piece
         if not self.cuda:  # pinned host memory, or a device with synchronous copies
-            return _each_tensor(piece, _pinned if self.device is None else self._to_device)
+            if self.batch_fn is not None:
+                piece = [self.batch_fn(b) for b in piece]
+            if self.pin or self.device is not None:
+                return _each_tensor(piece, _pinned if self.device is None else self._to_device)
+            return piece
         return self._transfer_cuda(piece)  # pragma: no cover - needs CUDA
 
     def _to_device(self, t: torch.Tensor) -> torch.Tensor:
@@ -173,9 +182,16 @@ class DeviceFeeder:
             moved.append(out)
             return out
 
+        def adopt(t: torch.Tensor) -> torch.Tensor:
+            if t.device == self.device:
+                moved.append(t)
+            return t
+
         stream = self._side_stream()
         with self._device_context(), torch.cuda.stream(stream):
             result = _each_tensor(piece, copy)
+            if self.batch_fn is not None:
+                result = [map_tensors(self.batch_fn(b), adopt) for b in result]
             event = torch.cuda.Event()
             event.record(stream)
         return _Arrival(result, event, moved, self.device)  # type: ignore[arg-type]
