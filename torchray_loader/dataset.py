@@ -586,25 +586,22 @@ class Dataset:
 
     def _decoding_on_device(self, feeder: Any, device: Any, dtypes: Any) -> tuple[Dataset, Any] | None:
         """For ``read_images(..., decode_on_device=True)`` iterated with an explicit CUDA or CPU
-        ``device``: the dataset of its encoded twin tasks and the batch decoder; else ``None``."""
+        ``device``: the dataset reading the encoded twin tasks instead, and the batch decoder; else
+        ``None`` (the workers decode)."""
         from .pytorch.convert import _dtype_for
         from .pytorch.device import resolve_device
         from .pytorch.image_decode import DeviceImageDecoder
 
-        op = self._plan
-        if not isinstance(op, Read) or op.on_device is None:
-            return None
-        twins = [t.twin for t in op.tasks]
-        if any(t is None for t in twins):
-            return None  # tasks rebuilt without their twins (a loader's row slices): the workers decode
         target = resolve_device(device)  # None: "auto", batches stay where the workers made them
         if target is None or target.type not in ("cuda", "cpu"):
-            return None  # a device torchvision cannot decode on: the workers decode
+            return None  # a device torchvision cannot decode on
+        found = _with_encoded_read(self._plan)
+        if found is None:
+            return None
+        plan, spec = found
         if feeder.cuda:
             target = feeder.device  # with its index resolved
-
-        encoded = Dataset(Read(tuple(twins), f"{op.name}(encoded)", shared=op.shared))  # type: ignore[arg-type]
-        return encoded, DeviceImageDecoder(target, op.on_device, _dtype_for(dtypes, "image"))
+        return Dataset(plan), DeviceImageDecoder(target, spec, _dtype_for(dtypes, "image"))
 
     def _iter_converted(
         self,
@@ -1011,6 +1008,22 @@ def _new_block_store() -> Any:
     except ImportError:  # pragma: no cover - store not built yet
         return []
     return BlockStore()
+
+
+def _with_encoded_read(op: LogicalOp) -> tuple[LogicalOp, Any] | None:
+    """``op`` with its ``read_images(..., decode_on_device=True)`` read replaced by the encoded twin
+    tasks, and the read's ``DeviceDecode``; ``None`` unless every operator above the read keeps rows
+    as they are (a block-order shuffle, a limit: nothing that looks at an image) and every task has
+    its twin (a loader's row slices do not)."""
+    if isinstance(op, Read):
+        twins = tuple(t.twin for t in op.tasks)
+        if op.on_device is None or any(t is None for t in twins):
+            return None
+        return Read(twins, f"{op.name}(encoded)", shared=op.shared), op.on_device  # type: ignore[arg-type]
+    if isinstance(op, (Limit, AllToAll)) and (isinstance(op, Limit) or op.block_order_only):
+        found = _with_encoded_read(op.input)
+        return None if found is None else (dataclasses.replace(op, input=found[0]), found[1])
+    return None
 
 
 def _shard_plan(op: LogicalOp, index: int, n: int) -> LogicalOp:

@@ -22,6 +22,20 @@ from torchray_loader.pytorch.image_decode import DeviceImageDecoder
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+@pytest.fixture
+def decoded(monkeypatch) -> list[int]:
+    """The row count of each batch the consumer decoded (DeviceImageDecoder calls)."""
+    counts: list[int] = []
+    call = DeviceImageDecoder.__call__
+
+    def counted(self, batch):
+        counts.append(len(batch["image"]))
+        return call(self, batch)
+
+    monkeypatch.setattr(DeviceImageDecoder, "__call__", counted)
+    return counts
+
+
 def rgb(h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:h, 0:w]
@@ -58,14 +72,14 @@ def assert_same_batches(got: list[dict], want: list[dict], *, tolerance: int = 0
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 @pytest.mark.parametrize("shuffle", [False, True])
-def test_cpu_decode_gives_the_workers_batches(tmp_path, fresh_data_context, no_leaks, num_workers, shuffle):
+def test_cpu_decode_gives_the_workers_batches(tmp_path, fresh_data_context, no_leaks, decoded, num_workers, shuffle):
     jpeg_tree(tmp_path, [(40, 48)] * 7 + [(64, 30)] * 6)
     fresh_data_context.num_workers = num_workers
     kw = {"size": (24, 32), "mode": "RGB", "include_paths": True, "partitioning": "hive", "override_num_blocks": 3}
     it = {"batch_size": 4, "local_shuffle_buffer_size": 6 if shuffle else None, "local_shuffle_seed": 3}
     want = list(rd.read_images(str(tmp_path), **kw).iter_torch_batches(**it))
     got = list(rd.read_images(str(tmp_path), decode_on_device=True, **kw).iter_torch_batches(device="cpu", **it))
-    assert sum(len(b["path"]) for b in got) == 13
+    assert sum(len(b["path"]) for b in got) == 13 and decoded == [len(b["path"]) for b in got]
     assert_same_batches(got, want)
     assert all(b["image"].is_contiguous() and b["image"].shape[1:] == (24, 32, 3) for b in got)
 
@@ -78,13 +92,32 @@ def test_file_shuffle_reads_the_same_order_in_both_plans(tmp_path, fresh_data_co
     assert consumer == workers and workers != sorted(workers)
 
 
-def test_shards_decode_their_own_files_once(tmp_path, fresh_data_context):
+def test_shards_decode_their_own_files_once(tmp_path, fresh_data_context, decoded):
     paths = jpeg_tree(tmp_path, [(16, 16)] * 10)
     ds = rd.read_images(str(tmp_path), size=(8, 8), mode="RGB", include_paths=True, override_num_blocks=5,
                         decode_on_device=True)
     shards = [[p for b in it.iter_torch_batches(batch_size=3, device="cpu") for p in b["path"]]
               for it in ds.streaming_split(2)]
-    assert all(shards) and sorted(shards[0] + shards[1]) == [str(p) for p in paths]
+    assert all(shards) and sorted(shards[0] + shards[1]) == [str(p) for p in paths] and sum(decoded) == 10
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_block_order_shuffles_limits_and_the_loader_decode_on_the_device(tmp_path, fresh_data_context, decoded,
+                                                                          num_workers):
+    jpeg_tree(tmp_path, [(16, 16)] * 11)
+    fresh_data_context.num_workers = num_workers
+    kw = {"size": (12, 12), "mode": "RGB", "include_paths": True, "override_num_blocks": 6}
+    plain, on_device = (rd.read_images(str(tmp_path), decode_on_device=flag, **kw) for flag in (False, True))
+    for make, rows in ((lambda ds: ds.randomize_block_order(seed=5), 11), (lambda ds: ds.limit(7), 7)):
+        want = list(make(plain).iter_torch_batches(batch_size=3))
+        decoded.clear()
+        assert_same_batches(list(make(on_device).iter_torch_batches(batch_size=3, device="cpu")), want)
+        assert sum(decoded) == rows
+    loaders = [rd.RayStyleLoader(ds, batch_size=4, shuffle=True, seed=1, device="cpu") for ds in (plain, on_device)]
+    want = list(loaders[0])
+    decoded.clear()
+    assert_same_batches(list(loaders[1]), want)
+    assert sum(decoded) == 11
 
 
 def test_paths_are_dropped_unless_asked_and_dtypes_cast_the_images(tmp_path, fresh_data_context):
@@ -108,7 +141,7 @@ def test_without_size_a_batch_of_mixed_shapes_is_a_list(tmp_path, fresh_data_con
         np.testing.assert_array_equal(g, w)
 
 
-def test_every_other_use_decodes_in_the_workers(tmp_path, fresh_data_context):
+def test_every_other_use_decodes_in_the_workers(tmp_path, fresh_data_context, decoded):
     jpeg_tree(tmp_path, [(12, 12)] * 4)
     ds = rd.read_images(str(tmp_path), size=(8, 8), mode="RGB", decode_on_device=True)
     assert ds.take(1)[0]["image"].shape == (8, 8, 3)
@@ -116,6 +149,9 @@ def test_every_other_use_decodes_in_the_workers(tmp_path, fresh_data_context):
     assert next(iter(ds.iter_torch_batches(batch_size=2)))["image"].shape == (2, 8, 8, 3)
     mapped = ds.map(lambda row: {"mean": float(row["image"].mean())})
     assert len(list(mapped.iter_torch_batches(batch_size=2, device="cpu"))) == 2
+    assert next(iter(ds.iter_torch_batches(batch_size=2, device="cpu", collate_fn=lambda b: b)))["image"].shape == (
+        2, 8, 8, 3)
+    assert decoded == []
 
 
 def test_a_corrupt_jpeg_is_a_read_error_naming_it(tmp_path, fresh_data_context):
