@@ -540,18 +540,16 @@ def plan_images_on_device(
     *,
     size: tuple[int, int] | None = None,
     mode: str | None = None,
-    filesystem: Any = None,
     file_extensions: Sequence[str] | None = None,
-    ignore_missing_paths: bool = False,
-    partitioning: Any = None,
-    shuffle: Any = None,
     include_paths: bool = False,
     override_num_blocks: int | None = None,
     on_read_error: str | None = None,
     read_error_budget: int | None = None,
+    **listing: Any,
 ) -> tuple[list[ReadTask], DeviceDecode]:
     """Read tasks for ``read_images(..., decode_on_device=True)``: the decoding tasks (for every use
-    of the dataset but ``iter_torch_batches(device=...)``), each with its encoded ``twin``.
+    of the dataset but ``iter_torch_batches(device=...)``), each with its encoded ``twin``
+    (``listing``: the other file options of :func:`~.paths.plan_read`).
 
     Both come from one listing of the files, so a task and its twin read the same files in the same
     order (``shuffle="files"`` included). JPEG files only, ``mode`` ``"RGB"`` or ``"L"``, and the
@@ -577,14 +575,7 @@ def plan_images_on_device(
         )
     if file_extensions is None or list(file_extensions) == IMAGE_EXTENSIONS:
         file_extensions = list(DEVICE_DECODE_EXTENSIONS)
-    fs, units = plan_units(
-        paths,
-        filesystem=filesystem,
-        file_extensions=file_extensions,
-        ignore_missing_paths=ignore_missing_paths,
-        partitioning=partitioning,
-        shuffle=shuffle,
-    )
+    fs, units = plan_units(paths, file_extensions=file_extensions, **listing)
     for unit in units:
         if unit.file.path.rsplit(".", 1)[-1].lower() not in DEVICE_DECODE_EXTENSIONS:
             raise ValueError(

@@ -833,14 +833,11 @@ def file_units(files: Sequence[FileInfo]) -> list[ReadUnit]:
 def plan_units(
     paths: Any,
     *,
-    filesystem: Any = None,
-    file_extensions: Sequence[str] | None = None,
-    ignore_missing_paths: bool = False,
-    partitioning: Any = None,
-    shuffle: Any = None,
     make_units: Callable[[Any, list[FileInfo]], list[ReadUnit]] | None = None,
+    **listing: Any,
 ) -> tuple[Any, list[ReadUnit]]:
-    """The filesystem and the read units of ``paths``, in read order (after ``shuffle``).
+    """The filesystem and the read units of ``paths``, in read order (``listing``: the options of
+    :func:`expand_paths`, ``shuffle`` among them).
 
     ``make_units(fs, files)`` may split files into parts (parquet row groups); by default one unit
     per file.
@@ -852,14 +849,7 @@ def plan_units(
         ['a.bin']
     """
     warm_up_arrow()  # before workers fork, so they inherit pyarrow's lazy imports
-    fs, files = expand_paths(
-        paths,
-        filesystem=filesystem,
-        file_extensions=file_extensions,
-        ignore_missing_paths=ignore_missing_paths,
-        partitioning=partitioning,
-        shuffle=shuffle,
-    )
+    fs, files = expand_paths(paths, **listing)
     return fs, make_units(fs, files) if make_units is not None else file_units(files)
 
 
