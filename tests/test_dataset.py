@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import torchray_loader as rd
+from torchray_loader.pytorch.sampling import randperm_permutations
 
 
 @pytest.fixture(params=[0, 2], ids=["inline", "workers2"])
@@ -240,6 +241,18 @@ def test_iter_batches_local_shuffle_is_seeded_permutation(num_workers):
     a = np.concatenate([b["id"] for b in ds.iter_batches(batch_size=32, local_shuffle_buffer_size=100, local_shuffle_seed=5)])
     b = np.concatenate([b["id"] for b in ds.iter_batches(batch_size=32, local_shuffle_buffer_size=100, local_shuffle_seed=5)])
     assert (a == b).all() and sorted(a) == list(range(1000)) and (a != np.arange(1000)).any()
+
+
+def test_local_shuffle_orders_are_the_same_for_every_batch_format(num_workers):
+    ds = rd.range(500)
+    kw = {"batch_size": 16, "local_shuffle_buffer_size": 64, "local_shuffle_seed": 11}
+    numpy_order = np.concatenate([b["id"] for b in ds.iter_batches(**kw)])
+    torch_order = torch.cat([b["id"] for b in ds.iter_torch_batches(**kw)]).numpy()
+    arrow_order = np.concatenate([b["id"].to_numpy() for b in ds.iter_batches(batch_format="pyarrow", **kw)])
+    assert (numpy_order == torch_order).all() and (numpy_order == arrow_order).all()
+    assert sorted(numpy_order) == list(range(500)) and (numpy_order != np.arange(500)).any()
+    # the first window (rows 0-63) in the order of torch's randperm for that seed
+    assert numpy_order[:64].tolist() == randperm_permutations(11)(64).tolist()
 
 
 def test_iter_torch_batches_dtypes_and_collate(num_workers):

@@ -637,12 +637,15 @@ class Dataset:
             # next parent to be read.
             # Blocks that are this execution's own memory (workers' results) become batches without a
             # copy; any other block (the user's arrays, a materialized cache) is copied once.
+            from .pytorch.sampling import randperm_permutations  # torch is imported once a window is shuffled
+
             private: weakref.WeakValueDictionary[int, pa.Table] = weakref.WeakValueDictionary()
             blocks = execute(self._plan, ctx, stats, private_blocks=private)
             try:
                 for run in iter_batch_runs(
                     blocks, batch_size, drop_last=drop_last, shuffle_buffer_size=shuffle_buffer_size,
                     seed=shuffle_seed, skip_batches=skip_batches, is_private=lambda b: private.get(id(b)) is b,
+                    permutations=randperm_permutations,
                 ):
                     for piece in run.pieces(_batches_within(run, piece_bytes)):
                         chunk = convert_run(piece)

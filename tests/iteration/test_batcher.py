@@ -6,6 +6,8 @@ import pyarrow as pa
 import pytest
 
 from torchray_loader.iteration import iter_batch_runs, prefetch
+from torchray_loader.iteration.batcher import numpy_permutations
+from torchray_loader.pytorch.sampling import randperm_permutations
 
 
 def batch_tables(blocks, batch_size, **kw):
@@ -124,3 +126,20 @@ def test_prefetch_forwards_errors_and_stops():
     gen = prefetch(lambda: iter(range(10**9)), depth=4)
     assert next(gen) == 0
     gen.close()  # must not hang
+
+
+@pytest.mark.parametrize("permutations", [numpy_permutations, randperm_permutations])
+def test_windows_are_ordered_by_the_permutation_source(permutations):
+    """Each window's order is the source's next permutation: a pure function of the seed."""
+    runs = list(iter_batch_runs(blocks_of([6, 6]), 3, shuffle_buffer_size=6, seed=9, permutations=permutations))
+    permute = permutations(9)
+    expected = [int(i) for i in permute(6)] + [6 + int(i) for i in permute(6)]
+    assert [x for run in runs for b in run.batches() for x in b.table["x"].to_pylist()] == expected
+
+
+def test_randperm_permutations_take_any_numpy_seed():
+    assert sorted(randperm_permutations(None)(50).tolist()) == list(range(50))
+    assert randperm_permutations([1, 2])(20).tolist() == randperm_permutations([1, 2])(20).tolist()
+    assert randperm_permutations(2**70)(20).tolist() != randperm_permutations(3)(20).tolist()
+    with pytest.raises(ValueError):
+        randperm_permutations(-1)

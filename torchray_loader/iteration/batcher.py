@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from ..blocks import concat_blocks, take_rows
 
-__all__ = ["iter_batch_runs", "BatchRun", "BatchTable"]
+__all__ = ["iter_batch_runs", "numpy_permutations", "BatchRun", "BatchTable"]
 
 logger = logging.getLogger("torchray_loader")
 
@@ -98,6 +99,18 @@ def _check_batch_size(batch_size: int | None) -> None:
         raise ValueError(f"batch_size must be a positive int or None, got {batch_size!r}")
 
 
+def numpy_permutations(seed: Any) -> Callable[[int], np.ndarray]:
+    """``permute(n)``: the shuffle windows' row orders, drawn one after another from numpy's
+    generator seeded with ``seed`` (``None``: fresh entropy).
+
+    Example:
+        >>> permute = numpy_permutations(0)
+        >>> sorted(permute(4).tolist())
+        [0, 1, 2, 3]
+    """
+    return np.random.default_rng(seed).permutation
+
+
 def iter_batch_runs(
     blocks: Iterable[pa.Table],
     batch_size: int | None,
@@ -107,10 +120,12 @@ def iter_batch_runs(
     seed: int | None = None,
     skip_batches: int = 0,
     is_private: Callable[[pa.Table], bool] | None = None,
+    permutations: Callable[[Any], Callable[[int], np.ndarray]] = numpy_permutations,
 ) -> Iterator[BatchRun]:
     """Cut a block stream into runs of batches: each run is yielded as soon as its parent (a block,
     or a full shuffle window) is complete. ``is_private(block)`` says that a block's memory is this
-    iteration's alone: runs cut from it straight are then ``fresh`` too.
+    iteration's alone: runs cut from it straight are then ``fresh`` too. ``permutations(seed)``
+    gives the function that orders each shuffle window (the dataset passes torch's ``randperm``).
 
     Example:
         >>> import pyarrow as pa
@@ -136,7 +151,7 @@ def iter_batch_runs(
     if shuffle_buffer_size is None:
         yield from _sequential(blocks, batch_size, drop_last, skip_batches, is_private)
     else:
-        yield from _shuffled(blocks, batch_size, drop_last, shuffle_buffer_size, seed, skip_batches)
+        yield from _shuffled(blocks, batch_size, drop_last, shuffle_buffer_size, permutations(seed), skip_batches)
 
 
 def _whole_blocks(blocks: Iterable[pa.Table], skip: int, is_private: Callable[[pa.Table], bool] | None) -> Iterator[BatchRun]:
@@ -213,9 +228,13 @@ _GATHER_BYTES = 4 << 20
 
 
 def _shuffled(
-    blocks: Iterable[pa.Table], batch_size: int, drop_last: bool, buffer_size: int, seed: int | None, skip: int
+    blocks: Iterable[pa.Table],
+    batch_size: int,
+    drop_last: bool,
+    buffer_size: int,
+    permute: Callable[[int], np.ndarray],
+    skip: int,
 ) -> Iterator[BatchRun]:
-    rng = np.random.default_rng(seed)
     window_rows = max(buffer_size, batch_size)
     window: list[pa.Table] = []
     rows = 0
@@ -224,7 +243,7 @@ def _shuffled(
         nonlocal window, rows, skip
         table = concat_blocks(window)
         n = table.num_rows
-        perm = rng.permutation(n)
+        perm = permute(n)
         full = n // batch_size * batch_size
         # The window's batches are gathered in pieces of about _GATHER_BYTES, each yielded as soon as
         # it is gathered: the first batch waits for one piece, not the whole window (a first gather

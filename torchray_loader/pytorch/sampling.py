@@ -4,6 +4,7 @@ Pure functions (no processes, no I/O), so every rule here is unit-testable on it
 
 * :func:`distributed_rank_world` - where this process sits in a ``torch.distributed`` job.
 * :func:`epoch_seed` - a 63-bit seed that is a pure function of ``(seed, epoch, *extra)``.
+* :func:`randperm_permutations` - the shuffle windows' row orders, from torch's ``randperm``.
 * :func:`rank_batch_sizes` - how many rows each rank puts in each of its batches, such that every rank
   gets the *same number of batches*, no row is repeated and (without ``drop_last``) every row is used.
 * :func:`split_ranges` / :func:`recut` - contiguous row ranges and re-cutting a batch stream.
@@ -19,7 +20,7 @@ import collections
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import numpy as np
@@ -28,6 +29,7 @@ __all__ = [
     "RoundRobinSplitter",
     "distributed_rank_world",
     "epoch_seed",
+    "randperm_permutations",
     "rank_batch_sizes",
     "recut",
     "split_ranges",
@@ -36,6 +38,27 @@ __all__ = [
 T = TypeVar("T")
 
 _MASK63 = (1 << 63) - 1
+
+
+def randperm_permutations(seed: Any) -> Callable[[int], np.ndarray]:
+    """``permute(n)``: the shuffle windows' row orders, drawn one after another from one torch
+    generator whose 64-bit seed numpy's ``SeedSequence`` derives from ``seed`` (any seed numpy
+    takes; ``None``: fresh entropy), so the orders are a pure function of ``seed``.
+
+    ``torch.randperm`` is about three times faster than numpy's ``permutation`` (30 vs 80 us for a
+    10,000-row window, single-threaded), a fifth of an in-memory shuffled epoch.
+
+    Example:
+        >>> permute = randperm_permutations(7)
+        >>> first = permute(5).tolist()
+        >>> sorted(first), first == randperm_permutations(7)(5).tolist()
+        ([0, 1, 2, 3, 4], True)
+    """
+    import torch
+
+    generator = torch.Generator()
+    generator.manual_seed(int(np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]))
+    return lambda n: torch.randperm(n, generator=generator).numpy()
 
 
 def distributed_rank_world() -> tuple[int, int]:
