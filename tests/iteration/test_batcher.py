@@ -143,3 +143,15 @@ def test_randperm_permutations_take_any_numpy_seed():
     assert randperm_permutations(2**70)(20).tolist() != randperm_permutations(3)(20).tolist()
     with pytest.raises(ValueError):
         randperm_permutations(-1)
+
+
+def test_each_window_is_gathered_once_with_its_leftover_tail(monkeypatch):
+    from torchray_loader.iteration import batcher
+
+    calls = []
+    take = batcher.take_rows
+    monkeypatch.setattr(batcher, "take_rows", lambda table, idx: calls.append(len(idx)) or take(table, idx))
+    batches = [b.table["x"].to_pylist() for b in batch_tables(blocks_of([10, 10, 10]), 4, shuffle_buffer_size=10, seed=1)]
+    # windows of 10 rows: 8 in batches, 2 carried into the next window; the last has 6 rows
+    assert calls == [10, 10, 10, 6]
+    assert [len(b) for b in batches] == [4] * 7 + [2] and sorted(sum(batches, [])) == list(range(30))

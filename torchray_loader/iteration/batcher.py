@@ -248,24 +248,30 @@ def _shuffled(
         # The window's batches are gathered in pieces of about _GATHER_BYTES, each yielded as soon as
         # it is gathered: the first batch waits for one piece, not the whole window (a first gather
         # into fresh memory pays its page faults). Batches are the same as with one gather; skipped
-        # pieces are never gathered.
+        # pieces are never gathered. The last piece also gathers the leftover tail (rows past the
+        # last full batch), which is then a slice of it: one gather, not a second one for a few rows.
         row_bytes = max(1, table.nbytes // max(n, 1))
         step = max(1, _GATHER_BYTES // (row_bytes * batch_size)) * batch_size
+        tail: pa.Table | None = None
         for s in range(0, full, step):
             count = min(step, full - s) // batch_size
             if skip >= count:
                 skip -= count
                 continue
             first, skip = skip, 0
-            piece = take_rows(table, perm[s + first * batch_size : s + count * batch_size])
+            last = s + count * batch_size == full
+            piece = take_rows(table, perm[s + first * batch_size : n if last else s + count * batch_size])
             yield BatchRun(piece, True, 0, batch_size, count - first)
+            if last and full < n:
+                tail = piece.slice((count - first) * batch_size)
+        if full < n and tail is None and (not final or (not drop_last and skip <= 0)):
+            tail = take_rows(table, perm[full:])
         if final:
-            if full < n and not drop_last and skip <= 0:
-                yield BatchRun(take_rows(table, perm[full:]), True, 0, n - full, 1)
+            if tail is not None and not drop_last and skip <= 0:
+                yield BatchRun(tail, True, 0, n - full, 1)
             window, rows = [], 0
         else:
             # The leftover tail (< batch_size rows) joins the next window, so batches stay full.
-            tail = take_rows(table, perm[full:]) if full < n else None
             window = [tail] if tail is not None else []
             rows = n - full
 
