@@ -84,6 +84,26 @@ def test_cpu_decode_gives_the_workers_batches(tmp_path, fresh_data_context, no_l
     assert all(b["image"].is_contiguous() and b["image"].shape[1:] == (24, 32, 3) for b in got)
 
 
+def test_a_remote_filesystem_reads_the_same_bytes(fresh_data_context, decoded):
+    import io
+
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.fromarray(rgb(20, 20, i)).save(buf, "JPEG")
+        fs.pipe(f"/trl-decode-test/{i}.jpg", buf.getvalue())
+    try:
+        kw = {"size": (12, 12), "mode": "RGB", "include_paths": True}
+        want = list(rd.read_images("memory://trl-decode-test", **kw).iter_torch_batches(batch_size=2))
+        ds = rd.read_images("memory://trl-decode-test", decode_on_device=True, **kw)
+        assert_same_batches(list(ds.iter_torch_batches(batch_size=2, device="cpu")), want)
+        assert sum(decoded) == 3
+    finally:
+        fs.rm("/trl-decode-test", recursive=True)
+
+
 def test_file_shuffle_reads_the_same_order_in_both_plans(tmp_path, fresh_data_context):
     jpeg_tree(tmp_path, [(16, 16)] * 9)
     ds = rd.read_images(str(tmp_path), mode="RGB", include_paths=True, shuffle="files", decode_on_device=True)
