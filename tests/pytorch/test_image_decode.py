@@ -263,3 +263,12 @@ def test_the_cuda_branch_decodes_a_batch_in_one_call_and_names_a_bad_file(tmp_pa
     data[1] = data[1][:30]
     with pytest.raises(ReadError, match=paths[1].name):
         decode({"image": data, "path": [str(p) for p in paths]})
+
+    def out_of_memory(tensors, mode, device):
+        if len(tensors) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return fake_nvjpeg(tensors, mode, device)
+
+    decode._decode_many_cuda = out_of_memory  # a batch-wide failure is not blamed on a file
+    with pytest.raises(torch.OutOfMemoryError):
+        decode({"image": [p.read_bytes() for p in paths], "path": [str(p) for p in paths]})

@@ -101,10 +101,13 @@ class DeviceImageDecoder:
                 return self._decode_many_cuda(encoded, self._mode, self.device)
             return [self._decode_one(t, self._mode) for t in encoded]
         except RuntimeError as exc:
-            raise self._culprit(encoded, paths, exc) from exc
+            culprit = self._culprit(encoded, paths)
+            if culprit is None:  # no single image fails (out of device memory...): the error as it is
+                raise
+            raise culprit from exc
 
-    def _culprit(self, encoded: list[torch.Tensor], paths: list[str], batch_error: RuntimeError) -> Exception:
-        """The :class:`ReadError` of the first image that does not decode on its own."""
+    def _culprit(self, encoded: list[torch.Tensor], paths: list[str]) -> ReadError | None:
+        """The :class:`ReadError` of the first image that does not decode on its own, if any."""
         for t, path in zip(encoded, paths, strict=True):
             try:
                 if self.device.type == "cuda":
@@ -113,8 +116,7 @@ class DeviceImageDecoder:
                     self._decode_one(t, self._mode)
             except RuntimeError as exc:
                 return ReadError(path, f"cannot decode as JPEG on {self.device}: {exc}")
-        return ReadError(paths[0] if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more)",
-                         f"the batch does not decode on {self.device}: {batch_error}")
+        return None
 
     def _resized(self, nhwc: torch.Tensor) -> torch.Tensor:
         """``nhwc`` resized to ``size`` (antialiased bilinear, as the workers' resize), NHWC out."""
