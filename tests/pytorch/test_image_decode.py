@@ -221,6 +221,7 @@ def test_the_decoder_keeps_rows_in_order(tmp_path):
 
 
 @needs_cuda
+@pytest.mark.cuda
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_cuda_decode_puts_the_workers_batches_on_the_gpu(tmp_path, fresh_data_context, num_workers):
     jpeg_tree(tmp_path, [(40, 48)] * 5 + [(64, 30)] * 4)
@@ -238,6 +239,7 @@ def test_cuda_decode_puts_the_workers_batches_on_the_gpu(tmp_path, fresh_data_co
 
 
 @needs_cuda
+@pytest.mark.cuda
 def test_cuda_decode_names_a_corrupt_file(tmp_path, fresh_data_context):
     paths = jpeg_tree(tmp_path, [(12, 12)] * 3)
     paths[2].write_bytes(b"\xff\xd8\xff" + b"\x00" * 30)
