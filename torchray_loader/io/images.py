@@ -573,13 +573,12 @@ def plan_images_on_device(
             "decode_on_device=True needs on_read_error='raise': a file that fails to decode on the device "
             "cannot be skipped without changing the batches"
         )
-    if file_extensions is None or list(file_extensions) == IMAGE_EXTENSIONS:
-        file_extensions = list(DEVICE_DECODE_EXTENSIONS)
     fs, units = plan_units(paths, file_extensions=file_extensions, **listing)
-    for unit in units:
+    for unit in units:  # never a silent subset of what the same read without decode_on_device gives
         if unit.file.path.rsplit(".", 1)[-1].lower() not in DEVICE_DECODE_EXTENSIONS:
             raise ValueError(
-                f"decode_on_device=True reads JPEG files (.jpg, .jpeg) only, got {display_path(fs, unit.file.path)}"
+                f"decode_on_device=True reads JPEG files (.jpg, .jpeg) only, got {display_path(fs, unit.file.path)} "
+                "(file_extensions=['jpg', 'jpeg'] reads only the JPEGs)"
             )
     _warm_up_decoders()
     reader, task_body = (
