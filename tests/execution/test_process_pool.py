@@ -394,6 +394,28 @@ def test_pool_grows_from_min_workers(live_children):
     assert len(pids) > 1  # grew with the queue
 
 
+def test_pool_grows_only_while_no_worker_message_waits(live_children, monkeypatch):
+    """A fork holds the consumer for milliseconds: a waiting result is handled before the next one,
+    so the first result never waits for every fork."""
+    with ProcessPool(4, make_ctx(), min_workers=1) as pool:
+        waiting = [True]
+        monkeypatch.setattr(pool, "_messages_waiting", lambda: waiting[0])
+        results = pool.imap(slow_pid, range(24))
+        first = next(results)
+        assert len(live_children()) == 1  # every growth so far found a message waiting
+        waiting[0] = False
+        pids = {first, *results}
+    assert len(pids) > 1  # grows once nothing waits
+
+
+def test_messages_waiting_sees_a_result_before_it_is_read():
+    with ProcessPool(1, make_ctx()) as pool:
+        results = pool.imap(square, range(2))
+        assert next(results) == 0
+        assert _wait_until(pool._messages_waiting)  # the second result, not yet drained
+        assert list(results) == [1] and not pool._messages_waiting()
+
+
 def _wait_until(condition, timeout=10.0):
     deadline = time.monotonic() + timeout
     while not condition() and time.monotonic() < deadline:
