@@ -1023,7 +1023,7 @@ def _with_encoded_read(op: LogicalOp) -> tuple[LogicalOp, Any] | None:
         if op.on_device is None or any(t is None for t in twins):
             return None
         return Read(twins, f"{op.name}(encoded)", shared=op.shared), op.on_device  # type: ignore[arg-type]
-    if isinstance(op, (Limit, AllToAll)) and (isinstance(op, Limit) or op.block_order_only):
+    if isinstance(op, Limit) or (isinstance(op, AllToAll) and op.block_order_only):
         found = _with_encoded_read(op.input)
         return None if found is None else (dataclasses.replace(op, input=found[0]), found[1])
     return None

@@ -461,6 +461,14 @@ def _check_size(size: Any) -> tuple[int, int] | None:
     return (int(size[0]), int(size[1]))
 
 
+def _image_reader(size: tuple[int, int] | None, mode: str | None) -> tuple[Any, Any]:
+    """``(reader, task_body)`` of a decoding image read: one array per block when ``size`` and
+    ``mode`` fix the shape, else a table per file."""
+    if fixed_image_shape(size, mode) is not None:
+        return read_image_array, read_fixed_images_task
+    return read_image_unit, read_files_task
+
+
 def plan_images(
     paths: Any,
     *,
@@ -479,11 +487,7 @@ def plan_images(
         raise TypeError(f"mode must be a PIL mode string such as 'RGB', got {mode!r}")
     kwargs.setdefault("file_extensions", IMAGE_EXTENSIONS)
     _warm_up_decoders()
-    reader: Any
-    if fixed_image_shape(checked, mode) is not None:
-        reader, task_body = read_image_array, read_fixed_images_task
-    else:
-        reader, task_body = read_image_unit, read_files_task
+    reader, task_body = _image_reader(checked, mode)
     return plan_read(
         paths,
         reader,
@@ -581,11 +585,7 @@ def plan_images_on_device(
                 "(file_extensions=['jpg', 'jpeg'] reads only the JPEGs)"
             )
     _warm_up_decoders()
-    reader, task_body = (
-        (read_image_array, read_fixed_images_task)
-        if fixed_image_shape(checked, mode) is not None
-        else (read_image_unit, read_files_task)
-    )
+    reader, task_body = _image_reader(checked, mode)
     decoding = plan_file_tasks(
         fs, units, reader, {"size": checked, "mode": mode}, include_paths=include_paths,
         override_num_blocks=override_num_blocks, policy=policy, combine=combine_image_tables,

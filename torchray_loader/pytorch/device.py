@@ -183,7 +183,7 @@ class DeviceFeeder:
             return out
 
         def adopt(t: torch.Tensor) -> torch.Tensor:
-            if t.device == self.device:
+            if t.device == self.device and id(t) not in copied:  # made by batch_fn, not a copy
                 moved.append(t)
             return t
 
@@ -191,6 +191,7 @@ class DeviceFeeder:
         with self._device_context(), torch.cuda.stream(stream):
             result = _each_tensor(piece, copy)
             if self.batch_fn is not None:
+                copied = {id(t) for t in moved}
                 result = [map_tensors(self.batch_fn(b), adopt) for b in result]
             event = torch.cuda.Event()
             event.record(stream)
