@@ -300,18 +300,51 @@ def test_iter_torch_batches_mutation_never_corrupts_mapped_or_materialized_block
     assert ds.take_batch(1000)["data"].tolist() == original.tolist()
 
 
-def test_iter_torch_batches_hands_out_worker_blocks_without_a_copy(monkeypatch):
+def count_copies(monkeypatch) -> list[int]:
+    """A list that grows by one for each column ``iter_torch_batches`` copies into a tensor."""
     from torchray_loader.pytorch import convert
 
-    copies = []
+    copies: list[int] = []
     real = convert.numpy_to_torch_value
     monkeypatch.setattr(convert, "numpy_to_torch_value", lambda *a, **k: copies.append(1) or real(*a, **k))
+    return copies
+
+
+def test_iter_torch_batches_hands_out_worker_blocks_without_a_copy(monkeypatch):
+    copies = count_copies(monkeypatch)
     rd.DataContext.get_current().num_workers = 2
     assert sum(len(b["id"]) for b in rd.range(1000, override_num_blocks=4).iter_torch_batches(batch_size=100)) == 1000
     assert copies == []  # worker results are this iteration's own memory
+
+
+@pytest.mark.parametrize("source", ["range", "parquet"])
+def test_inline_reads_are_handed_out_without_a_copy(monkeypatch, tmp_path, source):
     rd.DataContext.get_current().num_workers = 0
-    assert sum(len(b["id"]) for b in rd.range(1000, override_num_blocks=4).iter_torch_batches(batch_size=100)) == 1000
-    assert copies  # inline blocks may be shared with their source: copied
+    if source == "parquet":
+        rd.range(1000, override_num_blocks=4).write_parquet(str(tmp_path))
+        ds = rd.read_parquet(str(tmp_path))
+    else:
+        ds = rd.range(1000, override_num_blocks=4)
+    copies = count_copies(monkeypatch)
+    batches = list(ds.iter_torch_batches(batch_size=100))
+    assert sorted(int(x) for b in batches for x in b["id"]) == list(range(1000))
+    assert copies == []  # a block a read decoded in this process is nobody else's
+
+
+def keep_batch(batch):
+    return batch
+
+
+@pytest.mark.parametrize("source", ["from_numpy", "map_batches"])
+def test_inline_blocks_that_may_be_shared_are_copied(monkeypatch, source):
+    rd.DataContext.get_current().num_workers = 0
+    if source == "from_numpy":
+        ds = rd.from_numpy(np.arange(1000)).rename_columns({"data": "id"})
+    else:  # a UDF's return value in this process may be an object it keeps
+        ds = rd.range(1000, override_num_blocks=4).map_batches(keep_batch)
+    copies = count_copies(monkeypatch)
+    assert sum(len(b["id"]) for b in ds.iter_torch_batches(batch_size=100)) == 1000
+    assert copies
 
 
 def test_iter_batches_numpy_is_read_only_zero_copy():

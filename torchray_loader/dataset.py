@@ -635,8 +635,9 @@ class Dataset:
             # iterates it (ParentCache: tensor views die young in the consumer's thread). A run is
             # complete when its parent (a block or a shuffle window) is, so no batch waits for the
             # next parent to be read.
-            # Blocks that are this execution's own memory (workers' results) become batches without a
-            # copy; any other block (the user's arrays, a materialized cache) is copied once.
+            # Blocks that are this execution's own memory (workers' results, blocks a read decoded in
+            # this process) become batches without a copy; any other block (the user's arrays, a
+            # materialized cache, a UDF's return value at num_workers=0) is copied once.
             from .pytorch.sampling import randperm_permutations  # torch is imported once a window is shuffled
 
             private: weakref.WeakValueDictionary[int, pa.Table] = weakref.WeakValueDictionary()
@@ -1022,7 +1023,8 @@ def _with_encoded_read(op: LogicalOp) -> tuple[LogicalOp, Any] | None:
         twins = tuple(t.twin for t in op.tasks)
         if op.on_device is None or any(t is None for t in twins):
             return None
-        return Read(twins, f"{op.name}(encoded)", shared=op.shared), op.on_device  # type: ignore[arg-type]
+        encoded = Read(twins, f"{op.name}(encoded)", shared=op.shared, fresh_output=op.fresh_output)  # type: ignore[arg-type]
+        return encoded, op.on_device
     if isinstance(op, Limit) or (isinstance(op, AllToAll) and op.block_order_only):
         found = _with_encoded_read(op.input)
         return None if found is None else (dataclasses.replace(op, input=found[0]), found[1])

@@ -74,7 +74,7 @@ def range(n: int, *, override_num_blocks: int | None = None) -> Dataset:  # noqa
         ReadTask(functools.partial(_range_block, a, b, None), num_rows=b - a, size_bytes=8 * (b - a))
         for a, b in _block_bounds(n, override_num_blocks)
     )
-    return Dataset(Read(tasks, "ReadRange", pa.schema([("id", pa.int64())])))
+    return Dataset(Read(tasks, "ReadRange", pa.schema([("id", pa.int64())]), fresh_output=True))
 
 
 def range_tensor(n: int, *, shape: tuple[int, ...] = (1,), override_num_blocks: int | None = None) -> Dataset:
@@ -91,7 +91,8 @@ def range_tensor(n: int, *, shape: tuple[int, ...] = (1,), override_num_blocks: 
         ReadTask(functools.partial(_range_block, a, b, shape), num_rows=b - a)
         for a, b in _block_bounds(n, override_num_blocks)
     )
-    return Dataset(Read(tasks, "ReadRangeTensor", pa.schema([("data", pa.fixed_shape_tensor(pa.int64(), shape))])))
+    schema = pa.schema([("data", pa.fixed_shape_tensor(pa.int64(), shape))])
+    return Dataset(Read(tasks, "ReadRangeTensor", schema, fresh_output=True))
 
 
 def from_items(items: Sequence[Any], *, override_num_blocks: int | None = None) -> Dataset:
@@ -218,7 +219,9 @@ def _file_source(
     if common.get("override_num_blocks") is None and isinstance(parallelism, int) and parallelism > 0:
         common["override_num_blocks"] = parallelism
     tasks = plan(paths, **format_kwargs, **common)
-    return Dataset(Read(tuple(tasks), name))
+    # File readers decode into new memory (bytes they were handed are immutable, and Arrow buffers
+    # over them are never given out without a copy).
+    return Dataset(Read(tuple(tasks), name, fresh_output=True))
 
 
 def _common(

@@ -7,7 +7,8 @@ Invariants:
   workers construct the stage's callable classes once.
 * Everything started here is stopped in ``finally`` (normal end, ``break``, error, GC).
 * A block recorded in ``private_blocks`` is memory no one else references: a worker's result,
-  unpickled in this process for this execution (never a block of the plan's inputs or a cache).
+  unpickled in this process for this execution, or a block a ``fresh_output`` read built here (never
+  a block of the plan's inputs, a cache, or a user function's return value in this process).
 """
 
 from __future__ import annotations
@@ -144,8 +145,11 @@ class _Execution:
 
     # ------------------------------------------------------------------ plan walking
 
-    def run_tasks(self, pool: TaskPool, fn, items, name: str) -> Iterator[pa.Table]:
-        private = self.private_blocks if pool.num_workers > 0 else None
+    def run_tasks(self, pool: TaskPool, fn, items, name: str, *, fresh_output: bool = False) -> Iterator[pa.Table]:
+        """``fn`` over ``items`` on ``pool``, its blocks in order. ``fresh_output``: ``fn`` builds
+        every block in new memory nothing else references, so its blocks are private even when they
+        are built in this process (``num_workers=0``)."""
+        private = self.private_blocks if pool.num_workers > 0 or fresh_output else None
         for result in pool.imap(fn, items, ordered=self.ctx.preserve_order, name=name):
             self.stats.record_task(name, result.blocks, result.wall_s, result.cpu_s)
             if private is not None:
@@ -156,7 +160,7 @@ class _Execution:
     def iter_op(self, op: LogicalOp) -> Generator[pa.Table, None, None]:
         if isinstance(op, Read):
             pool = self.task_pool()
-            yield from self.run_tasks(pool, self.read_fn(pool, (), op), op.tasks, op.name)
+            yield from self.run_tasks(pool, self.read_fn(pool, (), op), op.tasks, op.name, fresh_output=op.fresh_output)
         elif isinstance(op, InputBlocks):
             for i in range(len(op.blocks)):
                 yield op.blocks[i]
@@ -257,8 +261,8 @@ def execute(
     """Yield the plan's output blocks. Closing the generator stops all workers.
 
     ``private_blocks``: when given, every block that is this execution's private memory (a worker's
-    result, unpickled here) is recorded there by ``id``, so a consumer that is the blocks' only user
-    may hand their memory out without a copy.
+    result, unpickled here, or a ``fresh_output`` read's block) is recorded there by ``id``, so a
+    consumer that is the blocks' only user may hand their memory out without a copy.
 
     Example:
         >>> import pyarrow as pa

@@ -49,6 +49,11 @@ class Read(LogicalOp):
     ``on_device``: for ``read_images(..., decode_on_device=True)``, an ``io.images.DeviceDecode``:
     ``iter_torch_batches(device=...)`` runs the tasks' encoded ``twin`` tasks instead and decodes in
     the consumer on its device. Everything else runs ``tasks``.
+
+    ``fresh_output``: every block a task returns is new memory that nothing else references (a file
+    decoded, a range generated; never a user's object). A block such a task builds in the consumer
+    (``num_workers=0``) is then the iteration's own, like a worker's result, and becomes tensors
+    without a copy.
     """
 
     tasks: tuple[ReadTask, ...]
@@ -56,6 +61,7 @@ class Read(LogicalOp):
     schema_hint: pa.Schema | None = None
     shared: Mapping[str, Any] = field(default_factory=dict)
     on_device: Any = None
+    fresh_output: bool = False
 
 
 @dataclass(frozen=True, eq=False)
