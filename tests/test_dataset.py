@@ -331,20 +331,37 @@ def test_inline_reads_are_handed_out_without_a_copy(monkeypatch, tmp_path, sourc
     assert copies == []  # a block a read decoded in this process is nobody else's
 
 
-def keep_batch(batch):
-    return batch
+def double_ids(batch):
+    return {"id": batch["id"] * 2}  # new arrays nobody else holds
 
 
-@pytest.mark.parametrize("source", ["from_numpy", "map_batches"])
+KEPT_IDS = np.arange(100)
+
+
+def kept_ids(batch):
+    return {"id": KEPT_IDS}  # the function's own array: the batch must not alias it
+
+
+def test_inline_udf_results_the_function_did_not_keep_are_handed_out_without_a_copy(monkeypatch):
+    rd.DataContext.get_current().num_workers = 0
+    ds = rd.range(1000, override_num_blocks=4).map_batches(double_ids, batch_size=100)
+    copies = count_copies(monkeypatch)
+    assert sorted(int(x) for b in ds.iter_torch_batches(batch_size=100) for x in b["id"]) == list(range(0, 2000, 2))
+    assert copies == []
+
+
+@pytest.mark.parametrize("source", ["from_numpy", "kept_by_udf"])
 def test_inline_blocks_that_may_be_shared_are_copied(monkeypatch, source):
     rd.DataContext.get_current().num_workers = 0
     if source == "from_numpy":
         ds = rd.from_numpy(np.arange(1000)).rename_columns({"data": "id"})
-    else:  # a UDF's return value in this process may be an object it keeps
-        ds = rd.range(1000, override_num_blocks=4).map_batches(keep_batch)
+    else:
+        ds = rd.range(1000, override_num_blocks=10).map_batches(kept_ids, batch_size=100)
     copies = count_copies(monkeypatch)
-    assert sum(len(b["id"]) for b in ds.iter_torch_batches(batch_size=100)) == 1000
+    for batch in ds.iter_torch_batches(batch_size=100):
+        batch["id"].fill_(-1)  # a training loop writing to its batch
     assert copies
+    assert KEPT_IDS.tolist() == list(range(100))
 
 
 def test_iter_batches_numpy_is_read_only_zero_copy():

@@ -7,8 +7,9 @@ Invariants:
   workers construct the stage's callable classes once.
 * Everything started here is stopped in ``finally`` (normal end, ``break``, error, GC).
 * A block recorded in ``private_blocks`` is memory no one else references: a worker's result,
-  unpickled in this process for this execution, or a block a ``fresh_output`` read built here (never
-  a block of the plan's inputs, a cache, or a user function's return value in this process).
+  unpickled in this process for this execution, a block a ``fresh_output`` read built here, or a
+  ``map_batches`` result whose arrays the function did not keep (``blocks.ownership``); never a
+  block of the plan's inputs or a cache.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..blocks import buffers, column_from_values, column_to_numpy
+from ..blocks.ownership import is_fresh
 from ..context import DataContext
 from ..io.read_task import ReadTask
 from ..plan.compute import ActorPoolStrategy
@@ -149,12 +151,14 @@ class _Execution:
         """``fn`` over ``items`` on ``pool``, its blocks in order. ``fresh_output``: ``fn`` builds
         every block in new memory nothing else references, so its blocks are private even when they
         are built in this process (``num_workers=0``)."""
-        private = self.private_blocks if pool.num_workers > 0 or fresh_output else None
+        private = self.private_blocks
+        every_block = pool.num_workers > 0 or fresh_output
         for result in pool.imap(fn, items, ordered=self.ctx.preserve_order, name=name):
             self.stats.record_task(name, result.blocks, result.wall_s, result.cpu_s)
             if private is not None:
                 for block in result.blocks:
-                    private[id(block)] = block
+                    if every_block or is_fresh(block):  # a UDF's return value it did not keep
+                        private[id(block)] = block
             yield from result.blocks
 
     def iter_op(self, op: LogicalOp) -> Generator[pa.Table, None, None]:

@@ -25,6 +25,7 @@ from ..blocks import (
     block_to_rows,
     check_batch_format,
 )
+from ..blocks.ownership import mark_fresh, ref_counts, sole_owner
 from ..errors import TorchRayError, mark_operator
 
 __all__ = [
@@ -204,8 +205,17 @@ class MapBatches(_UDFTransform):
         for block in blocks:
             for batch_block in _slices(block, self.batch_size):
                 result = self.invoke(fn, block_to_batch(batch_block, fmt, writable=True))
-                for out in _iter_results(self.name, result):
-                    yield block_from_batch(out, producer=self.name)
+                if inspect.isgenerator(result):
+                    for out in _iter_results(self.name, result):
+                        yield block_from_batch(out, producer=self.name)
+                    continue
+                counts = ref_counts(result)  # before anything else holds ``result`` (see ownership)
+                fresh = sole_owner(result, counts)
+                out_block = block_from_batch(result, producer=self.name)
+                if fresh:
+                    mark_fresh(out_block)
+                del result
+                yield out_block
 
 
 def _slices(block: Block, batch_size: int | None) -> Iterator[Block]:

@@ -1,0 +1,133 @@
+"""Which blocks hold memory that nothing outside the running iteration can reach.
+
+A worker's result is always such a block: it was unpickled from a transfer file into this process.
+At ``num_workers=0`` a ``map_batches`` result is made of the very arrays the user's function returned,
+and the function may keep one of them (a constant mask, a cached buffer): handing that memory out as
+a tensor would let a training loop that writes to its batch change the function's state. So such a
+block counts as fresh only when the function returned a plain ``dict`` it does not keep, whose values
+are plain numpy arrays of numbers or strings that nothing else references and that own their memory
+(or view an array only they reference, as a reshape does), or lists of scalars. Anything else (tensors, views, object arrays, pandas, Arrow, a
+generator's items) is not fresh, and is copied once when it becomes tensors.
+
+The references are counted with ``sys.getrefcount`` against counts calibrated at import on a batch
+known to be fresh, taken through the same calling shape (a local variable passed to
+:func:`ref_counts`), so the interpreter's own references cancel out.
+
+Example:
+    >>> import numpy as np
+    >>> batch = {"x": np.arange(3)}
+    >>> counts = ref_counts(batch)
+    >>> sole_owner(batch, counts)
+    True
+    >>> kept = batch["x"]
+    >>> counts = ref_counts(batch)
+    >>> sole_owner(batch, counts)
+    False
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+__all__ = ["is_fresh", "mark_fresh", "ref_counts", "sole_owner"]
+
+#: numpy kinds whose values a column holds itself (numbers, booleans, strings), not other objects.
+_FRESH_KINDS = "biufcUS"
+_SCALARS = (bool, int, float, complex, str, bytes, np.generic)
+
+#: Fresh blocks by ``id``; an entry lives as long as its block.
+_fresh: weakref.WeakValueDictionary[int, pa.Table] = weakref.WeakValueDictionary()
+
+
+def mark_fresh(block: pa.Table) -> None:
+    """Record that ``block``'s memory is reachable only through ``block``.
+
+    Example:
+        >>> block = pa.table({"x": [1]})
+        >>> mark_fresh(block); is_fresh(block)
+        True
+    """
+    _fresh[id(block)] = block
+
+
+def is_fresh(block: Any) -> bool:
+    """Whether :func:`mark_fresh` recorded this very object.
+
+    Example:
+        >>> is_fresh(pa.table({"x": [1]}))
+        False
+    """
+    return _fresh.get(id(block)) is block
+
+
+def ref_counts(batch: Any) -> tuple[int, list[int]]:
+    """Reference counts of ``batch`` (a dict) and of each of its values, for :func:`sole_owner`.
+
+    Call it on a local variable, ``counts = ref_counts(result)``: the calibration does the same.
+
+    Example:
+        >>> ref_counts([1, 2])  # not a dict: never fresh
+        (-1, [])
+    """
+    if type(batch) is not dict:
+        return -1, []
+    return sys.getrefcount(batch), [sys.getrefcount(v) for v in batch.values()]
+
+
+def _base_ref_counts(array: np.ndarray) -> list[int] | None:
+    """Reference counts along ``array``'s chain of bases; ``None`` if a base is not an ndarray."""
+    counts = []
+    base = array.base
+    while base is not None:
+        if type(base) is not np.ndarray:
+            return None
+        counts.append(sys.getrefcount(base))
+        base = base.base
+    return counts
+
+
+def _calibrate() -> tuple[int, int, int]:
+    batch = {"x": np.empty(2).reshape(1, 2)}  # held by this local only, as a returned batch nobody kept
+    counts = ref_counts(batch)
+    (base_refs,) = _base_ref_counts(batch["x"]) or [0]
+    return counts[0], counts[1][0], base_refs
+
+
+_SOLE_DICT_REFS, _SOLE_VALUE_REFS, _SOLE_BASE_REFS = _calibrate()
+
+
+def sole_owner(batch: Any, counts: tuple[int, list[int]]) -> bool:
+    """Whether ``batch`` (a user function's return value, ``counts`` from :func:`ref_counts`) is a
+    plain dict that only the caller holds, and each array in it is held by that dict alone and owns
+    its memory (or views an array only it references).
+
+    Example:
+        >>> import numpy as np
+        >>> whole = np.arange(3)
+        >>> batch = {"x": whole[1:]}  # a view of an array held elsewhere
+        >>> counts = ref_counts(batch)
+        >>> sole_owner(batch, counts)
+        False
+    """
+    dict_refs, value_refs = counts
+    if dict_refs != _SOLE_DICT_REFS:
+        return False
+    for value, refs in zip(batch.values(), value_refs, strict=True):
+        if isinstance(value, (list, tuple)):
+            # Arrow copies scalars and strings; arrays in a list may be used as they are.
+            if all(v is None or isinstance(v, _SCALARS) for v in value):
+                continue
+            return False
+        if type(value) is not np.ndarray or refs != _SOLE_VALUE_REFS:
+            return False
+        base_refs = _base_ref_counts(value)  # a view (a reshape) of an array only it references is fine
+        if base_refs is None or any(n != _SOLE_BASE_REFS for n in base_refs):
+            return False
+        if value.dtype.kind not in _FRESH_KINDS:
+            return False  # object arrays hold other objects, which may be kept elsewhere
+    return True
