@@ -342,6 +342,17 @@ def kept_ids(batch):
     return {"id": KEPT_IDS}  # the function's own array: the batch must not alias it
 
 
+def test_a_materialized_udf_result_passed_through_later_is_copied(monkeypatch):
+    rd.DataContext.get_current().num_workers = 0
+    cached = rd.range(100, override_num_blocks=1).map_batches(double_ids).materialize()  # fresh in its task
+    ds = cached.map_batches(identity_table, batch_format="pyarrow")  # hands the cached block back as it is
+    copies = count_copies(monkeypatch)
+    for batch in ds.iter_torch_batches(batch_size=100):
+        batch["id"].fill_(-1)
+    assert copies
+    assert [r["id"] for r in cached.take_all()] == list(range(0, 200, 2))
+
+
 def test_inline_udf_results_the_function_did_not_keep_are_handed_out_without_a_copy(monkeypatch):
     rd.DataContext.get_current().num_workers = 0
     ds = rd.range(1000, override_num_blocks=4).map_batches(double_ids, batch_size=100)

@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from torchray_loader.blocks.ownership import is_fresh, mark_fresh, ref_counts, sole_owner
+from torchray_loader.blocks.ownership import collecting_fresh, mark_fresh, ref_counts, sole_owner
 
 
 def fresh_batch() -> dict:
@@ -54,11 +54,18 @@ def test_views_tensors_object_arrays_and_other_formats_are_not():
     assert not check(lambda: pa.table({"x": [1, 2]}))
 
 
-def test_fresh_marks_live_as_long_as_their_block():
-    block = pa.table({"x": [1, 2]})
-    other = pa.table({"x": [1, 2]})
-    mark_fresh(block)
-    assert is_fresh(block) and not is_fresh(other)
+def test_marks_are_collected_per_task_and_only_there():
+    outside = pa.table({"x": [1, 2]})
+    mark_fresh(outside)  # no task is collecting: nothing is recorded anywhere
+    with collecting_fresh() as fresh:
+        block = pa.table({"x": [1, 2]})
+        mark_fresh(block)
+        with collecting_fresh() as inner:  # a nested task collects its own
+            assert len(inner) == 0
+    assert fresh.get(id(block)) is block and fresh.get(id(outside)) is None
+    with collecting_fresh() as later:
+        pass
+    assert len(later) == 0  # a block marked by an earlier task is not fresh in a later one
     del block
     gc.collect()
-    assert not is_fresh(pa.table({"x": [1, 2]}))
+    assert len(fresh) == 0  # a mark lives no longer than its block

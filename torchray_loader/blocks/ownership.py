@@ -5,13 +5,18 @@ At ``num_workers=0`` a ``map_batches`` result is made of the very arrays the use
 and the function may keep one of them (a constant mask, a cached buffer): handing that memory out as
 a tensor would let a training loop that writes to its batch change the function's state. So such a
 block counts as fresh only when the function returned a plain ``dict`` it does not keep, whose values
-are plain numpy arrays of numbers or strings that nothing else references and that own their memory
-(or view an array only they reference, as a reshape does), or lists of scalars. Anything else (tensors, views, object arrays, pandas, Arrow, a
-generator's items) is not fresh, and is copied once when it becomes tensors.
+are lists of scalars or plain numpy arrays of numbers or strings that nothing else references and that
+own their memory (or view an array only they reference, as a reshape does). Anything else (tensors,
+other views, object arrays, pandas, Arrow, a generator's items) is not fresh, and is copied once when
+it becomes tensors.
 
 The references are counted with ``sys.getrefcount`` against counts calibrated at import on a batch
 known to be fresh, taken through the same calling shape (a local variable passed to
 :func:`ref_counts`), so the interpreter's own references cancel out.
+
+Invariant: a block is fresh only for the task that made it. Marks are collected per task
+(:func:`collecting_fresh`); a block that outlives its task (a materialized dataset) and comes out of a
+later task unchanged (a pass-through function) is not fresh there.
 
 Example:
     >>> import numpy as np
@@ -29,40 +34,56 @@ from __future__ import annotations
 
 import sys
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["is_fresh", "mark_fresh", "ref_counts", "sole_owner"]
+__all__ = ["collecting_fresh", "mark_fresh", "ref_counts", "sole_owner"]
 
 #: numpy kinds whose values a column holds itself (numbers, booleans, strings), not other objects.
 _FRESH_KINDS = "biufcUS"
 _SCALARS = (bool, int, float, complex, str, bytes, np.generic)
 
-#: Fresh blocks by ``id``; an entry lives as long as its block.
-_fresh: weakref.WeakValueDictionary[int, pa.Table] = weakref.WeakValueDictionary()
+#: The fresh blocks of the task running in this context (``collecting_fresh``), by ``id``.
+_collector: ContextVar[weakref.WeakValueDictionary[int, pa.Table] | None] = ContextVar("fresh_blocks", default=None)
+
+
+@contextmanager
+def collecting_fresh() -> Iterator[weakref.WeakValueDictionary[int, pa.Table]]:
+    """Collect the blocks :func:`mark_fresh` marks while the body runs (one task), by ``id``.
+
+    A mark lives only in this collection: a block that outlives its task (a materialized dataset)
+    and comes back out of a later task unchanged (a pass-through function) is not fresh there.
+
+    Example:
+        >>> with collecting_fresh() as fresh:
+        ...     block = pa.table({"x": [1]})
+        ...     mark_fresh(block)
+        >>> fresh.get(id(block)) is block
+        True
+    """
+    fresh: weakref.WeakValueDictionary[int, pa.Table] = weakref.WeakValueDictionary()
+    token = _collector.set(fresh)
+    try:
+        yield fresh
+    finally:
+        _collector.reset(token)
 
 
 def mark_fresh(block: pa.Table) -> None:
-    """Record that ``block``'s memory is reachable only through ``block``.
+    """Record, for the running task, that ``block``'s memory is reachable only through ``block``
+    (nothing outside :func:`collecting_fresh` records it).
 
     Example:
-        >>> block = pa.table({"x": [1]})
-        >>> mark_fresh(block); is_fresh(block)
-        True
+        >>> mark_fresh(pa.table({"x": [1]}))  # outside a task: nothing to record
     """
-    _fresh[id(block)] = block
-
-
-def is_fresh(block: Any) -> bool:
-    """Whether :func:`mark_fresh` recorded this very object.
-
-    Example:
-        >>> is_fresh(pa.table({"x": [1]}))
-        False
-    """
-    return _fresh.get(id(block)) is block
+    fresh = _collector.get()
+    if fresh is not None:
+        fresh[id(block)] = block
 
 
 def ref_counts(batch: Any) -> tuple[int, list[int]]:
@@ -80,15 +101,16 @@ def ref_counts(batch: Any) -> tuple[int, list[int]]:
 
 
 def _base_ref_counts(array: np.ndarray) -> list[int] | None:
-    """Reference counts along ``array``'s chain of bases; ``None`` if a base is not an ndarray."""
+    """Reference counts along ``array``'s chain of bases; ``None`` if a base is not an ndarray or
+    the last array does not own its memory (it wraps memory allocated by someone else)."""
     counts = []
-    base = array.base
+    last, base = array, array.base
     while base is not None:
         if type(base) is not np.ndarray:
             return None
         counts.append(sys.getrefcount(base))
-        base = base.base
-    return counts
+        last, base = base, base.base
+    return counts if last.flags.owndata else None
 
 
 def _calibrate() -> tuple[int, int, int]:

@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..blocks import buffers, column_from_values, column_to_numpy
-from ..blocks.ownership import is_fresh
+from ..blocks.ownership import collecting_fresh
 from ..context import DataContext
 from ..io.read_task import ReadTask
 from ..plan.compute import ActorPoolStrategy
@@ -49,12 +49,16 @@ class TaskResult:
     blocks: list[pa.Table]
     wall_s: float
     cpu_s: float
+    #: Per block: a ``map_batches`` result whose arrays its function did not keep (``blocks.ownership``).
+    fresh: tuple[bool, ...] = ()
 
 
 def _timed(gen: Iterator[pa.Table]) -> TaskResult:
     t0, c0 = time.perf_counter(), time.process_time()
-    blocks = [_tensors_in_transfer_file(b) for b in gen if b.num_rows > 0 or b.num_columns > 0]
-    return TaskResult(blocks, time.perf_counter() - t0, time.process_time() - c0)
+    with collecting_fresh() as marked:
+        blocks = [_tensors_in_transfer_file(b) for b in gen if b.num_rows > 0 or b.num_columns > 0]
+    fresh = tuple(marked.get(id(b)) is b for b in blocks)
+    return TaskResult(blocks, time.perf_counter() - t0, time.process_time() - c0, fresh)
 
 
 def _tensors_in_transfer_file(block: pa.Table) -> pa.Table:
@@ -156,8 +160,9 @@ class _Execution:
         for result in pool.imap(fn, items, ordered=self.ctx.preserve_order, name=name):
             self.stats.record_task(name, result.blocks, result.wall_s, result.cpu_s)
             if private is not None:
-                for block in result.blocks:
-                    if every_block or is_fresh(block):  # a UDF's return value it did not keep
+                fresh = result.fresh or (False,) * len(result.blocks)
+                for block, is_fresh in zip(result.blocks, fresh, strict=True):
+                    if every_block or is_fresh:  # is_fresh: a UDF's return value it did not keep
                         private[id(block)] = block
             yield from result.blocks
 
