@@ -113,11 +113,24 @@ def _base_ref_counts(array: np.ndarray) -> list[int] | None:
     return counts if last.flags.owndata else None
 
 
-def _calibrate() -> tuple[int, int, int]:
+def _count_sole_references() -> tuple[int, int, int]:
     batch = {"x": np.empty(2).reshape(1, 2)}  # held by this local only, as a returned batch nobody kept
     counts = ref_counts(batch)
     (base_refs,) = _base_ref_counts(batch["x"]) or [0]
     return counts[0], counts[1][0], base_refs
+
+
+def _calibrate() -> tuple[int, int, int]:
+    # Without a tracer: one that reads frame locals (a debugger at import) would hold extra
+    # references and raise the counts, and a later extra reference could then pass for none.
+    trace, profile = sys.gettrace(), sys.getprofile()
+    sys.settrace(None)
+    sys.setprofile(None)
+    try:
+        return _count_sole_references()
+    finally:
+        sys.settrace(trace)
+        sys.setprofile(profile)
 
 
 _SOLE_DICT_REFS, _SOLE_VALUE_REFS, _SOLE_BASE_REFS = _calibrate()
