@@ -134,6 +134,9 @@ def _calibrate() -> tuple[int, int, int]:
 
 
 _SOLE_DICT_REFS, _SOLE_VALUE_REFS, _SOLE_BASE_REFS = _calibrate()
+#: In a free-threaded build (no GIL) reference counts are split between threads and partly
+#: deferred, so they cannot prove that nothing else holds an object: nothing is fresh there.
+_COUNTS_ARE_EXACT = getattr(sys, "_is_gil_enabled", lambda: True)()
 
 
 def sole_owner(batch: Any, counts: tuple[int, list[int]]) -> bool:
@@ -150,7 +153,7 @@ def sole_owner(batch: Any, counts: tuple[int, list[int]]) -> bool:
         False
     """
     dict_refs, value_refs = counts
-    if dict_refs != _SOLE_DICT_REFS:
+    if not _COUNTS_ARE_EXACT or dict_refs != _SOLE_DICT_REFS:
         return False
     for value, refs in zip(batch.values(), value_refs, strict=True):
         if isinstance(value, (list, tuple)):
