@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from torchray_loader.blocks.ownership import collecting_fresh, mark_fresh, ref_counts, sole_owner
 
@@ -69,3 +71,56 @@ def test_marks_are_collected_per_task_and_only_there():
     del block
     gc.collect()
     assert len(fresh) == 0  # a mark lives no longer than its block
+
+
+class ReturnsInWays:
+    """A ``map_batches`` function returning ``batch["id"]`` in a planned way per call, keeping a
+    snapshot of everything it holds on to."""
+
+    def __init__(self, ways: list[str]) -> None:
+        self.ways = ways
+        self.calls = 0
+        self.held: list[tuple[object, np.ndarray]] = []  # (what it keeps, the values it must keep)
+
+    def __call__(self, batch: dict) -> dict:
+        way = self.ways[self.calls % len(self.ways)]
+        self.calls += 1
+        ids = batch["id"].copy()
+        if way == "fresh":
+            return {"id": ids}
+        if way == "reshaped":
+            return {"id": ids.reshape(-1, 1).reshape(-1)}  # views of a temporary only they reference
+        if way == "kept_array":
+            self.held.append((ids, ids.copy()))
+            return {"id": ids}
+        if way == "view_of_kept":
+            whole = np.concatenate([ids, [0]])
+            self.held.append((whole, whole.copy()))
+            return {"id": whole[:-1]}
+        kept = {"id": ids}  # "kept_dict"
+        self.held.append((kept["id"], ids.copy()))
+        return kept
+
+
+WAYS = ["fresh", "reshaped", "kept_array", "view_of_kept", "kept_dict"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(WAYS), min_size=1, max_size=6))
+def test_a_training_loop_writing_its_batches_never_changes_what_the_function_keeps(ways):
+    import torchray_loader as rd
+
+    ctx = rd.DataContext.get_current()
+    old, ctx.num_workers = ctx.num_workers, 0
+    try:
+        fn = ReturnsInWays(ways)
+        ds = rd.range(60, override_num_blocks=3).map_batches(fn, batch_size=10)
+        seen = []
+        for batch in ds.iter_torch_batches(batch_size=10):
+            seen.extend(batch["id"].tolist())
+            batch["id"].fill_(-1)
+    finally:
+        ctx.num_workers = old
+    assert seen == list(range(60))
+    for held, values in fn.held:
+        np.testing.assert_array_equal(held, values)
