@@ -50,7 +50,7 @@ class TaskResult:
     wall_s: float
     cpu_s: float
     #: Per block: a ``map_batches`` result whose arrays its function did not keep (``blocks.ownership``).
-    fresh: tuple[bool, ...] = ()
+    fresh: tuple[bool, ...]
 
 
 def _timed(gen: Iterator[pa.Table]) -> TaskResult:
@@ -160,8 +160,7 @@ class _Execution:
         for result in pool.imap(fn, items, ordered=self.ctx.preserve_order, name=name):
             self.stats.record_task(name, result.blocks, result.wall_s, result.cpu_s)
             if private is not None:
-                fresh = result.fresh or (False,) * len(result.blocks)
-                for block, is_fresh in zip(result.blocks, fresh, strict=True):
+                for block, is_fresh in zip(result.blocks, result.fresh, strict=True):
                     if every_block or is_fresh:  # is_fresh: a UDF's return value it did not keep
                         private[id(block)] = block
             yield from result.blocks

@@ -44,7 +44,7 @@ import pyarrow as pa
 
 from ..blocks import column_from_values, column_to_numpy
 from ..blocks.buffers import empty_rows
-from .binary import read_file_bytes
+from .binary import read_binary_unit, read_file_bytes
 from .errors import ReadErrorPolicy
 from .paths import (
     FileInfo,
@@ -536,7 +536,8 @@ def read_encoded_image_unit(
         >>> [t.column("image").type for t in read_encoded_image_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
         [DataType(binary)]
     """
-    yield pa.table({"image": pa.array([read_file_bytes(fs, unit.file.path)], pa.binary())})
+    for table in read_binary_unit(fs, unit, shown, policy, options):
+        yield table.rename_columns(["image"])
 
 
 def plan_images_on_device(
