@@ -223,6 +223,21 @@ def _row_features(row: dict[str, Any]) -> dict[str, Any]:
     return {"id": row["id"], "feat": np.full(3, row["id"], dtype=np.float32)}
 
 
+class NumpyBatchSampler:
+    """A hand-written batch sampler drawing its order from the global ``numpy.random``."""
+
+    def __init__(self, n: int, batch_size: int) -> None:
+        self.n, self.batch_size = n, batch_size
+
+    def __iter__(self) -> Any:
+        order = np.random.permutation(self.n).tolist()
+        for i in range(0, self.n, self.batch_size):
+            yield order[i : i + self.batch_size]
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.batch_size)
+
+
 def make_resume_loader(case: str, num_workers: int) -> Any:
     """The loaders of the resume tests, built identically in the test and in the fresh process."""
     import torchray_loader as rd
@@ -238,6 +253,14 @@ def make_resume_loader(case: str, num_workers: int) -> Any:
         return RayStyleLoader(TupleDS(23), batch_size=3, shuffle=True, num_workers=num_workers)
     if case == "map_no_batching":
         return RayStyleLoader(TensorDS(9), batch_size=None, shuffle=True, seed=2, num_workers=num_workers)
+    if case == "map_user_sampler_generator":
+        sampler = torch.utils.data.RandomSampler(range(21), generator=torch.Generator().manual_seed(6))
+        return RayStyleLoader(TensorDS(21), batch_size=4, sampler=sampler, num_workers=num_workers)
+    if case == "map_user_sampler_global":  # draws from torch's global RNG
+        sampler = torch.utils.data.RandomSampler(range(21))
+        return RayStyleLoader(TensorDS(21), batch_size=4, sampler=sampler, num_workers=num_workers)
+    if case == "map_user_batch_sampler_numpy":
+        return RayStyleLoader(TensorDS(19), batch_sampler=NumpyBatchSampler(19, 3), num_workers=num_workers)
     if case == "iterable":
         return RayStyleLoader(ShardedIterable(29), batch_size=3, num_workers=num_workers)
     if case == "iterable_dicts":
@@ -257,6 +280,9 @@ RESUME_CASES = [
     "map_seed",
     "map_unseeded",
     "map_no_batching",
+    "map_user_sampler_generator",
+    "map_user_sampler_global",
+    "map_user_batch_sampler_numpy",
     "iterable",
     "iterable_dicts",
     "arrow_shuffle",
@@ -264,7 +290,7 @@ RESUME_CASES = [
     "arrow_unseeded",
 ]
 #: Cases whose *next* epoch is reproducible in another process (no draw from the global RNG).
-RESUME_NEXT_EPOCH_REPRODUCIBLE = {"map_generator", "map_seed", "map_no_batching", "iterable", "iterable_dicts", "arrow_shuffle", "arrow_plain"}
+RESUME_NEXT_EPOCH_REPRODUCIBLE = {"map_generator", "map_seed", "map_no_batching", "map_user_sampler_generator", "iterable", "iterable_dicts", "arrow_shuffle", "arrow_plain"}
 
 
 def resume_main(jobs_path: str, out_path: str) -> None:

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from loader_cases import (
@@ -27,6 +29,12 @@ STOP_AFTER = {"map_no_batching": 4}
 WORKER_CHANGES = [(0, 2), (2, 0)]
 
 
+def _seed_globals(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def _job_key(case: str, before: int, after: int) -> str:
     return f"{case}:{before}->{after}"
 
@@ -40,10 +48,10 @@ def resumed(tmp_path_factory):
     for case in RESUME_CASES:
         for before, after in WORKER_CHANGES:
             key = _job_key(case, before, after)
-            torch.manual_seed(99)  # the unseeded cases draw from the global RNG: same draws twice
+            _seed_globals(99)  # the unseeded cases draw from the global RNGs: same draws twice
             ref = make_resume_loader(case, before)
             epoch1, epoch2 = list(ref), list(ref)
-            torch.manual_seed(99)
+            _seed_globals(99)
             loader = make_resume_loader(case, before)
             k = STOP_AFTER.get(case, 2)
             it = iter(loader)
@@ -106,6 +114,68 @@ def test_resume_with_user_generator_restores_its_state():
     fresh.load_state_dict(state)
     assert_same_batches(e1, head + list(fresh))
     assert_same_batches(e2, list(fresh))
+
+
+def test_set_epoch_after_loading_a_state_between_epochs_sets_that_epoch():
+    ref = RayStyleLoader(TensorDS(12), batch_size=4, shuffle=True, seed=5)
+    epochs = {}
+    for e in range(3):
+        ref.set_epoch(e)
+        epochs[e] = list(ref)
+    loader = RayStyleLoader(TensorDS(12), batch_size=4, shuffle=True, seed=5)
+    loader.set_epoch(0)
+    list(loader)
+    state = loader.state_dict()  # end of epoch 0, the usual checkpoint
+    fresh = RayStyleLoader(TensorDS(12), batch_size=4, shuffle=True, seed=5)
+    fresh.load_state_dict(state)
+    for e in (1, 2):
+        fresh.set_epoch(e)
+        assert_same_batches(epochs[e], list(fresh))
+
+
+def test_set_epoch_does_not_move_a_loaded_mid_epoch_state():
+    ref = RayStyleLoader(TensorDS(12), batch_size=4, shuffle=True, seed=5)
+    ref.set_epoch(2)
+    expected = list(ref)
+    loader = RayStyleLoader(TensorDS(12), batch_size=4, shuffle=True, seed=5)
+    loader.set_epoch(2)
+    it = iter(loader)
+    head = [next(it)]
+    fresh = RayStyleLoader(TensorDS(12), batch_size=4, shuffle=True, seed=5)
+    fresh.load_state_dict(loader.state_dict())
+    fresh.set_epoch(2)
+    assert_same_batches(expected, head + list(fresh))
+
+
+def test_user_sampler_state_loads_with_weights_only(tmp_path):
+    sampler = torch.utils.data.RandomSampler(range(10), generator=torch.Generator().manual_seed(1))
+    loader = RayStyleLoader(TensorDS(10), batch_size=3, sampler=sampler)
+    it = iter(loader)
+    head = [next(it)]
+    torch.save(loader.state_dict(), tmp_path / "state.pt")
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    sampler2 = torch.utils.data.RandomSampler(range(10), generator=torch.Generator().manual_seed(77))
+    fresh = RayStyleLoader(TensorDS(10), batch_size=3, sampler=sampler2)
+    fresh.load_state_dict(state)
+    rest = list(fresh)
+    assert sorted(int(b[0]) // 10 for b in torch.cat(head + rest)) == list(range(10))
+    assert_same_batches(head + list(it), head + rest)
+
+
+def test_resume_leaves_the_global_rngs_to_the_caller():
+    """The replayed first draw runs from the recorded state; the caller's own RNGs are given back."""
+    loader = RayStyleLoader(TensorDS(10), batch_size=3, sampler=torch.utils.data.RandomSampler(range(10)))
+    it = iter(loader)
+    next(it)
+    state = loader.state_dict()
+    fresh = RayStyleLoader(TensorDS(10), batch_size=3, sampler=torch.utils.data.RandomSampler(range(10)))
+    fresh.load_state_dict(state)
+    _seed_globals(3)
+    rest = iter(fresh)
+    next(rest)
+    after = (random.random(), float(np.random.rand()), torch.rand(1).item())
+    _seed_globals(3)
+    assert after == (random.random(), float(np.random.rand()), torch.rand(1).item())
 
 
 def test_set_epoch_makes_epochs_reproducible():

@@ -76,6 +76,7 @@ from .batched_fetch import batched_fetch
 from .collate import collate_into_transfer_file
 from .convert import numpy_to_torch_value
 from .device import DeviceFeeder, resolve_device
+from .sampler_rng import record_first, replay_first, sampler_generators
 from .sampling import (
     RoundRobinSplitter,
     distributed_rank_world,
@@ -386,6 +387,7 @@ class _Epoch:
     base_seed: int | None = None  # workers' base seed (drawn as DataLoader draws it)
     base_seed_drawn: bool = True  # whether this epoch drew it (not with persistent workers' later epochs)
     sampler_seed: int | None = None  # seed of the default RandomSampler when no generator is given
+    sampler_rng: dict[str, Any] | None = None  # RNG states a user's sampler drew this epoch from
     arrow_seed: int | None = None  # shuffle seed for a torchray Dataset
     layout: int = 0  # virtual workers of an IterableDataset epoch (its batches depend on it)
     started: bool = True  # False: a state taken between epochs (the next epoch has not begun)
@@ -567,7 +569,8 @@ class RayStyleLoader(IterableDataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch`` for the following iterations (seeds shuffles; forwarded to a sampler's
-        ``set_epoch``, e.g. ``DistributedSampler``).
+        ``set_epoch``, e.g. ``DistributedSampler``). After :meth:`load_state_dict` of a state taken
+        between epochs it sets the epoch that state starts; a state taken mid-epoch resumes its own.
 
         Example:
             >>> import torch
@@ -580,6 +583,11 @@ class RayStyleLoader(IterableDataset):
         if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
             raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
         self._explicit_epoch = int(epoch)
+        pending = self._pending
+        if pending is not None and pending.get("num_workers") is None and pending["batches_yielded"] == 0:
+            # A loaded state taken between epochs only says where the next epoch starts; a resumed
+            # mid-epoch state keeps its own epoch (its batches are fixed).
+            pending["epoch"] = int(epoch)
         for s in (self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):
             if s is not None and hasattr(s, "set_epoch"):
                 s.set_epoch(int(epoch))
@@ -781,6 +789,7 @@ class RayStyleLoader(IterableDataset):
             "base_seed": ep.base_seed,
             "base_seed_drawn": ep.base_seed_drawn,
             "sampler_seed": ep.sampler_seed,
+            "sampler_rng": ep.sampler_rng,
             "arrow_seed": ep.arrow_seed,
             "num_workers": ep.layout if ep.started else None,
         }
@@ -796,6 +805,7 @@ class RayStyleLoader(IterableDataset):
                 base_seed=pending.get("base_seed"),
                 base_seed_drawn=bool(pending.get("base_seed_drawn", True)),
                 sampler_seed=pending.get("sampler_seed"),
+                sampler_rng=pending.get("sampler_rng"),
                 arrow_seed=pending.get("arrow_seed"),
             )
             # A started epoch keeps its worker layout (an IterableDataset's batches depend on it).
@@ -966,8 +976,23 @@ class RayStyleLoader(IterableDataset):
         return self.sampler
 
     def _index_stream(self, ep: _Epoch) -> Iterator[Any]:
-        """The epoch's index batches (or single indices without auto-collation) for this rank."""
+        """The epoch's index batches (or single indices without auto-collation) for this rank.
+
+        A sampler or batch sampler the user gave draws from RNGs this loader does not seed: the
+        states it starts from are recorded with the epoch (``sampler_rng``) and replayed on resume."""
         sampler = self._epoch_sampler(ep)
+        if not self._user_sampler:
+            return self._indices(sampler)
+        gens = sampler_generators(self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None))
+        if ep.sampler_rng is not None:  # a resumed epoch
+            return replay_first(lambda: self._indices(sampler), ep.sampler_rng, gens)
+
+        def record(state: dict[str, Any]) -> None:
+            ep.sampler_rng = state
+
+        return record_first(lambda: self._indices(sampler), gens, record)
+
+    def _indices(self, sampler: Any) -> Iterator[Any]:
         rank, world = self._rank_world()
         if world > 1:
             order = list(iter(sampler))
