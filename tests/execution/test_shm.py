@@ -7,6 +7,7 @@ import mmap
 import os
 import pickle
 import stat
+import sys
 import time
 
 import numpy as np
@@ -126,6 +127,79 @@ def test_torch_tensors_go_out_of_band():
     assert out["grad"].requires_grad  # handled by torch's own reduction
     assert _in_ranges(out["t"].data_ptr(), _mapped_ranges(ref.path))
     out["t"][0, 0] = 42.0  # writable, no warning about non-writable numpy arrays
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+@pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2", "complex32", "uint16"])
+def test_tensors_of_dtypes_numpy_lacks_cross_as_their_bits(dtype):
+    if not hasattr(torch, dtype):
+        pytest.skip(f"this torch has no {dtype}")
+    t = torch.arange(64, dtype=torch.float32).reshape(8, 8).to(getattr(torch, dtype))
+    out = shm.loads_from_shm(shm.dumps_to_shm({"t": t, "scalar": t[1, 2]}))
+    assert out["t"].dtype == t.dtype and out["t"].view(torch.uint8).tolist() == t.view(torch.uint8).tolist()
+    scalar = out["scalar"]
+    assert scalar.shape == () and scalar.dtype == t.dtype
+    assert scalar.reshape(1).view(torch.uint8).tolist() == t[1, 2].reshape(1).view(torch.uint8).tolist()
+
+
+MAIN_SCRIPT = """
+import collections, sys
+import torch
+from torch.utils.data import Dataset
+from torchray_loader import RayStyleLoader
+
+Point = collections.namedtuple("Point", "x y")
+
+class Marker:
+    pass
+
+class BadSample(Exception):
+    pass
+
+class Points(Dataset):
+    def __len__(self):
+        return 6
+    def __getitem__(self, i):
+        if i == 5:
+            raise BadSample(i)
+        return Point(torch.tensor(i), Marker())
+
+if __name__ == "__main__":
+    loader = RayStyleLoader(Points(), batch_size=2, num_workers=2, collate_fn=list, multiprocessing_context=sys.argv[1])
+    it = iter(loader)
+    batch = next(it)
+    assert type(batch[0]) is Point and isinstance(batch[0].y, Marker), type(batch[0])
+    try:
+        list(it)
+    except BadSample:
+        print("ok")
+"""
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_script_classes_sent_back_by_workers_are_the_scripts_own(tmp_path, start_method):
+    """A worker names ``__main__`` classes by reference: ``isinstance`` and ``except`` work."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(MAIN_SCRIPT)
+    proc = subprocess.run([sys.executable, str(script), start_method], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
+
+
+def test_main_classes_go_by_value_from_the_consumer(monkeypatch):
+    """Towards workers (which may not have the script's ``__main__``) classes still go by value."""
+    import types
+
+    main = types.ModuleType("__main__")
+    exec("class Local:\n    pass\n", main.__dict__)
+    main.Local.__module__ = "__main__"
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert b"_from_main" not in shm.dumps(main.Local)
+    monkeypatch.setattr(shm, "_MAIN_BY_REFERENCE", True)
+    data = shm.dumps(main.Local)
+    assert b"_from_main" in data and pickle.loads(data) is main.Local
 
 
 def test_torch_is_not_imported_for_transfers():

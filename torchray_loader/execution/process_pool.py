@@ -287,6 +287,7 @@ def _worker_main(
 ) -> None:
     """Body of a worker process: run tasks until told to stop or the parent disappears."""
     WORKER_SHARED.update(shared)
+    shm.send_main_by_reference()
     # Ctrl-C goes to the whole process group; the consumer handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     for fd in inherited_fds:  # (fork) the consumer's ends of other workers' pipes

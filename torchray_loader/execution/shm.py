@@ -59,6 +59,7 @@ import stat
 import sys
 import tempfile
 import threading
+import types
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -83,6 +84,7 @@ __all__ = [
     "loads_from_shm",
     "shm_dirs",
     "stop_recycling",
+    "send_main_by_reference",
     "sweep",
     "sweep_dead_owners",
 ]
@@ -170,8 +172,39 @@ def _tensor_from_numpy(arr: Any, dtype_name: str | None) -> Any:
     return t
 
 
+#: Set in worker processes (:func:`send_main_by_reference`). Invariant: what a worker sends back
+#: names a class or function of its ``__main__`` by reference, so the consumer gets its own object
+#: (``isinstance`` and ``except`` work as with DataLoader), not a by-value copy made anew.
+_MAIN_BY_REFERENCE = False
+_MAIN_MODULES = ("__main__", "__mp_main__")  # the script, as run or as a spawn worker re-ran it
+
+
+def send_main_by_reference() -> None:
+    """Make this (worker) process pickle its ``__main__`` classes and functions by reference."""
+    global _MAIN_BY_REFERENCE
+    _MAIN_BY_REFERENCE = True
+
+
+def _from_main(qualname: str) -> Any:
+    obj: Any = sys.modules["__main__"]
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _main_reference(obj: Any) -> tuple[Any, ...] | None:
+    if not isinstance(obj, (type, types.FunctionType)) or getattr(obj, "__module__", None) not in _MAIN_MODULES:
+        return None
+    qualname = getattr(obj, "__qualname__", "")
+    try:
+        found = _from_main(qualname) is obj  # not a class made in a function, nor one rebuilt by value
+    except AttributeError:
+        return None
+    return (_from_main, (qualname,)) if found else None
+
+
 class _Pickler(cloudpickle.Pickler):
-    """cloudpickle (lambdas, closures, ``__main__`` classes by value), plus:
+    """cloudpickle (lambdas, closures, ``__main__`` classes by value; by reference from a worker), plus:
 
     * CPU torch tensors as numpy arrays, so their data goes out of band like any array;
     * sliced Arrow tables/record batches as an Arrow IPC stream: pyarrow pickles the *whole* buffers
@@ -188,6 +221,10 @@ class _Pickler(cloudpickle.Pickler):
         pa = sys.modules.get("pyarrow")
         if pa is not None and (t is pa.Table or t is pa.RecordBatch):
             reduced = _reduce_sliced_arrow(pa, obj)
+            if reduced is not None:
+                return reduced
+        if _MAIN_BY_REFERENCE:
+            reduced = _main_reference(obj)
             if reduced is not None:
                 return reduced
         return super().reducer_override(obj)
@@ -230,13 +267,18 @@ def _reduce_tensor(torch: Any, t: Any) -> tuple[Any, ...] | None:
     ):
         return None  # torch's own reduction handles these
     dtype_name = None
-    if t.dtype == torch.bfloat16:
-        t, dtype_name = t.view(torch.int16), "bfloat16"
     try:
         arr = t.contiguous().numpy()
-    except (TypeError, RuntimeError):  # dtypes numpy lacks (float8...)
-        return None
+    except (TypeError, RuntimeError):  # dtypes numpy lacks (bfloat16, float8...): their bits as ints
+        same_size = _INT_OF_SIZE.get(t.element_size())
+        if same_size is None:
+            return None
+        dtype_name = str(t.dtype).removeprefix("torch.")
+        arr = t.contiguous().view(getattr(torch, same_size)).numpy()
     return (_tensor_from_numpy, (arr, dtype_name))
+
+
+_INT_OF_SIZE = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
 
 
 def dumps(obj: Any, buffer_callback: Any = None) -> bytes:
