@@ -22,8 +22,8 @@ class TorchRayError(Exception):
     """Root of every exception raised by torchray_loader itself."""
 
 
-class UserCodeError(TorchRayError):
-    """User code failed inside a worker.
+class UserCodeError(TorchRayError, RuntimeError):
+    """User code failed inside a worker (a ``RuntimeError``, as DataLoader's re-raised worker errors).
 
     Carries the operator name and the formatted worker traceback. The consumer raises the original
     exception ``from`` this one, so ``except ValueError`` still works and the traceback shows both.
@@ -43,8 +43,9 @@ class UserCodeError(TorchRayError):
         return (type(self), (self.operator, self.worker_traceback))
 
 
-class WorkerDiedError(TorchRayError):
-    """A worker process died (signal, OOM, ``os._exit``) and its task ran out of retries."""
+class WorkerDiedError(TorchRayError, RuntimeError):
+    """A worker process died (signal, OOM, ``os._exit``) and its task ran out of retries (a
+    ``RuntimeError``, as DataLoader's "worker ... is killed")."""
 
 
 class TaskTimeoutError(TorchRayError, TimeoutError):

@@ -133,5 +133,11 @@ def test_timeout_raises_like_dataloader(no_leaks):
 
 
 def test_dead_worker_raises_instead_of_hanging(no_leaks):
-    with pytest.raises(WorkerDiedError, match="exit code 3"):
+    with pytest.raises(WorkerDiedError, match="exit code 3") as info:
         list(RayStyleLoader(DyingDS(), batch_size=2, num_workers=2))
+    assert isinstance(info.value, RuntimeError)  # what `except RuntimeError` written for DataLoader catches
+
+
+def test_zero_prefetch_factor_is_refused():
+    with pytest.raises(ValueError, match="prefetch_factor must be a positive int, got 0"):
+        RayStyleLoader(TensorDS(), num_workers=1, prefetch_factor=0)

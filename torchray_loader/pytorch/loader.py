@@ -541,6 +541,10 @@ class RayStyleLoader(IterableDataset):
         self.multiprocessing_context = probe.multiprocessing_context
         self.generator = generator
         self.prefetch_factor = probe.prefetch_factor
+        if self.prefetch_factor is not None and (
+            isinstance(self.prefetch_factor, bool) or not isinstance(self.prefetch_factor, int) or self.prefetch_factor < 1
+        ):  # DataLoader asserts this when it starts its workers
+            raise ValueError(f"prefetch_factor must be a positive int, got {self.prefetch_factor!r}")
         self.persistent_workers = persistent_workers
         self.in_order = in_order  # results are always delivered in order (deterministic)
         self.device = device
