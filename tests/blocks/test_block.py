@@ -30,3 +30,35 @@ def test_take_rows_equals_arrow_take(sizes, fraction):
     assert got.column("id").to_pylist() == want.column("id").to_pylist()
     assert np.array_equal(got.column("image").combine_chunks().to_numpy_ndarray(),
                           want.column("image").combine_chunks().to_numpy_ndarray())
+
+
+# ------------------------------------------------------------------ nulls and lists, as Ray gives them
+
+
+def _pandas_dtypes(df):
+    import pandas as pd
+
+    return pd.DataFrame({k: [str(v)] for k, v in df.dtypes.items()})
+
+
+def test_pandas_columns_with_nulls_round_trip_as_nulls():
+    import pandas as pd
+
+    import torchray_loader as rd
+
+    df = pd.DataFrame({"i": pd.array([1, None], dtype="Int64"), "s": pd.Series(["x", None], dtype="str"), "n": [1, 2]})
+    assert rd.from_pandas(df).take_all() == [{"i": 1, "s": "x", "n": 1}, {"i": None, "s": None, "n": 2}]
+    rows = [{"i": 1, "s": "a"}, {"i": None, "s": None}]
+    ds = rd.from_items(rows, override_num_blocks=1)
+    assert ds.map_batches(lambda df: df, batch_format="pandas").take_all() == rows
+    dtypes = ds.map_batches(_pandas_dtypes, batch_format="pandas").take_all()[0]
+    assert dtypes == {"i": "int64[pyarrow]", "s": "string[pyarrow]"}  # Ray's dtypes for columns with nulls
+
+
+def test_rows_hold_python_lists_and_none():
+    from torchray_loader.blocks.block import block_to_rows
+
+    t = pa.table({"l": [[1, 2], [3]], "f": [1.5, None], "t": column_from_values([np.zeros(2), np.ones(2)])})
+    rows = list(block_to_rows(t))
+    assert rows[0]["l"] == [1, 2] and type(rows[0]["l"]) is list and rows[1]["f"] is None
+    assert isinstance(rows[1]["t"], np.ndarray) and rows[1]["t"].tolist() == [1.0, 1.0]  # tensors stay arrays

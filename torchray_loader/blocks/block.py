@@ -157,6 +157,11 @@ def block_from_batch(batch: Any, *, producer: str = "UDF") -> pa.Table:
     for name, values in batch.items():
         if not isinstance(name, str):
             raise TypeError(f"{producer} returned a column name that is not a str: {name!r}")
+        if values is None or isinstance(values, (str, bytes, int, float, complex, np.generic)) or getattr(values, "ndim", None) == 0:
+            raise TypeError(
+                f"{producer} returned column {name!r} as a single {type(values).__name__} ({values!r:.60}); a column "
+                "holds one value per row: a list, numpy array, tensor or Arrow array (e.g. [value] * n)"
+            )
         col = column_from_values(values)
         columns[name] = col
         lengths[name] = len(col)
@@ -171,8 +176,10 @@ def _block_from_pandas(df: Any) -> pa.Table:
         series = df[name]
         if series.dtype == object:
             columns[str(name)] = column_from_values(list(series))
-        else:
+        elif isinstance(series.dtype, np.dtype):
             columns[str(name)] = pa.array(series.to_numpy())
+        else:  # pandas' own dtypes (nullable ints, str, pyarrow-backed, categorical): nulls stay null
+            columns[str(name)] = pa.array(series)
     if not columns:
         return pa.table({}).take([]) if len(df) == 0 else pa.Table.from_pydict({}).append_column(
             "__dummy", pa.nulls(len(df))
@@ -181,24 +188,28 @@ def _block_from_pandas(df: Any) -> pa.Table:
 
 
 def block_from_rows(rows: Sequence[Any], *, producer: str = "UDF") -> pa.Table:
-    """A block from row dicts. Every row must be a dict; missing keys are an error.
+    """A block from row dicts. Every row must be a dict; a key some rows lack is ``None`` (null) in
+    them, as in Ray (columns in the order their keys first appear).
 
     Example:
-        >>> block_from_rows([{"a": 1}, {"a": 2}]).column("a").to_pylist()
-        [1, 2]
+        >>> block_from_rows([{"a": 1}, {"a": 2, "b": "x"}]).to_pylist()
+        [{'a': 1, 'b': None}, {'a': 2, 'b': 'x'}]
     """
     if not rows:
         return empty_block()
-    names: list[str] | None = None
+    names: dict[str, None] = {}
+    uniform = True
     for row in rows:
         if not isinstance(row, Mapping):
             raise TypeError(f"{producer} must return a dict per row, got {type(row).__name__}: {row!r:.80}")
-        if names is None:
-            names = list(row.keys())
-        elif len(row) != len(names) or any(k not in row for k in names):
-            raise ValueError(f"{producer} returned rows with different keys: {names} vs {list(row.keys())}")
-    assert names is not None
-    return block_from_batch({name: [row[name] for row in rows] for name in names}, producer=producer)
+        if not names:
+            names = dict.fromkeys(row)
+        elif len(row) != len(names) or any(k not in names for k in row):
+            uniform = False
+            names.update(dict.fromkeys(row))
+    if uniform:
+        return block_from_batch({name: [row[name] for row in rows] for name in names}, producer=producer)
+    return block_from_batch({name: [row.get(name) for row in rows] for name in names}, producer=producer)
 
 
 def _numpy_column(col: Any, writable: bool) -> np.ndarray:
@@ -230,9 +241,30 @@ def block_to_batch(block: pa.Table | ObjectBlock, batch_format: str, *, writable
 
     data = {}
     for name in block.column_names:
-        arr = column_to_numpy(block.column(name))
+        col = block.column(name)
+        if col.null_count and _arrow_native(col.type):
+            # A column with nulls keeps them, in the pyarrow-backed dtype Ray's pandas batches use
+            # (numpy would make ints floats and strings NaN-filled objects).
+            data[name] = col.to_pandas(types_mapper=pd.ArrowDtype)
+            continue
+        arr = column_to_numpy(col)
         data[name] = list(arr) if arr.ndim > 1 else arr
     return pd.DataFrame(data, index=pd.RangeIndex(block.num_rows))
+
+
+def _arrow_native(t: pa.DataType) -> bool:
+    """Whether pandas can hold ``t`` as a pyarrow-backed dtype (not one of this package's extension
+    types: tensors and Python objects keep their numpy/object form)."""
+    return not isinstance(t, pa.ExtensionType)
+
+
+def _row_column(col: pa.ChunkedArray, writable: bool) -> Any:
+    """A column's row values: Python values, as Ray's rows hold them, for list columns (lists) and
+    columns with nulls (``None``, not NaN); numpy for the rest (tensors stay arrays)."""
+    t = col.type
+    if _arrow_native(t) and (col.null_count or pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+        return col.to_pylist()
+    return _numpy_column(col, writable)
 
 
 def _row_value(v: Any) -> Any:
@@ -242,8 +274,8 @@ def _row_value(v: Any) -> Any:
 
 
 def block_to_rows(block: pa.Table | ObjectBlock, *, writable: bool = False) -> Iterator[dict[str, Any]]:
-    """Rows of a block as dicts: Python scalars, str, and numpy arrays for tensor columns
-    (read-only views into the block unless ``writable``).
+    """Rows of a block as dicts: Python scalars, str, lists, ``None`` for nulls, and numpy arrays for
+    tensor columns (read-only views into the block unless ``writable``).
 
     Example:
         >>> import pyarrow as pa
@@ -254,7 +286,7 @@ def block_to_rows(block: pa.Table | ObjectBlock, *, writable: bool = False) -> I
         yield from block.to_rows()
         return
     names = block.column_names
-    cols = [_numpy_column(block.column(n), writable) for n in names]
+    cols = [_row_column(block.column(n), writable) for n in names]
     for i in range(block.num_rows):
         yield {n: _row_value(c[i]) for n, c in zip(names, cols, strict=True)}
 
