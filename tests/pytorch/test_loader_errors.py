@@ -141,3 +141,16 @@ def test_dead_worker_raises_instead_of_hanging(no_leaks):
 def test_zero_prefetch_factor_is_refused():
     with pytest.raises(ValueError, match="prefetch_factor must be a positive int, got 0"):
         RayStyleLoader(TensorDS(), num_workers=1, prefetch_factor=0)
+
+
+def test_data_that_is_no_dataset_is_refused_at_construction():
+    with pytest.raises(TypeError, match="data must be a torchray Dataset"):
+        RayStyleLoader(5)
+
+
+@pytest.mark.parametrize("field,value", [("epoch", -3), ("batches_yielded", -1), ("epoch", "1")])
+def test_a_state_with_bad_counters_is_refused(field, value):
+    loader = RayStyleLoader(TensorDS(4), batch_size=2)
+    state = dict(loader.state_dict(), **{field: value})
+    with pytest.raises(ValueError, match=f"state\\['{field}'\\] must be a non-negative int"):
+        loader.load_state_dict(state)

@@ -40,7 +40,20 @@ def heavy(batch):
     time.sleep(0.02)
     return {"id": batch["id"], "x": np.ones((len(batch["id"]), 20_000), np.float32)}  # 80 kB per row
 
+def slow(batch):
+    time.sleep(0.2)
+    return batch
+
+def init_worker(worker_id):
+    pass
+
 def batches():
+    if mode.startswith("shuffle"):  # the shuffle gathers its whole input before its first batch
+        return rd.range(4000, override_num_blocks=80).map_batches(slow).random_shuffle(seed=0).iter_batches(batch_size=25)
+    if mode.startswith("loader-map"):  # a torch map-style dataset fetched in the workers
+        import torch
+        ds = torch.utils.data.TensorDataset(torch.ones(400, 20_000))
+        return rd.RayStyleLoader(ds, batch_size=25, num_workers=2, worker_init_fn=init_worker)
     if mode.startswith("loader"):
         import torch
         ds = rd.range(4000, override_num_blocks=80).map_batches(heavy)
@@ -61,7 +74,25 @@ def fault():
     elif mode == "uncaught":
         raise RuntimeError("boom in the training loop")
 
-if mode in ("fall-off", "loader-fall-off"):
+if mode == "shuffle-caught-sigint":
+    import threading
+    sent = []
+    def interrupt():
+        time.sleep(1.5)
+        sent.append(time.monotonic())
+        fault()
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        for b in batches():
+            pass
+    except KeyboardInterrupt:
+        t0 = time.monotonic()
+        while children() and time.monotonic() - t0 < 15:
+            time.sleep(0.05)
+        files = [f for f in os.listdir("/dev/shm") if f.startswith(f"torchray_{os.getpid()}_")]
+        # seconds: from Ctrl-C until the loop's except block ran and the workers were gone
+        report(interrupted=True, left=children(), seconds=time.monotonic() - sent[0], shm=files)
+elif mode in ("fall-off", "loader-fall-off", "loader-map-fall-off"):
     it = iter(batches())
     for _ in range(3):
         next(it)
@@ -93,8 +124,14 @@ DATASET_MODES = {
     "uncaught": 1,
     "caught-sigint": 0,
     "uncaught-sigint": -signal.SIGINT,  # Python re-raises SIGINT to die of it
+    "shuffle-caught-sigint": 0,  # Ctrl-C while an all-to-all step gathers its input
 }
-LOADER_MODES = {"loader-fall-off": 0, "loader-caught-sigint": 0, "loader-uncaught-sigint": -signal.SIGINT}
+LOADER_MODES = {
+    "loader-fall-off": 0,
+    "loader-map-fall-off": 0,
+    "loader-caught-sigint": 0,
+    "loader-uncaught-sigint": -signal.SIGINT,
+}
 
 
 def run_modes(modes: dict[str, int]) -> None:
@@ -117,7 +154,7 @@ def run_modes(modes: dict[str, int]) -> None:
         files = transfer_files(first["pid"])
         if files:
             problems.append(f"{mode}: shared-memory files left behind: {files}")
-        if mode in ("caught-sigint", "loader-caught-sigint"):
+        if mode.endswith("caught-sigint") and not mode.endswith("uncaught-sigint"):
             after = reports[-1]
             if not after.get("interrupted"):
                 problems.append(f"{mode}: KeyboardInterrupt did not reach the training loop: {reports}")

@@ -29,6 +29,7 @@ import pyarrow as pa
 
 from ..blocks import buffers, column_from_values, column_to_numpy
 from ..blocks.ownership import collecting_fresh
+from ..cancellation import check_cancelled
 from ..context import DataContext
 from ..io.read_task import ReadTask
 from ..plan.compute import ActorPoolStrategy
@@ -221,7 +222,15 @@ class _Execution:
                 yield from self.iter_op(permuted)
                 return
         t0 = time.perf_counter()
-        blocks = list(self.iter_op(op.input))
+        blocks = []
+        upstream = self.iter_op(op.input)
+        try:
+            for block in upstream:
+                check_cancelled()  # the whole input arrives before the first output: stop on the way
+                blocks.append(block)
+        finally:
+            upstream.close()
+        check_cancelled()
         out = op.fn(blocks, seed)
         self.stats.record_task(op.name, out, time.perf_counter() - t0, 0.0)
         yield from out

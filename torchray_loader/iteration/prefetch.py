@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+from ..cancellation import cancellable
 from ..exit_steps import at_exit
 
 __all__ = ["prefetch"]
@@ -95,12 +96,13 @@ def prefetch(
     def run() -> None:
         it = None
         try:
-            it = make_iter()
-            for item in it:
-                if not put(item):
-                    break
-            else:
-                put(_DONE)
+            with cancellable(stop):  # long steps of the source stop when the consumer does
+                it = make_iter()
+                for item in it:
+                    if not put(item):
+                        break
+                else:
+                    put(_DONE)
         except BaseException as exc:  # noqa: BLE001 - forwarded to the consumer
             put(_Raised(exc))
         finally:

@@ -49,7 +49,10 @@ def resolve_device(device: str | torch.device | None) -> torch.device | None:
     """
     if device is None or device == "auto":
         return None
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must be 'auto', None or a torch device (e.g. 'cpu', 'cuda:0'), got {device!r}") from exc
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available")
     return dev

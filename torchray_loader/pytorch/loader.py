@@ -128,6 +128,8 @@ class _Slot:
 
 
 _SLOTS: dict[str, _Slot] = {}
+# spec.key -> (epoch key, replica iterator). One entry per virtual worker: a new epoch replaces it.
+_ITERS: dict[str, tuple[str, _IterState]] = {}
 
 
 def _rng_get() -> tuple[Any, Any, Any]:
@@ -171,12 +173,13 @@ def _as_worker(spec: _WorkerSpec, dataset: Any) -> Iterator[None]:
             _rng_set(saved)
 
 
-def _forget_workers(prefix: str) -> None:
-    """Drop this process's state of the virtual workers whose key starts with ``prefix``."""
-    for key in [k for k in _SLOTS if k.startswith(prefix)]:
-        del _SLOTS[key]
-    for key in [k for k in _ITERS if k.startswith(prefix)]:
-        del _ITERS[key]
+def _forget_workers(prefix: str, slots: dict[str, Any] = _SLOTS, iters: dict[str, Any] = _ITERS) -> None:
+    """Drop this process's state of the virtual workers whose key starts with ``prefix``. (The
+    registries are bound as defaults: this also runs in module teardown, when globals are None.)"""
+    for key in [k for k in slots if k.startswith(prefix)]:
+        del slots[key]
+    for key in [k for k in iters if k.startswith(prefix)]:
+        del iters[key]
 
 
 def _collate(collate_fn: Callable[[Any], Any], data: Any) -> Any:
@@ -236,9 +239,6 @@ class _IterState:
         self.it = it
         self.ended = it is None
 
-
-# spec.key -> (epoch key, replica iterator). One entry per virtual worker: a new epoch replaces it.
-_ITERS: dict[str, tuple[str, _IterState]] = {}
 
 
 def _next_iterable_batch(
@@ -507,6 +507,11 @@ class RayStyleLoader(IterableDataset):
         else:
             if isinstance(data, RayStyleLoader):
                 raise TypeError("data is already a RayStyleLoader")
+            if not isinstance(data, IterableDataset) and not hasattr(data, "__getitem__"):
+                raise TypeError(
+                    "data must be a torchray Dataset, a torch map-style Dataset (with __getitem__) or a torch "
+                    f"IterableDataset, got {type(data).__name__}"
+                )
             probe = DataLoader(
                 data, batch_size, shuffle, sampler, batch_sampler, num_workers, collate_fn, pin_memory, drop_last,
                 timeout, worker_init_fn, multiprocessing_context, generator, prefetch_factor=prefetch_factor,
@@ -633,8 +638,10 @@ class RayStyleLoader(IterableDataset):
             raise ValueError(f"not a RayStyleLoader state (version {_STATE_VERSION}): {state!r}")
         if state.get("kind") != self._kind:
             raise ValueError(f"state is for a {state.get('kind')!r} loader, this one iterates a {self._kind!r} input")
-        if not isinstance(state.get("batches_yielded"), int) or state["batches_yielded"] < 0:
-            raise ValueError("state['batches_yielded'] must be a non-negative int")
+        for field_name in ("epoch", "batches_yielded"):
+            value = state.get(field_name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"state[{field_name!r}] must be a non-negative int, got {value!r}")
         self._pending = dict(state)
         self._epoch_counter = int(state["epoch"])
         self._explicit_epoch = None
@@ -1047,6 +1054,9 @@ class RayStyleLoader(IterableDataset):
         splitter = RoundRobinSplitter(stream, processes)
         dataset = self._dataset_ref()
         gens: list[Iterator[Any]] = []
+        # Bound now: an iterator left open at interpreter exit is finalized after module globals are
+        # cleared, and its ``finally`` must still close the pools quietly.
+        close_pools, forget_workers = _close_pools, _forget_workers
         try:
             for v, pool in enumerate(pools):
                 spec = _WorkerSpec(f"{key}-{v}", v, processes, ep.base_seed or 0, self.worker_init_fn, os.getpid())
@@ -1064,8 +1074,8 @@ class RayStyleLoader(IterableDataset):
             for g in gens:
                 g.close()  # type: ignore[attr-defined]
             if not persistent:
-                _close_pools(pools)
-                _forget_workers(key)
+                close_pools(pools)
+                forget_workers(key)
             else:
                 self._release_persistent()
 
@@ -1104,6 +1114,7 @@ class RayStyleLoader(IterableDataset):
         epoch_key = uuid.uuid4().hex
         dataset = self._dataset_ref()
         gens: list[Iterator[Any]] = []
+        close_pools, forget_workers = _close_pools, _forget_workers  # bound now, as in _fetch_map
         try:
             for v, pool in enumerate(pools):
                 spec = _WorkerSpec(f"{key}-{v}", v, workers, ep.base_seed or 0, self.worker_init_fn, os.getpid())
@@ -1126,8 +1137,8 @@ class RayStyleLoader(IterableDataset):
             for g in gens:
                 g.close()  # type: ignore[attr-defined]
             if not persistent:
-                _close_pools(pools)
-                _forget_workers(key)
+                close_pools(pools)
+                forget_workers(key)
             else:
                 self._release_persistent()
 
