@@ -512,3 +512,47 @@ def test_an_in_memory_dataset_makes_batches_in_the_callers_thread_and_a_read_one
     assert _prefetch_threads() == 1
     it.close()
     assert _prefetch_threads() == 0
+
+
+# ------------------------------------------------------------------ argument checks, as Ray makes them
+
+
+def test_rename_columns_takes_a_list_of_new_names():
+    ds = rd.from_items([{"a": 1, "b": 2}])
+    assert ds.rename_columns(["x", "y"]).take_all() == [{"x": 1, "y": 2}]
+    with pytest.raises(ValueError, match="2 columns"):
+        ds.rename_columns(["x"])
+
+
+def test_collate_fn_with_dtypes_is_refused():
+    with pytest.raises(ValueError, match="collate_fn cannot be used with dtypes"):
+        rd.range(4).iter_torch_batches(batch_size=2, collate_fn=lambda b: b, dtypes=torch.float32)
+
+
+@pytest.mark.parametrize("method", ["map", "map_batches", "flat_map", "filter"])
+def test_misspelled_keywords_are_refused_and_ray_options_accepted(method):
+    fn = {"map": lambda r: r, "map_batches": lambda b: b, "flat_map": lambda r: [r], "filter": lambda r: True}[method]
+    with pytest.raises(TypeError, match=r"\['batchsize'\]"):
+        getattr(rd.range(4), method)(fn, batchsize=2)
+    assert getattr(rd.range(4), method)(fn, num_cpus=1, memory=1 << 20).count() == 4  # Ray's options: ignored here
+
+
+@pytest.mark.parametrize("value", [5, "x", None, np.float32(1.0), np.array(3)])
+def test_a_column_given_as_one_value_names_the_column(value):
+    with pytest.raises(TypeError, match="column 'x' as a single"):
+        rd.range(2).map_batches(lambda b: {"x": value}).take_all()
+
+
+@pytest.mark.parametrize("seed", ["a", 1.5, -1, True])
+def test_bad_seeds_are_refused_naming_the_argument(seed):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        rd.range(4).random_shuffle(seed=seed)
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
+        rd.range(4).randomize_block_order(seed=seed)
+    with pytest.raises(ValueError, match="local_shuffle_seed must be an int >= 0"):
+        list(rd.range(4).iter_batches(local_shuffle_buffer_size=2, local_shuffle_seed=seed))
+
+
+def test_a_bad_device_names_the_argument():
+    with pytest.raises(ValueError, match="device must be"):
+        list(rd.range(4).iter_torch_batches(device="nope"))

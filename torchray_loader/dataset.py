@@ -31,6 +31,7 @@ from .plan import (
     resolve_compute,
 )
 from .plan.compute import ComputeStrategy, TaskPoolStrategy
+from .plan.expressions import ArrowFilter
 from .plan.transforms import (
     AddColumn,
     BlockTransform,
@@ -58,6 +59,27 @@ DEFAULT_ITER_BATCH_SIZE = 256
 _ROW_PRESERVING = (MapRows, AddColumn, SelectColumns, DropColumns, RenameColumns)
 
 
+#: Ray's remote-function and actor options, which Ray Data's transforms pass on to Ray (`to_ray()`
+#: keeps the pipeline's transforms, not these): accepted and ignored here, anything else is a typo.
+_RAY_REMOTE_OPTIONS = frozenset({
+    "accelerator_type", "allow_out_of_order_execution", "concurrency_groups", "enable_task_events",
+    "enable_tensor_transport", "fallback_strategy", "get_if_exists", "label_selector", "lifetime", "max_calls",
+    "max_concurrency", "max_pending_calls", "max_restarts", "max_retries", "max_task_retries", "memory", "name",
+    "namespace", "num_cpus", "num_gpus", "num_returns", "object_store_memory", "placement_group",
+    "placement_group_bundle_index", "placement_group_capture_child_tasks", "resources", "retry_exceptions",
+    "runtime_env", "scheduling_strategy", "_labels", "_generator_backpressure_num_objects",
+})
+
+
+def _check_remote_args(args: Mapping[str, Any], method: str) -> None:
+    unknown = sorted(k for k in args if k not in _RAY_REMOTE_OPTIONS)
+    if unknown:
+        raise TypeError(
+            f"{method}() got unexpected keyword argument(s) {unknown}: besides its own arguments it takes only Ray's "
+            "remote options (num_cpus, num_gpus, memory, resources, ...)"
+        )
+
+
 def _check_fn(fn: Any, name: str = "fn") -> None:
     if not callable(fn):
         raise TypeError(f"{name} must be a function or a callable class, got {type(fn).__name__}")
@@ -67,6 +89,11 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _check_seed(value: Any, name: str = "seed") -> int | None:
+    """``None`` (a new draw each execution) or a non-negative int, as numpy's seeding needs."""
+    return None if value is None else _check_int(value, name, 0)
 
 
 def _split_rows(blocks: Sequence[pa.Table], bounds: Sequence[tuple[int, int]]) -> list[list[pa.Table]]:
@@ -187,6 +214,7 @@ class Dataset:
             >>> rd.range(2).map(lambda row: {"x": row["id"] * 10}).take_all()
             [{'x': 0}, {'x': 10}]
         """
+        _check_remote_args(ray_remote_args, "map")
         kw = self._udf_kwargs(fn, fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs)
         c = resolve_compute(compute, concurrency, inspect.isclass(fn))
         return self._transform(MapRows(**kw), c)
@@ -216,6 +244,7 @@ class Dataset:
             >>> rd.range(4).map_batches(lambda b: {"y": b["id"] + 1}, batch_size=2).take_batch(4)["y"].tolist()
             [1, 2, 3, 4]
         """
+        _check_remote_args(ray_remote_args, "map_batches")
         if batch_size == "default":
             batch_size = DEFAULT_MAP_BATCH_SIZE
         elif batch_size is not None:
@@ -245,6 +274,7 @@ class Dataset:
             >>> rd.range(2).flat_map(lambda r: [r, r]).count()
             4
         """
+        _check_remote_args(ray_remote_args, "flat_map")
         kw = self._udf_kwargs(fn, fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs)
         c = resolve_compute(compute, concurrency, inspect.isclass(fn))
         return self._transform(FlatMap(**kw), c)
@@ -252,6 +282,7 @@ class Dataset:
     def filter(
         self,
         fn: Callable[[dict[str, Any]], bool] | type | None = None,
+        expr: str | None = None,
         *,
         compute: Any = None,
         fn_args: Sequence[Any] | None = None,
@@ -261,15 +292,26 @@ class Dataset:
         concurrency: int | tuple[int, int] | None = None,
         **ray_remote_args: Any,
     ) -> Dataset:
-        """Keep the rows for which ``fn(row)`` is true.
+        """Keep the rows for which ``fn(row)`` is true, or for which ``expr`` is: a Python-syntax
+        predicate over column names (``"id > 2 and label != 'cat'"``), evaluated by Arrow, as in Ray
+        (the syntax accepted: :mod:`torchray_loader.plan.expressions`).
 
         Example:
             >>> import torchray_loader as rd
             >>> rd.range(5).filter(lambda r: r["id"] > 2).take_all()
             [{'id': 3}, {'id': 4}]
+            >>> rd.range(5).filter(expr="id > 2").take_all()
+            [{'id': 3}, {'id': 4}]
         """
-        if fn is None:
-            raise TypeError("filter needs fn")
+        _check_remote_args(ray_remote_args, "filter")
+        if (fn is None) == (expr is None):
+            raise TypeError("filter needs exactly one of fn and expr")
+        if expr is not None:
+            if any(a is not None for a in (fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs)):
+                raise TypeError("fn_args, fn_kwargs and the fn_constructor_* arguments apply to fn, not to expr")
+            return self.map_batches(
+                ArrowFilter(expr), batch_size=None, batch_format="pyarrow", compute=compute, concurrency=concurrency
+            )
         kw = self._udf_kwargs(fn, fn_args, fn_kwargs, fn_constructor_args, fn_constructor_kwargs)
         c = resolve_compute(compute, concurrency, inspect.isclass(fn))
         return self._transform(Filter(**kw), c)
@@ -285,6 +327,7 @@ class Dataset:
             >>> rd.range(2).add_column("double", lambda df: df["id"] * 2).take_all()
             [{'id': 0, 'double': 0}, {'id': 1, 'double': 2}]
         """
+        _check_remote_args(ray_remote_args, "add_column")
         if not isinstance(col, str):
             raise TypeError(f"col must be a str, got {type(col).__name__}")
         _check_fn(fn)
@@ -308,6 +351,7 @@ class Dataset:
             >>> rd.from_items([{"a": 1, "b": 2}]).drop_columns(["b"]).take_all()
             [{'a': 1}]
         """
+        _check_remote_args(ray_remote_args, "drop_columns")
         return self._transform(DropColumns(self._check_cols(cols, "cols")))
 
     def select_columns(self, cols: str | list[str], **ray_remote_args: Any) -> Dataset:
@@ -318,16 +362,27 @@ class Dataset:
             >>> rd.from_items([{"a": 1, "b": 2}]).select_columns(["b"]).take_all()
             [{'b': 2}]
         """
+        _check_remote_args(ray_remote_args, "select_columns")
         return self._transform(SelectColumns(self._check_cols(cols, "cols")))
 
     def rename_columns(self, names: Mapping[str, str] | list[str], **ray_remote_args: Any) -> Dataset:
-        """Rename columns with a dict ``{old: new}``.
+        """Rename columns with a dict ``{old: new}``, or a list of new names for all columns in order.
 
         Example:
             >>> import torchray_loader as rd
             >>> rd.from_items([{"a": 1}]).rename_columns({"a": "b"}).take_all()
             [{'b': 1}]
+            >>> rd.from_items([{"a": 1, "b": 2}]).rename_columns(["x", "y"]).take_all()
+            [{'x': 1, 'y': 2}]
         """
+        _check_remote_args(ray_remote_args, "rename_columns")
+        if isinstance(names, (list, tuple)):
+            if not all(isinstance(n, str) for n in names):
+                raise TypeError(f"names must be str column names, got {names!r}")
+            current = self.columns() or []
+            if len(names) != len(current):
+                raise ValueError(f"names lists {len(names)} new names for {len(current)} columns {current}: give one per column")
+            names = dict(zip(current, names, strict=True))
         if isinstance(names, Mapping):
             pairs = tuple((str(k), str(v)) for k, v in names.items())
             if len(set(v for _, v in pairs)) != len(pairs):
@@ -369,7 +424,8 @@ class Dataset:
             >>> sorted(r["id"] for r in rd.range(5).random_shuffle(seed=0).take_all())
             [0, 1, 2, 3, 4]
         """
-        return self._with(AllToAll(self._plan, _random_shuffle, "RandomShuffle", seed))
+        _check_remote_args(ray_remote_args, "random_shuffle")
+        return self._with(AllToAll(self._plan, _random_shuffle, "RandomShuffle", _check_seed(seed)))
 
     def randomize_block_order(self, *, seed: int | None = None) -> Dataset:
         """Permute the order of blocks (cheap; streams when the source is a read or in memory).
@@ -379,6 +435,7 @@ class Dataset:
             >>> rd.range(10).randomize_block_order(seed=1).count()
             10
         """
+        seed = _check_seed(seed)
         return self._with(AllToAll(self._plan, _randomize_block_order, "RandomizeBlockOrder", seed, block_order_only=True))
 
     def repartition(self, num_blocks: int, *, shuffle: bool = False, **kwargs: Any) -> Dataset:
@@ -561,6 +618,11 @@ class Dataset:
         check_dtypes(dtypes)
         if collate_fn is not None:
             _check_fn(collate_fn, "collate_fn")
+            if dtypes is not None:
+                raise ValueError(
+                    "collate_fn cannot be used with dtypes (as in Ray): collate_fn receives the numpy batch and "
+                    "builds the tensors itself, so cast them there"
+                )
 
             def convert(run: BatchRun) -> Iterable[Any]:
                 return [collate_fn(block_to_batch(bt.table, "numpy", writable=True)) for bt in run.batches()]
@@ -624,6 +686,7 @@ class Dataset:
         prefetch_batches = _check_int(prefetch_batches, "prefetch_batches", 0)
         if batch_size is not None:
             _check_int(batch_size, "batch_size", 1)
+        shuffle_seed = _check_seed(shuffle_seed, "local_shuffle_seed")
         # ``_ctx``: an explicit context (RayStyleLoader passes one carrying its num_workers).
         ctx = (_ctx or DataContext.get_current()).copy()
         stats = ExecutionStats()
@@ -863,41 +926,44 @@ class Dataset:
         finally:
             blocks.close()
 
-    def write_parquet(self, path: str, *, filesystem: Any = None, **kwargs: Any) -> None:
-        """Write one parquet file per block under ``path`` (tensor columns round-trip).
+    def write_parquet(self, path: str, *, filesystem: Any = None, mode: str = "append", **kwargs: Any) -> None:
+        """Write one parquet file per block under ``path`` (tensor columns round-trip). Into a directory
+        that holds files, ``mode`` ``"append"`` (the default, as in Ray) adds files after the ones
+        there; ``"overwrite"`` removes them first, ``"error"`` raises, ``"ignore"`` writes nothing.
 
         Example:
             >>> import torchray_loader as rd, tempfile
             >>> rd.range(3).write_parquet(tempfile.mkdtemp())
         """
-        self._write("parquet", path, filesystem=filesystem, **kwargs)
+        self._write("parquet", path, filesystem=filesystem, mode=mode, **kwargs)
 
-    def write_numpy(self, path: str, *, column: str, filesystem: Any = None, **kwargs: Any) -> None:
-        """Write column ``column`` as one ``.npy`` file per block under ``path``.
+    def write_numpy(self, path: str, *, column: str, filesystem: Any = None, mode: str = "append", **kwargs: Any) -> None:
+        """Write column ``column`` as one ``.npy`` file per block under ``path`` (``mode``: as for
+        :meth:`write_parquet`).
 
         Example:
             >>> import torchray_loader as rd, tempfile
             >>> rd.range(3).write_numpy(tempfile.mkdtemp(), column="id")
         """
-        self._write("numpy", path, filesystem=filesystem, column=column, **kwargs)
+        self._write("numpy", path, filesystem=filesystem, column=column, mode=mode, **kwargs)
 
-    def write_csv(self, path: str, *, filesystem: Any = None, **kwargs: Any) -> None:
-        """Write one CSV file per block under ``path``.
+    def write_csv(self, path: str, *, filesystem: Any = None, mode: str = "append", **kwargs: Any) -> None:
+        """Write one CSV file per block under ``path`` (``mode``: as for :meth:`write_parquet`).
 
         Example:
             >>> import torchray_loader as rd, tempfile
             >>> rd.range(3).write_csv(tempfile.mkdtemp())
         """
-        self._write("csv", path, filesystem=filesystem, **kwargs)
+        self._write("csv", path, filesystem=filesystem, mode=mode, **kwargs)
 
-    def write_json(self, path: str, *, filesystem: Any = None, **kwargs: Any) -> None:
-        """Write one JSON Lines file per block under ``path``.
+    def write_json(self, path: str, *, filesystem: Any = None, mode: str = "append", **kwargs: Any) -> None:
+        """Write one JSON Lines file per block under ``path`` (``mode``: as for :meth:`write_parquet`).
 
         Example:
             >>> import torchray_loader as rd, tempfile
             >>> rd.range(3).write_json(tempfile.mkdtemp())
         """
-        self._write("json", path, filesystem=filesystem, **kwargs)
+        self._write("json", path, filesystem=filesystem, mode=mode, **kwargs)
 
     # ------------------------------------------------------------------------------ misc
 
@@ -1074,7 +1140,9 @@ def _known_num_rows(op: LogicalOp) -> int | None:
 
 def _known_schema(op: LogicalOp) -> pa.Schema | None:
     if isinstance(op, InputBlocks):
-        for i in range(len(op.blocks)):
+        if isinstance(op.blocks, (list, tuple)):
+            return _unified_schema(op.blocks)
+        for i in range(len(op.blocks)):  # a block store: one block read, not all of them
             b = op.blocks[i]
             if b.num_columns:
                 return b.schema
@@ -1084,6 +1152,21 @@ def _known_schema(op: LogicalOp) -> pa.Schema | None:
     if isinstance(op, (Limit, AllToAll)):
         return _known_schema(op.input)
     return None
+
+
+def _unified_schema(blocks: Sequence[pa.Table]) -> pa.Schema | None:
+    """The schema the blocks have together: what concatenating them gives (a tensor column whose
+    shape differs between blocks is variable-shape), found from one row of each distinct schema."""
+    samples: list[pa.Table] = []
+    for b in blocks:
+        if b.num_columns and not any(b.schema.equals(s.schema) for s in samples):
+            samples.append(b.slice(0, 1))
+    if len(samples) <= 1:
+        return samples[0].schema if samples else None
+    try:
+        return concat_blocks(samples).schema
+    except ValueError:  # incompatible: iteration raises; the schema says what the first block holds
+        return samples[0].schema
 
 
 class MaterializedDataset(Dataset):

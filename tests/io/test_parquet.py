@@ -88,11 +88,36 @@ def test_dataset_round_trip_and_schema(tmp_path):
     np.testing.assert_array_equal(rows[7]["t"], np.full((2, 2), 7, dtype=np.float32))
 
 
-def test_write_is_deterministic_and_overwrites(tmp_path):
-    write_blocks([sample_block(0, 2)], "parquet", str(tmp_path))
+def test_write_is_deterministic_and_overwrite_replaces_everything(tmp_path):
+    write_blocks([sample_block(0, 2), sample_block(2, 4)], "parquet", str(tmp_path))
     first = (tmp_path / "part-000000.parquet").read_bytes()
-    write_blocks([sample_block(0, 2)], "parquet", str(tmp_path))
+    write_blocks([sample_block(0, 2)], "parquet", str(tmp_path), mode="overwrite")
     assert (tmp_path / "part-000000.parquet").read_bytes() == first
+    assert sorted(os.listdir(tmp_path)) == ["part-000000.parquet"]  # the longer write's file is gone
+
+
+def test_appending_adds_files_after_the_existing_ones(tmp_path):
+    """Ray's default: a second write into the directory adds its rows, replacing nothing."""
+    rd.range(3, override_num_blocks=3).write_parquet(str(tmp_path))
+    rd.from_items([{"id": 100}, {"id": 101}]).write_parquet(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == [f"part-{i:06d}.parquet" for i in range(5)]
+    assert [r["id"] for r in rd.read_parquet(str(tmp_path)).take_all()] == [0, 1, 2, 100, 101]
+
+
+def _boom(row):
+    raise AssertionError("the dataset was executed")
+
+
+def test_error_and_ignore_modes_leave_an_existing_directory_alone(tmp_path):
+    rd.range(2).write_parquet(str(tmp_path))
+    before = sorted(os.listdir(tmp_path))
+    with pytest.raises(FileExistsError, match="mode='error'"):
+        rd.range(2).write_parquet(str(tmp_path), mode="error")
+    rd.range(2).map(_boom).write_parquet(str(tmp_path), mode="ignore")
+    assert sorted(os.listdir(tmp_path)) == before
+    rd.range(2).write_csv(str(tmp_path / "new"), mode="error")  # a new directory is fine
+    with pytest.raises(ValueError, match="mode must be one of"):
+        rd.range(2).write_json(str(tmp_path), mode="upsert")
 
 
 def test_empty_blocks_are_not_written_but_an_empty_dataset_keeps_its_schema(tmp_path):

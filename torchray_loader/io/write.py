@@ -4,12 +4,17 @@
 File names
 ----------
 One file per non-empty block, named ``part-{i:06d}.{ext}`` where ``i`` counts the written blocks in
-dataset order (``part-000000.parquet``, ``part-000001.parquet``...). The names depend only on the
-data, so writing the same dataset twice gives the same files (the second write replaces the first),
-and reading the directory back (sorted) gives the rows in their original order. Empty blocks are
-not written; a dataset with no rows writes one empty ``part-000000`` file (parquet and CSV keep the
-columns). Files of an earlier, longer write to the same directory are left alone: write to an
-empty directory when that matters.
+dataset order (``part-000000.parquet``, ``part-000001.parquet``...), so reading the directory back
+(sorted) gives the rows in their original order. Empty blocks are not written; a dataset with no
+rows writes one empty ``part-000000`` file (parquet and CSV keep the columns).
+
+A directory that already holds files is handled by ``mode``, as in Ray (``SaveMode``):
+
+* ``"append"`` (the default): the new files are added; numbering goes on after the highest
+  ``part-`` index already there, so no file is replaced and a read gives the old rows, then the new;
+* ``"overwrite"``: everything in the directory is removed first;
+* ``"error"`` (or ``"create"``): ``FileExistsError``;
+* ``"ignore"``: nothing is written (the dataset is not executed).
 
 Atomic files
 ------------
@@ -36,6 +41,7 @@ import decimal
 import io
 import json
 import posixpath
+import re
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -49,7 +55,7 @@ from ..blocks import column_to_numpy
 from ..blocks.tensors import PYTHON_OBJECT_NAME, VariableShapeTensorType
 from .paths import display_path, resolve_filesystem
 
-__all__ = ["write_blocks", "WRITE_FORMATS", "block_file_name"]
+__all__ = ["write_blocks", "WRITE_FORMATS", "WRITE_MODES", "block_file_name"]
 
 #: Format -> file extension.
 WRITE_FORMATS: dict[str, str] = {"parquet": "parquet", "numpy": "npy", "csv": "csv", "json": "json"}
@@ -242,6 +248,27 @@ def _write_one(
     return shown
 
 
+#: ``mode`` values (Ray's ``SaveMode``; ``"upsert"`` needs keys this file-per-block writer lacks).
+WRITE_MODES = ("append", "overwrite", "error", "create", "ignore")
+
+_PART_INDEX = re.compile(r"^part-(\d+)\.")
+
+
+def _existing_entries(fs: Any, directory: str) -> list[str]:
+    """Paths in ``directory`` other than hidden ones (a failed write's temporary files), or ``[]``
+    when it does not exist."""
+    try:
+        entries = fs.ls(directory, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [e for e in entries if not posixpath.basename(e.rstrip("/")).startswith(".")]
+
+
+def _first_free_index(entries: list[str]) -> int:
+    found = [_PART_INDEX.match(posixpath.basename(e.rstrip("/"))) for e in entries]
+    return max((int(m.group(1)) + 1 for m in found if m is not None), default=0)
+
+
 def write_blocks(
     blocks: Iterable[pa.Table],
     fmt: str,
@@ -250,6 +277,7 @@ def write_blocks(
     filesystem: Any = None,
     column: str | None = None,
     try_create_dir: bool = True,
+    mode: str = "append",
     **options: Any,
 ) -> list[str]:
     """Write ``blocks`` (in order) as files ``part-000000.<ext>``... under directory ``path``.
@@ -258,7 +286,8 @@ def write_blocks(
     be a local path, ``local://``/``file://``, ``s3://`` or any fsspec URL; ``filesystem`` an fsspec
     or pyarrow file system. ``options`` go to the format (``pyarrow.parquet.write_table`` keywords,
     ``pyarrow.csv.WriteOptions`` fields or ``write_options=``, ``lines=False`` for one JSON array per
-    file). Returns the written files.
+    file). ``mode`` says what to do when the directory already holds files (see the module docstring).
+    Returns the written files.
 
     Example:
         >>> import tempfile, pyarrow as pa, os
@@ -273,7 +302,22 @@ def write_blocks(
         raise TypeError(f"write_numpy needs column= naming one column, got {column!r}")
     if fmt != "numpy" and column is not None:
         raise TypeError(f"column= applies to write_numpy only, not write_{fmt}")
+    mode = str(getattr(mode, "value", mode))  # Ray's SaveMode members are str enums
+    if mode not in WRITE_MODES:
+        raise ValueError(f"mode must be one of {list(WRITE_MODES)}, got {mode!r}")
     fs, directory = resolve_filesystem(path, filesystem)
+    existing = _existing_entries(fs, directory)
+    start = 0
+    if existing:
+        if mode in ("error", "create"):
+            raise FileExistsError(f"{display_path(fs, directory)} already holds {len(existing)} file(s) (mode={mode!r})")
+        if mode == "ignore":
+            return []
+        if mode == "overwrite":
+            for entry in existing:
+                fs.rm(entry, recursive=True)
+        else:
+            start = _first_free_index(existing)
     if try_create_dir:
         fs.makedirs(directory, exist_ok=True)
     written: list[str] = []
@@ -283,9 +327,9 @@ def write_blocks(
             if first_empty is None and block.num_columns > 0:
                 first_empty = block
             continue
-        written.append(_write_one(fs, directory, len(written), block, fmt, column, options))
+        written.append(_write_one(fs, directory, start + len(written), block, fmt, column, options))
     if not written and first_empty is not None:
-        written.append(_write_one(fs, directory, 0, first_empty, fmt, column, options))
+        written.append(_write_one(fs, directory, start, first_empty, fmt, column, options))
     with contextlib.suppress(Exception):
         fs.invalidate_cache(directory)
     return written
