@@ -68,6 +68,8 @@ _RAY_REMOTE_OPTIONS = frozenset({
     "namespace", "num_cpus", "num_gpus", "num_returns", "object_store_memory", "placement_group",
     "placement_group_bundle_index", "placement_group_capture_child_tasks", "resources", "retry_exceptions",
     "runtime_env", "scheduling_strategy", "_labels", "_generator_backpressure_num_objects",
+    # Ray Data's own scheduling arguments, where a method here does not name them itself
+    "ray_remote_args", "ray_remote_args_fn", "udf_modifying_row_count", "compute", "concurrency",
 })
 
 

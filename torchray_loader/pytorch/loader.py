@@ -240,7 +240,6 @@ class _IterState:
         self.ended = it is None
 
 
-
 def _next_iterable_batch(
     state: _IterState, batch_size: int | None, drop_last: bool, collate_fn: Callable[[Any], Any]
 ) -> Any:
