@@ -291,7 +291,7 @@ def read_csv(
     convert_options: Any = None,
     partitioning: Any = "hive",
     include_paths: bool = False,
-    file_extensions: Sequence[str] | None = tuple(_csv.CSV_EXTENSIONS),
+    file_extensions: Sequence[str] | None = None,
     ignore_missing_paths: bool = False,
     shuffle: Any = None,
     override_num_blocks: int | None = None,
@@ -301,6 +301,8 @@ def read_csv(
 ) -> Dataset:
     """CSV files as a Dataset, parsed by ``pyarrow.csv`` (its ``read_options``/``parse_options``/
     ``convert_options`` pass through). A ragged row raises a ``ReadError`` naming file and line.
+    As in Ray, every file found is read whatever its name (``file_extensions=["csv"]`` to filter);
+    ``.gz``/``.bz2``/``.zst``/``.lz4`` names are decompressed.
 
     Example:
         >>> import tempfile, pathlib, torchray_loader as rd
@@ -328,9 +330,11 @@ def read_json(
     override_num_blocks: int | None = None,
     on_read_error: str | None = None,
     read_error_budget: int | None = None,
+    lines: bool | None = None,
     **ray_args: Any,
 ) -> Dataset:
-    """JSON Lines files, or files holding one JSON array of objects, as a Dataset.
+    """JSON Lines files, or files holding one JSON array of objects, as a Dataset. The format is
+    recognised per file, so Ray's ``lines=`` is accepted and not needed.
 
     Example:
         >>> import tempfile, pathlib, torchray_loader as rd
@@ -340,6 +344,8 @@ def read_json(
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
                      override_num_blocks, on_read_error, read_error_budget)
+    if lines is not None and not isinstance(lines, bool):
+        raise TypeError(f"lines must be a bool or None, got {lines!r}")
     fmt = {"read_options": read_options, "parse_options": parse_options}
     return _file_source("ReadJSON", _json.plan_json, paths, common, fmt, ray_args)
 

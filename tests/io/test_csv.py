@@ -96,3 +96,11 @@ def test_default_extensions_skip_other_files(tmp_path):
     (tmp_path / "a.csv").write_text("x\n1\n")
     (tmp_path / "README.md").write_text("# not data\n")
     assert rd.read_csv(str(tmp_path)).take_all() == [{"x": 1}]
+
+
+def test_every_file_is_read_whatever_its_name_as_in_ray(tmp_path):
+    (tmp_path / "part-00000").write_text("x,y\n1,2\n")
+    (tmp_path / "data.txt").write_text("x,y\n3,4\n")
+    assert rd.read_csv(str(tmp_path / "part-00000")).take_all() == [{"x": 1, "y": 2}]
+    assert sorted(r["x"] for r in rd.read_csv(str(tmp_path)).take_all()) == [1, 3]
+    assert rd.read_csv(str(tmp_path), file_extensions=["txt"]).take_all() == [{"x": 3, "y": 4}]

@@ -59,8 +59,23 @@ def test_jpeg_uses_the_libjpeg_fast_path(tmp_path, monkeypatch):
     monkeypatch.setattr(images_mod, "_decode_jpeg_fast", spy)
     decode_image(jpg)
     decode_image(jpg, mode="L")
-    decode_image(jpg, size=(8, 8))  # resizing goes through PIL draft instead
-    assert calls == [True, True]
+    decode_image(jpg, size=(8, 8))  # half size: full decode, torch's resize
+    decode_image(jpg, size=(4, 4))  # a quarter: PIL's DCT-scaled decode (draft) instead
+    assert calls == [True, True, True]
+
+
+def test_dct_scaled_decodes_stay_close_to_a_full_decode(tmp_path):
+    """The draft path decodes to at least twice the target (PIL's thumbnail default reducing gap)."""
+    from PIL import Image, ImageFilter
+
+    rng = np.random.default_rng(1)
+    img = Image.fromarray(rng.integers(0, 255, (320, 400, 3), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(3))
+    path = tmp_path / "photo.jpg"
+    img.save(path, quality=95)
+    for size in [(80, 100), (40, 50), (20, 25)]:  # 4x, 8x, 16x smaller: all take the draft path
+        full = np.asarray(Image.open(path).convert("RGB").resize(size[::-1], Image.BILINEAR)).astype(int)
+        ours = decode_image(path.read_bytes(), size=size, mode="RGB").astype(int)
+        assert np.abs(ours - full).max() <= 3, size
 
 
 def _backend(name):

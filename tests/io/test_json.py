@@ -64,3 +64,19 @@ def test_bytes_cannot_be_written(tmp_path):
     with pytest.raises(TypeError, match=r"part-000000\.json: column 'b'.*no bytes type"):
         write_blocks([pa.table({"b": [b"\x00"]})], "json", str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+def test_nan_and_infinities_are_written_as_null(tmp_path):
+    import numpy as np
+
+    from torchray_loader.blocks import column_from_values
+
+    block = pa.table({
+        "f": [1.5, float("nan"), float("inf")],
+        "l": [[1.0, float("-inf")], [], None],
+        "t": column_from_values([np.array([np.nan, 1.0])] * 3),
+    })
+    write_blocks([block], "json", str(tmp_path))
+    lines = (tmp_path / "part-000000.json").read_text().splitlines()
+    assert lines[0] == '{"f":1.5,"l":[1.0,null],"t":[null,1.0]}'  # strict JSON, compact as Ray writes it
+    assert [json.loads(line)["f"] for line in lines] == [1.5, None, None]

@@ -277,3 +277,17 @@ def test_round_trip_property(sizes, shape, dtype):
         back = read_all(d)
     want = [b for b in blocks if b.num_rows] or blocks[:1]
     assert_same_rows(back, pa.concat_tables(want))
+
+
+def test_columns_leave_out_partition_keys_not_asked_for(tmp_path):
+    (tmp_path / "year=2024").mkdir()
+    pq.write_table(pa.table({"y": ["a", "b"], "z": [1, 2]}), tmp_path / "year=2024" / "f.parquet")
+    assert rd.read_parquet(str(tmp_path), columns=["y"]).take_all() == [{"y": "a"}, {"y": "b"}]
+    assert rd.read_parquet(str(tmp_path), columns=["y", "year"]).take_all()[0] == {"y": "a", "year": "2024"}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_no_columns_still_count_the_rows(tmp_path, num_workers):
+    rd.DataContext.get_current().num_workers = num_workers
+    pq.write_table(pa.table({"y": [1, 2, 3]}), tmp_path / "f.parquet")
+    assert rd.read_parquet(str(tmp_path), columns=[]).count() == 3  # a table without columns crosses with its rows

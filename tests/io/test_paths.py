@@ -351,3 +351,31 @@ def test_decorate_rows_gives_each_row_its_files_values():
         "path": ["s3://b/y=1/a", "s3://b/b", "s3://b/y=2/z=q/c"],
     }
     assert decorate_rows(table, files, ["a", "b", "c"], include_paths=False).column_names == ["x", "y", "z"]
+
+
+# ------------------------------------------------------------------ paths as Ray reads them
+
+
+def test_a_path_with_glob_characters_that_exists_is_read_as_written(tmp_path):
+    for name, x in (("img[1]", 1), ("img1", 2)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "a.csv").write_text(f"x\n{x}\n")
+    rows = rd.read_csv(str(tmp_path / "img[1]"), include_paths=True).take_all()
+    assert rows == [{"x": 1, "path": str(tmp_path / "img[1]" / "a.csv")}]
+    assert [r["x"] for r in rd.read_csv(str(tmp_path / "img[0-9]")).take_all()] == [2]  # no such path: a glob
+
+
+def test_partition_field_types_and_rays_partitioning_object(tmp_path):
+    import types
+
+    (tmp_path / "year=2024" / "ok=true").mkdir(parents=True)
+    (tmp_path / "year=2024" / "ok=true" / "a.csv").write_text("x\n1\n")
+    typed = Partitioning("hive", field_types={"year": int, "ok": bool})
+    assert rd.read_csv(str(tmp_path), partitioning=typed).take_all() == [{"x": 1, "year": 2024, "ok": True}]
+    # ray.data.datasource.Partitioning has the same fields; its style is a str enum
+    ray_like = types.SimpleNamespace(style="hive", base_dir="", field_names=None, field_types={"year": float})
+    assert rd.read_csv(str(tmp_path), partitioning=ray_like).take_all() == [{"x": 1, "year": 2024.0, "ok": "true"}]
+    with pytest.raises(TypeError, match="field_types values"):
+        Partitioning("hive", field_types={"year": list})
+    with pytest.raises(ValueError, match="partition ok='true' is not a int"):
+        rd.read_csv(str(tmp_path), partitioning=Partitioning("hive", field_types={"ok": int})).take_all()

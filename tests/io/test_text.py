@@ -48,3 +48,10 @@ def test_undecodable_line_names_file_and_line(tmp_path):
 def test_utf8_bom_is_dropped(tmp_path):
     (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbfhello\n")
     assert rd.read_text(str(tmp_path)).take_all() == [{"text": "hello"}]
+
+
+def test_lines_are_cut_as_str_splitlines_cuts_them(tmp_path):
+    """As Ray: a lone \\r (old Mac files) and the Unicode line boundaries end lines too."""
+    (tmp_path / "a.txt").write_text("a\rb\r\nc\u2028d\n\ne", newline="")
+    rows = rd.read_text(str(tmp_path), drop_empty_lines=False).take_all()
+    assert [r["text"] for r in rows] == ["a", "b", "c", "d", "", "e"]

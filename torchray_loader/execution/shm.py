@@ -220,6 +220,8 @@ class _Pickler(cloudpickle.Pickler):
                 return reduced
         pa = sys.modules.get("pyarrow")
         if pa is not None and (t is pa.Table or t is pa.RecordBatch):
+            if obj.num_columns == 0:  # pyarrow's own pickle loses the row count of a table without columns
+                return (_rows_without_columns, (obj.num_rows, t is pa.RecordBatch))
             reduced = _reduce_sliced_arrow(pa, obj)
             if reduced is not None:
                 return reduced
@@ -245,6 +247,13 @@ def _reduce_sliced_arrow(pa: Any, obj: Any) -> tuple[Any, ...] | None:
         writer.write(obj)
     # The IPC buffer is itself pickled out of band; the reader wraps it without copying.
     return (_arrow_from_ipc, (sink.getvalue(), type(obj) is pa.RecordBatch))
+
+
+def _rows_without_columns(num_rows: int, is_batch: bool) -> Any:
+    import pyarrow as pa
+
+    table = pa.table({"_": pa.nulls(num_rows)}).drop_columns(["_"])
+    return table.to_batches()[0] if is_batch and table.num_rows else (pa.record_batch([]) if is_batch else table)
 
 
 def _arrow_from_ipc(buf: Any, is_batch: bool) -> Any:

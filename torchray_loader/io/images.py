@@ -5,8 +5,11 @@ Decoding takes the fast path where there is one:
 * JPEG without ``size``: libjpeg-turbo on the raw bytes, through simplejpeg where it is installed
   (the ``images`` extra), else ``torchvision.io.decode_jpeg`` (both bit-identical to PIL's decode,
   without PIL's per-image overhead);
-* JPEG with ``size`` at most half the image: PIL's ``draft()`` lets libjpeg decode at 1/2, 1/4 or
-  1/8 scale (DCT scaling) before the bilinear resize, so a big photo is never fully decoded;
+* JPEG with ``size`` at most a quarter of the image: PIL's ``draft()`` lets libjpeg decode at 1/2,
+  1/4 or 1/8 scale (DCT scaling), to no less than twice ``size`` (PIL's ``thumbnail`` default
+  ``reducing_gap``), before the bilinear resize, so a big photo is never fully decoded; the pixels
+  are then close to, not equal to, a full decode's (measured against Ray's full decode + resize:
+  a few levels on photos, more on synthetic sharp edges);
 * other JPEG resizes: the libjpeg-turbo decode, then torch's uint8 antialiased bilinear kernel
   (within one level of PIL's ``BILINEAR``, about three times faster);
 * everything else (PNG, GIF, BMP, TIFF; other modes): PIL.
@@ -251,6 +254,16 @@ def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
     return None
 
 
+#: DCT-scaled decodes stop at this many times the target size (PIL's ``thumbnail`` default), so the
+#: bilinear resize after them still averages at least two decoded pixels per output pixel.
+_DRAFT_GAP = 2
+
+
+def _draft_pays(size: tuple[int, int], frame: tuple[int, int, int]) -> bool:
+    """Whether a DCT-scaled decode skips work: the image is at least twice the gap times ``size``."""
+    return 2 * _DRAFT_GAP * size[0] <= frame[0] and 2 * _DRAFT_GAP * size[1] <= frame[1]
+
+
 _WARM = False
 
 
@@ -287,7 +300,7 @@ def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str 
     if is_jpeg and mode in (None, "RGB", "L"):
         frame = jpeg_frame(data)
         # One or three components (PIL's "L"/"RGB"; four is CMYK) and no DCT-scaling gain.
-        if frame is not None and (size is None or not (2 * size[0] <= frame[0] and 2 * size[1] <= frame[1])):
+        if frame is not None and (size is None or not _draft_pays(size, frame)):
             arr = _decode_jpeg_fast(data, mode, size, frame[2])
             if arr is not None:
                 return arr
@@ -296,8 +309,8 @@ def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str 
     if size is not None:
         height, width = size
         if is_jpeg and (width < img.width or height < img.height):
-            # DCT-domain downscale: decodes at the smallest 1/2^k scale still >= (width, height).
-            img.draft(mode if mode in ("RGB", "L") else None, (width, height))
+            # DCT-domain downscale: decodes at the smallest 1/2^k scale still >= the gap times size.
+            img.draft(mode if mode in ("RGB", "L") else None, (_DRAFT_GAP * width, _DRAFT_GAP * height))
         if img.size != (width, height):
             img = img.resize((width, height), resample=Image.BILINEAR)
     if mode is not None and img.mode != mode:

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -161,7 +162,11 @@ def _reference_schema(fs: Any, files: list[FileInfo], tries: int = 3) -> tuple[s
 
 def _plan_units(target_bytes: int, reader_kwargs: dict[str, Any], fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
     """``make_units`` for :func:`plan_read`: row-group units, and the reference schema, which goes
-    into ``reader_kwargs`` before the tasks are built from them."""
+    into ``reader_kwargs`` before the tasks are built from them. With ``columns``, partition values
+    of keys not among them are dropped, so they do not become columns (as in Ray)."""
+    columns = reader_kwargs.get("columns")
+    if columns is not None:
+        files = [dataclasses.replace(f, partitions=tuple(kv for kv in f.partitions if kv[0] in columns)) for f in files]
     if len(files) > 1:
         reader_kwargs["reference"] = _reference_schema(fs, files)
     return _row_group_units(target_bytes, fs, files)

@@ -96,24 +96,52 @@ class Partitioning:
 
     ``"hive"``: every ``key=value`` directory component of a file's path (below ``base_dir`` when
     given) adds column ``key`` with the (URL-decoded) string ``value``. ``"dir"``: the directory
-    components below ``base_dir`` are the values of ``field_names``, in order.
+    components below ``base_dir`` are the values of ``field_names``, in order. ``field_types``
+    (as in Ray) maps a key to ``int``, ``float``, ``bool`` or ``str``: its column has that type.
 
     Example:
-        >>> Partitioning("hive").style
-        'hive'
+        >>> Partitioning("hive", field_types={"year": int}).field_types
+        (('year', <class 'int'>),)
     """
 
     style: Literal["hive", "dir"] = "hive"
     base_dir: str | None = None
     field_names: tuple[str, ...] | None = None
+    field_types: Any = None  # given as a dict; kept as sorted (key, type) pairs (hashable)
 
     def __post_init__(self) -> None:
-        if self.style not in ("hive", "dir"):
+        style = str(getattr(self.style, "value", self.style))  # Ray's PartitionStyle is a str enum
+        object.__setattr__(self, "style", style)
+        if style not in ("hive", "dir"):
             raise ValueError(f"partitioning style must be 'hive' or 'dir', got {self.style!r}")
-        if self.style == "dir" and (not self.field_names or self.base_dir is None):
+        if style == "dir" and (not self.field_names or self.base_dir is None):
             raise ValueError("partitioning style 'dir' needs base_dir and field_names")
         if self.field_names is not None:
             object.__setattr__(self, "field_names", tuple(self.field_names))
+        if self.field_types is not None:
+            types = dict(self.field_types)
+            bad = {k: t for k, t in types.items() if t not in _PARTITION_TYPES}
+            if bad:
+                raise TypeError(f"field_types values must be int, float, bool or str, got {bad}")
+            object.__setattr__(self, "field_types", tuple(sorted(types.items())))
+
+    def typed(self, key: str, value: str) -> Any:
+        """``value`` as the type ``field_types`` gives ``key`` (a ``ValueError`` naming both if it is not one)."""
+        t = dict(self.field_types or ()).get(key, str)
+        try:
+            return _PARTITION_TYPES[t](value)
+        except ValueError:
+            raise ValueError(f"partition {key}={value!r} is not a {t.__name__} (field_types)") from None
+
+
+def _as_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+    return lowered in ("true", "1")
+
+
+_PARTITION_TYPES: dict[type, Callable[[str], Any]] = {str: str, int: int, float: float, bool: _as_bool}
 
 
 @dataclass(frozen=True)
@@ -127,7 +155,7 @@ class FileInfo:
 
     path: str
     size: int | None = None
-    partitions: tuple[tuple[str, str], ...] = ()
+    partitions: tuple[tuple[str, Any], ...] = ()  # values are str unless Partitioning.field_types says
 
 
 @dataclass(frozen=True)
@@ -331,9 +359,20 @@ def _has_ext(path: str, exts: Sequence[str] | None) -> bool:
     return any(name.endswith("." + e.lower().lstrip(".")) for e in exts)
 
 
+def _info_or_none(fs: Any, path: str) -> dict[str, Any] | None:
+    try:
+        return fs.info(path)
+    except FileNotFoundError:
+        return None
+
+
 def _list_one(fs: Any, path: str, shown: str) -> list[tuple[str, int | None]] | None:
-    """Files under one user path, sorted; ``None`` when the path does not exist."""
-    if _glob.has_magic(path):
+    """Files under one user path, sorted; ``None`` when the path does not exist.
+
+    A path that exists as written is that file or directory, even if it contains ``*?[``
+    (``img[1]/``, as Ray reads it); only a path that does not is expanded as a glob."""
+    info = _info_or_none(fs, path)
+    if info is None and _glob.has_magic(path):
         matches = sorted(fs.glob(path, detail=True).items())
         if not matches:
             return None
@@ -346,9 +385,7 @@ def _list_one(fs: Any, path: str, shown: str) -> list[tuple[str, int | None]] | 
             else:
                 out.append((p, info.get("size")))
         return out
-    try:
-        info = fs.info(path)
-    except FileNotFoundError:
+    if info is None:
         return None
     if info.get("type") == "directory":
         files = _list_dir(fs, path)
@@ -411,7 +448,7 @@ def _find_local(base: str) -> list[tuple[str, int | None]]:
 _HIVE_RE = re.compile(r"^([^=/]+)=([^/]*)$")
 
 
-def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tuple[str, str], ...]:
+def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tuple[str, Any], ...]:
     """Partition values encoded in the directories of ``path``.
 
     Example:
@@ -434,7 +471,8 @@ def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tupl
         for p in parts:
             m = _HIVE_RE.match(p)
             if m:
-                out.append((urllib.parse.unquote(m.group(1)), urllib.parse.unquote(m.group(2))))
+                key = urllib.parse.unquote(m.group(1))
+                out.append((key, partitioning.typed(key, urllib.parse.unquote(m.group(2)))))
         return tuple(out)
     names = partitioning.field_names or ()
     if len(parts) != len(names):
@@ -442,14 +480,19 @@ def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tupl
             f"{path}: partitioning expects {len(names)} directories {list(names)} below "
             f"{partitioning.base_dir!r}, found {len(parts)}"
         )
-    return tuple(zip(names, (urllib.parse.unquote(p) for p in parts), strict=True))
+    return tuple((k, partitioning.typed(k, urllib.parse.unquote(p))) for k, p in zip(names, parts, strict=True))
 
 
 def _as_partitioning(partitioning: Any) -> Partitioning | None:
     if partitioning is None or isinstance(partitioning, Partitioning):
         return partitioning
-    if partitioning == "hive":
+    if isinstance(partitioning, str) and partitioning == "hive":
         return Partitioning("hive")
+    if all(hasattr(partitioning, a) for a in ("style", "base_dir", "field_names")):  # ray.data's Partitioning
+        return Partitioning(
+            partitioning.style, partitioning.base_dir or None, partitioning.field_names,
+            getattr(partitioning, "field_types", None) or None,
+        )
     raise TypeError(f"partitioning must be None, 'hive' or a Partitioning, got {partitioning!r}")
 
 
@@ -565,8 +608,8 @@ def read_input_bytes(fs: Any, path: str, *, compression: str | None = "infer") -
     return data
 
 
-def _constant_column(value: str, n: int) -> pa.Array:
-    return pa.repeat(pa.scalar(value, pa.string()), n)
+def _constant_column(value: Any, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, pa.string() if isinstance(value, str) else None), n)
 
 
 def _decorate(table: pa.Table, file: FileInfo, shown_path: str, include_paths: bool) -> pa.Table:
@@ -596,7 +639,8 @@ def decorate_rows(table: pa.Table, files: Sequence[FileInfo], shown_paths: Seque
     for key in keys:
         if key not in table.column_names:
             values = [dict(f.partitions).get(key) for f in files]
-            table = table.append_column(key, pa.array(values, pa.string()))
+            typed = any(v is not None and not isinstance(v, str) for v in values)
+            table = table.append_column(key, pa.array(values, None if typed else pa.string()))
     if include_paths and "path" not in table.column_names:
         table = table.append_column("path", pa.array(list(shown_paths), pa.string()))
     return table

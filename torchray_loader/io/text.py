@@ -1,7 +1,8 @@
 """``read_text``: one row per line of each file, in column ``text``.
 
-Lines are split on ``\\n`` (a trailing ``\\r`` is dropped, so Windows files read the same); blank
-lines are dropped unless ``drop_empty_lines=False``, as in Ray. Compressed files (``.gz``, ``.bz2``,
+Lines are split as ``str.splitlines`` splits them (``\\n``, ``\\r\\n``, a lone ``\\r``...), as in Ray;
+blank lines are dropped unless ``drop_empty_lines=False``, as in Ray. A UTF-8 byte order mark at the
+start of a file is not part of its first line (Ray keeps it). Compressed files (``.gz``, ``.bz2``,
 ...) are decompressed by extension. A line that does not decode in ``encoding`` is an error naming
 the file and the line (or, under the skip policy, a skipped row).
 
@@ -28,16 +29,15 @@ __all__ = ["plan_text", "read_text_unit", "split_lines"]
 
 
 def split_lines(text: str, drop_empty_lines: bool) -> list[str]:
-    """``text`` cut into lines on ``\\n``, without line ends; no last empty line for a final newline.
+    """``text`` cut into lines as ``str.splitlines`` cuts it (as Ray does: ``\\n``, ``\\r\\n``, a lone
+    ``\\r`` and the other Unicode line boundaries), without line ends; no last empty line for a final
+    newline.
 
     Example:
-        >>> split_lines("a\\r\\n\\nb\\n", drop_empty_lines=False)
-        ['a', '', 'b']
+        >>> split_lines("a\\r\\n\\nb\\rc\\n", drop_empty_lines=False)
+        ['a', '', 'b', 'c']
     """
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    lines = text.splitlines()
     if drop_empty_lines:
         lines = [line for line in lines if line.strip() != ""]
     return lines

@@ -40,6 +40,7 @@ import datetime
 import decimal
 import io
 import json
+import math
 import posixpath
 import re
 import uuid
@@ -48,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -171,6 +173,32 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
+def _finite_or_none(a: np.ndarray) -> np.ndarray:
+    if a.dtype.kind != "f":
+        return a
+    out = a.astype(object)
+    out[~np.isfinite(a)] = None
+    return out
+
+
+def _has_floats(t: pa.DataType) -> bool:
+    if pa.types.is_floating(t):
+        return True
+    if isinstance(t, pa.BaseExtensionType):
+        return _has_floats(t.storage_type)
+    return any(_has_floats(t.field(i).type) for i in range(t.num_fields)) if t.num_fields else False
+
+
+def _nested_finite(v: Any) -> Any:
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, list):
+        return [_nested_finite(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _nested_finite(x) for k, x in v.items()}
+    return v
+
+
 def _write_json(block: pa.Table, f: Any, column: str | None, options: dict[str, Any]) -> None:
     lines = options.pop("lines", True)
     options.pop("orient", None)  # Ray's pandas-style argument: records is the only orientation here
@@ -181,7 +209,11 @@ def _write_json(block: pa.Table, f: Any, column: str | None, options: dict[str, 
     for name in names:
         col = block.column(name)
         if isinstance(col.type, pa.FixedShapeTensorType | VariableShapeTensorType):
-            values.append([None if a is None else a.tolist() for a in column_to_numpy(col)])
+            values.append([None if a is None else _finite_or_none(a).tolist() for a in column_to_numpy(col)])
+        elif pa.types.is_floating(col.type):
+            values.append(pc.if_else(pc.is_finite(col), col, None).to_pylist())
+        elif _has_floats(col.type):
+            values.append([_nested_finite(v) for v in col.to_pylist()])
         else:
             values.append(col.to_pylist())
     rows = (
@@ -191,12 +223,13 @@ def _write_json(block: pa.Table, f: Any, column: str | None, options: dict[str, 
     )
     out = io.TextIOWrapper(f, encoding="utf-8", newline="\n")
     try:
+        # Compact, as Ray (pandas) writes it; NaN and infinities were made null above (JSON has none).
         if lines:
             for row in rows:
-                out.write(json.dumps(row, default=_json_default))
+                out.write(json.dumps(row, default=_json_default, separators=(",", ":")))
                 out.write("\n")
         else:
-            json.dump(rows, out, default=_json_default)
+            json.dump(rows, out, default=_json_default, separators=(",", ":"))
         out.flush()
     finally:
         out.detach()
