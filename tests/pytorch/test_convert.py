@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+import torchray_loader as rd
 from torchray_loader.blocks.tensors import column_from_values
 from torchray_loader.iteration import BatchRun, iter_batch_runs
 from torchray_loader.pytorch.convert import VIEWS_AT_ONCE, ParentCache
@@ -85,3 +86,18 @@ def test_a_runs_views_are_made_a_few_at_a_time_when_iterated(columns):
     rest = list(it)
     assert len(batches) == count == 1 + len(rest)
     assert [b["c0"].tolist() for b in [first, *rest]] == [list(range(10 * k, 10 * k + 10)) for k in range(count)]
+
+
+def _ragged_tokens(row):
+    return {"id": row["id"], "tok": np.arange(1 + row["id"] // 2)}
+
+
+def test_a_batch_of_equal_shape_rows_is_a_tensor_whatever_the_block_holds():
+    """A variable-shape column: a batch whose rows agree is stacked (as Ray does), one whose rows
+    differ is a list of tensors; the block layout around the batch does not matter."""
+    ds = rd.range(6, override_num_blocks=3).map(_ragged_tokens)
+    for source in (ds, ds.repartition(1)):
+        batches = list(source.iter_torch_batches(batch_size=2))
+        assert [tuple(b["tok"].shape) for b in batches] == [(2, 1), (2, 2), (2, 3)]
+    mixed = next(iter(ds.repartition(1).iter_torch_batches(batch_size=4)))["tok"]
+    assert isinstance(mixed, list) and [t.tolist() for t in mixed] == [[0], [0], [0, 1], [0, 1]]

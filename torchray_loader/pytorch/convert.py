@@ -61,9 +61,13 @@ def _zero_copy_numpy(col: pa.ChunkedArray) -> np.ndarray | None:
 
 
 def numpy_to_torch_value(arr: np.ndarray, dtype: torch.dtype | None, copy: bool) -> Any:
-    """A column as a tensor (numeric), or a list (strings, ragged tensors as tensors, objects)."""
+    """A column as a tensor (numeric, or arrays of one shape and dtype: stacked, whatever the block
+    around them held), or a list (strings, ragged tensors as tensors, objects)."""
     if arr.dtype.kind in _NUMERIC_KINDS:
         t = torch.from_numpy(np.array(arr, copy=True) if copy or not arr.flags.writeable else arr)
+        return t.to(dtype) if dtype is not None and t.dtype != dtype else t
+    if _same_shape_arrays(arr):
+        t = torch.from_numpy(np.stack(list(arr)))
         return t.to(dtype) if dtype is not None and t.dtype != dtype else t
     out = []
     for v in arr:
@@ -73,6 +77,17 @@ def numpy_to_torch_value(arr: np.ndarray, dtype: torch.dtype | None, copy: bool)
         else:
             out.append(v)
     return out
+
+
+def _same_shape_arrays(arr: np.ndarray) -> bool:
+    """Whether an object array holds numeric arrays all of one shape and dtype (a batch of a
+    variable-shape column whose rows happen to agree)."""
+    if arr.dtype != object or len(arr) == 0:
+        return False
+    first = arr[0]
+    if not isinstance(first, np.ndarray) or first.dtype.kind not in _NUMERIC_KINDS:
+        return False
+    return all(isinstance(v, np.ndarray) and v.shape == first.shape and v.dtype == first.dtype for v in arr)
 
 
 def check_dtypes(dtypes: Any) -> None:
