@@ -135,3 +135,25 @@ def test_a_ref_without_its_object_names_it():
     ref = pickle.loads(pickle.dumps(SharedRef("nowhere-doc", object())))
     with pytest.raises(TorchRayError, match="nowhere-doc"):
         ref.get()
+
+
+def _batch_size_column(batch):
+    return {"item": batch["item"], "n": np.full(len(batch["item"]), len(batch["item"]))}
+
+
+class _BatchSizeModel:
+    def __call__(self, batch):
+        return _batch_size_column(batch)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("actors", [False, True])
+def test_small_blocks_are_bundled_into_full_batches(num_workers, actors):
+    """As in Ray: map_batches(batch_size=n) over blocks smaller than n still sees n-row batches."""
+    rd.DataContext.get_current().num_workers = num_workers
+    ds = rd.from_items(list(range(10)), override_num_blocks=10)
+    fn = _BatchSizeModel if actors else _batch_size_column
+    kw = {"concurrency": 2} if actors else {}
+    rows = ds.map_batches(fn, batch_size=3, **kw).take_all()
+    assert [r["item"] for r in rows] == list(range(10))
+    assert [r["n"] for r in rows] == [3] * 9 + [1]

@@ -52,3 +52,26 @@ def test_other_transforms_and_the_output_get_tables():
     assert len(out) == 1 and isinstance(out[0], pa.Table) and out[0].num_rows == 3
     passthrough = list(run_chain((), [_block()]))
     assert isinstance(passthrough[0], pa.Table) and passthrough[0].column_names == ["item"]
+
+
+def _sizes(batch):
+    return {"n": [len(batch["x"])] * len(batch["x"]), "x": batch["x"]}
+
+
+def test_map_batches_cuts_exact_batches_across_a_tasks_blocks():
+    blocks = [pa.table({"x": list(range(a, b))}) for a, b in [(0, 2), (2, 3), (3, 10), (10, 10), (10, 11)]]
+    out = pa.concat_tables(run_chain([MapBatches(_sizes, batch_size=4)], blocks))
+    assert out.column("x").to_pylist() == list(range(11))  # every row once, in order
+    assert out.column("n").to_pylist() == [4] * 8 + [3] * 3
+
+
+def test_blocks_whose_schemas_do_not_concatenate_are_batched_on_their_own():
+    blocks = [pa.table({"x": [1]}), pa.table({"x": ["a", "b"]})]
+    out = list(run_chain([MapBatches(_sizes, batch_size=4)], blocks))
+    assert [b.column("n").to_pylist() for b in out] == [[1], [2, 2]]
+
+
+def test_an_empty_input_still_reaches_the_function_once():
+    empty = pa.table({"x": pa.array([], pa.int64())})
+    out = list(run_chain([MapBatches(_sizes, batch_size=4)], [empty]))
+    assert [b.num_rows for b in out] == [0] and out[0].column_names == ["n", "x"]

@@ -20,7 +20,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Generator, Iterator, Mapping, MutableMapping
+from collections.abc import Generator, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +34,7 @@ from ..context import DataContext
 from ..io.read_task import ReadTask
 from ..plan.compute import ActorPoolStrategy
 from ..plan.operators import AllToAll, InputBlocks, Limit, LogicalOp, MapStage, Read, Union
-from ..plan.transforms import BlockTransform, run_chain
+from ..plan.transforms import BlockTransform, MapBatches, run_chain
 from .pool import TaskPool, make_pool, shared_objects
 from .stats import ExecutionStats
 
@@ -99,6 +99,40 @@ def read_and_transform(
 def transform_block(transforms: tuple[BlockTransform, ...], block: pa.Table) -> TaskResult:
     """Task body: apply the fused transforms to one upstream block."""
     return _timed(run_chain(transforms, [block]))
+
+
+def transform_bundle(transforms: tuple[BlockTransform, ...], blocks: list[pa.Table]) -> TaskResult:
+    """Task body: apply the fused transforms to consecutive upstream blocks, as one input."""
+    return _timed(run_chain(transforms, blocks))
+
+
+def _bundle_rows(transforms: tuple[BlockTransform, ...]) -> int | None:
+    """Rows a task's input should hold: a stage that starts with ``map_batches(batch_size=n)`` gets
+    upstream blocks bundled up to ``n`` rows (as Ray bundles them), so small blocks still make
+    full batches; ``None``: one block per task."""
+    first = transforms[0] if transforms else None
+    return first.batch_size if isinstance(first, MapBatches) and first.batch_size is not None else None
+
+
+def bundle_blocks(blocks: Iterable[pa.Table], min_rows: int) -> Iterator[list[pa.Table]]:
+    """Consecutive blocks, grouped until a group holds at least ``min_rows`` rows (the last group
+    may hold fewer). A block of ``min_rows`` or more goes alone.
+
+    Example:
+        >>> sizes = [1, 2, 5, 1, 1]
+        >>> [[b.num_rows for b in g] for g in bundle_blocks([pa.table({"a": [0] * n}) for n in sizes], 3)]
+        [[1, 2], [5], [1, 1]]
+    """
+    group: list[pa.Table] = []
+    rows = 0
+    for block in blocks:
+        group.append(block)
+        rows += block.num_rows
+        if rows >= min_rows:
+            yield group
+            group, rows = [], 0
+    if group:
+        yield group
 
 
 class _Execution:
@@ -186,18 +220,19 @@ class _Execution:
             raise TypeError(f"unknown operator {op!r}")
 
     def iter_map(self, op: MapStage) -> Iterator[pa.Table]:
-        if isinstance(op.compute, ActorPoolStrategy):
-            pool = self.actor_pool(op.compute)
+        if not isinstance(op.compute, ActorPoolStrategy) and isinstance(op.input, Read):
+            pool = self.task_pool()  # the read fused into the map tasks (a task batches across its blocks)
+            fn = self.read_fn(pool, op.transforms, op.input)
+            yield from self.run_tasks(pool, fn, op.input.tasks, f"{op.input.name}->{op.name}")
+            return
+        pool = self.actor_pool(op.compute) if isinstance(op.compute, ActorPoolStrategy) else self.task_pool()
+        min_rows = _bundle_rows(op.transforms)
+        if min_rows is None:
             fn = functools.partial(transform_block, op.transforms)
             yield from self.run_tasks(pool, fn, self.iter_op(op.input), op.name)
             return
-        pool = self.task_pool()
-        if isinstance(op.input, Read):  # fuse the read into the map tasks
-            fn = self.read_fn(pool, op.transforms, op.input)
-            yield from self.run_tasks(pool, fn, op.input.tasks, f"{op.input.name}->{op.name}")
-        else:
-            fn = functools.partial(transform_block, op.transforms)
-            yield from self.run_tasks(pool, fn, self.iter_op(op.input), op.name)
+        fn = functools.partial(transform_bundle, op.transforms)
+        yield from self.run_tasks(pool, fn, bundle_blocks(self.iter_op(op.input), min_rows), op.name)
 
     def iter_limit(self, op: Limit) -> Iterator[pa.Table]:
         remaining = op.n

@@ -431,7 +431,9 @@ class _Worker:
 
 def _item_size(item: Any) -> int:
     """Bytes an item is known to weigh before running it (Arrow/numpy ``nbytes``, ReadTask
-    ``size_bytes``), else 0."""
+    ``size_bytes``, the sum over a list of blocks), else 0."""
+    if isinstance(item, list):
+        return sum(_item_size(x) for x in item)
     for attr in ("nbytes", "size_bytes"):
         value = getattr(item, attr, None)
         if isinstance(value, int):

@@ -24,6 +24,7 @@ from ..blocks import (
     block_to_batch,
     block_to_rows,
     check_batch_format,
+    concat_blocks,
 )
 from ..blocks.ownership import mark_fresh, ref_counts, sole_owner
 from ..errors import TorchRayError, mark_operator
@@ -202,20 +203,70 @@ class MapBatches(_UDFTransform):
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         fn = self.callable()
         fmt = check_batch_format(self.batch_format)
+        for batch_block in _batches(blocks, self.batch_size):
+            result = self.invoke(fn, block_to_batch(batch_block, fmt, writable=True))
+            if inspect.isgenerator(result):
+                for out in _iter_results(self.name, result):
+                    yield block_from_batch(out, producer=self.name)
+                continue
+            counts = ref_counts(result)  # before anything else holds ``result`` (see ownership)
+            fresh = sole_owner(result, counts)
+            out_block = block_from_batch(result, producer=self.name)
+            if fresh:
+                mark_fresh(out_block)
+            del result
+            yield out_block
+
+
+def _batches(blocks: Iterable[Block], batch_size: int | None) -> Iterator[Block]:
+    """The task's rows cut into batches of exactly ``batch_size`` rows across its blocks (the last
+    may be shorter), as Ray's batcher cuts them; ``None``: each block whole.
+
+    A batch spanning blocks is their concatenation; blocks whose schemas cannot be concatenated
+    (or an ObjectBlock) are cut on their own. An empty block with columns, with nothing pending,
+    is one (empty) batch, so a function still sees the schema of an empty input.
+    """
+    if batch_size is None:
         for block in blocks:
-            for batch_block in _slices(block, self.batch_size):
-                result = self.invoke(fn, block_to_batch(batch_block, fmt, writable=True))
-                if inspect.isgenerator(result):
-                    for out in _iter_results(self.name, result):
-                        yield block_from_batch(out, producer=self.name)
-                    continue
-                counts = ref_counts(result)  # before anything else holds ``result`` (see ownership)
-                fresh = sole_owner(result, counts)
-                out_block = block_from_batch(result, producer=self.name)
-                if fresh:
-                    mark_fresh(out_block)
-                del result
-                yield out_block
+            yield from _slices(block, None)
+        return
+    pending: list[pa.Table] = []
+    rows = 0
+    for block in blocks:
+        if not isinstance(block, pa.Table):
+            yield from _joined(pending)
+            pending, rows = [], 0
+            yield from _slices(block, batch_size)
+            continue
+        n, start = block.num_rows, 0
+        if n == 0:
+            if block.num_columns and not pending:
+                yield block
+            continue
+        if pending:
+            take = min(batch_size - rows, n)
+            pending.append(block.slice(0, take))
+            rows, start = rows + take, take
+            if rows < batch_size:
+                continue
+            yield from _joined(pending)
+            pending, rows = [], 0
+        while n - start >= batch_size:
+            yield block.slice(start, batch_size)
+            start += batch_size
+        if start < n:
+            pending, rows = [block.slice(start)], n - start
+    yield from _joined(pending)
+
+
+def _joined(pieces: list[pa.Table]) -> Iterator[pa.Table]:
+    if len(pieces) <= 1:
+        yield from pieces
+        return
+    try:
+        yield concat_blocks(pieces)
+    except ValueError:  # schemas that do not concatenate: the pieces go as they are
+        yield from pieces
 
 
 def _slices(block: Block, batch_size: int | None) -> Iterator[Block]:
