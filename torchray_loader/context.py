@@ -45,7 +45,8 @@ class DataContext:
     #: Rows per block for in-memory sources (``range``, ``from_items``...), when not given.
     target_rows_per_block: int = 32_768
     #: Bytes of data allowed in flight between workers and the consumer (tasks running, results
-    #: waiting in the reorder buffer, prefetched batches).
+    #: waiting in the reorder buffer); batches made ahead are bounded by ``prefetch_batches`` on top
+    #: (docs/reliability.md, "What the memory budget covers").
     memory_budget_bytes: int = 1024 * 1024 * 1024
     #: Worker processes for transforms and reads; ``None`` means ``os.cpu_count()``.
     num_workers: int | None = None

@@ -8,7 +8,7 @@ import inspect
 import itertools
 import math
 import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence, Sized
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -419,7 +419,10 @@ class Dataset:
     def random_shuffle(self, *, seed: int | None = None, num_blocks: int | None = None, **ray_remote_args: Any) -> Dataset:
         """A full random permutation of the rows (all blocks are gathered first).
 
-        Without ``seed`` every execution (epoch) draws a new permutation.
+        Without ``seed`` every execution (epoch) draws a new permutation. The whole dataset is held in
+        memory while it is permuted (about three times its size at the peak), outside the memory
+        budget and never spilled: for data larger than memory, use :meth:`randomize_block_order` with
+        ``local_shuffle_buffer_size`` when iterating (or ``RayStyleLoader(shuffle=True)``), which streams.
 
         Example:
             >>> import torchray_loader as rd
@@ -719,9 +722,11 @@ class Dataset:
             finally:
                 blocks.close()
 
+        # ``prefetch_batches`` counts batches: a chunk of k batches weighs k in the queues (it holds
+        # their memory), and one chunk may always wait, so the default of 1 keeps one chunk ahead.
         depth = 0 if _in_memory(self._plan) else prefetch_batches
         if stage is None:
-            return _timed_iteration(prefetch(produce, depth, on_wait=_add_wait(stats)), stats)
+            return _timed_iteration(prefetch(produce, depth, on_wait=_add_wait(stats), weigh=_chunk_len), stats)
         if depth == 0:
             # No thread makes pieces ahead: the next piece is made and staged (its device copy
             # started) before the consumer takes this one's batches, so that copy overlaps their use.
@@ -729,7 +734,10 @@ class Dataset:
             return _timed_iteration(_one_ahead(_staged(made, stage)), stats)
         # Two threads, as DataLoader's main and pin-memory threads: one makes pieces, the other
         # stages them, so a piece's staging copy (the GIL released) overlaps making the next.
-        staged = prefetch(lambda: _staged(prefetch(produce, depth), stage), depth, on_wait=_add_wait(stats))
+        staged = prefetch(
+            lambda: _staged(prefetch(produce, depth, weigh=_chunk_len), stage), depth, on_wait=_add_wait(stats),
+            weigh=_chunk_len,
+        )
         return _timed_iteration(staged, stats)
 
     def iter_rows(self) -> Iterator[dict[str, Any]]:
@@ -1010,6 +1018,11 @@ def _add_wait(stats: ExecutionStats) -> Callable[[float], None]:
 
 #: Most batches handed from the prefetch thread to the consumer at once.
 _CHUNK = 64
+
+
+def _chunk_len(chunk: Iterable[Any]) -> int:
+    """The batches a chunk holds (its weight in the prefetch queues)."""
+    return len(chunk) if isinstance(chunk, Sized) else 1
 
 
 def _in_memory(plan: LogicalOp) -> bool:

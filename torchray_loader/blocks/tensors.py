@@ -277,9 +277,12 @@ def column_to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
         return _unpickle_objects(arr)
     if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
         inner = arr.to_pylist()
+        vt = t.value_type
+        # Lists of strings or bytes stay object arrays, as Ray gives them (not fixed-width "<U" arrays).
+        as_objects = pa.types.is_string(vt) or pa.types.is_large_string(vt) or pa.types.is_binary(vt) or pa.types.is_large_binary(vt)
         out = np.empty(len(inner), dtype=object)
         for i, v in enumerate(inner):
-            out[i] = None if v is None else np.asarray(v)
+            out[i] = None if v is None else (np.array(v, dtype=object) if as_objects else np.asarray(v))
         return out
     if pa.types.is_struct(t) or pa.types.is_map(t):
         out = np.empty(len(arr), dtype=object)

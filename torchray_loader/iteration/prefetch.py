@@ -43,6 +43,32 @@ def _stop_live_threads() -> None:
 at_exit("prefetch-threads", 0, _stop_live_threads)
 
 
+class _Weight:
+    """The total weight of the items a prefetch queue holds, and the wait for room in it."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.cond = threading.Condition()
+
+    def reserve(self, weight: int, limit: int, stop: threading.Event) -> bool:
+        """Wait until ``weight`` fits under ``limit`` (or nothing waits), then count it; False if
+        ``stop`` is set first."""
+        with self.cond:
+            while self.total and self.total + weight > limit:
+                if stop.is_set():
+                    return False
+                self.cond.wait(0.05)
+            if stop.is_set():
+                return False
+            self.total += weight
+            return True
+
+    def release(self, weight: int) -> None:
+        with self.cond:
+            self.total -= weight
+            self.cond.notify()
+
+
 class _Raised:
     __slots__ = ("exc",)
 
@@ -51,9 +77,16 @@ class _Raised:
 
 
 def prefetch(
-    make_iter: Callable[[], Iterator[T]], depth: int, on_wait: Callable[[float], None] | None = None
+    make_iter: Callable[[], Iterator[T]],
+    depth: int,
+    on_wait: Callable[[float], None] | None = None,
+    weigh: Callable[[T], int] | None = None,
 ) -> Iterator[T]:
     """Yield the items of ``make_iter()`` produced by a daemon thread, at most ``depth`` ahead.
+
+    With ``weigh``, ``depth`` bounds the items' total weight instead of their number (a chunk of
+    ``k`` batches weighs ``k``): an item waits until the waiting ones weigh at most ``depth`` with
+    it, except that one item always may wait (however heavy), so the thread never stalls.
 
     The source iterator is created, driven and closed in the thread (so its ``finally`` blocks run
     there). Closing this generator stops the thread promptly; an exception in the source re-raises
@@ -81,10 +114,16 @@ def prefetch(
                 close()
         return
 
-    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth if weigh is None else 0)
     stop = threading.Event()
+    waiting = _Weight()  # total weight of the items in ``q`` (with ``weigh``)
 
     def put(item: Any) -> bool:
+        if weigh is not None and item is not _DONE and not isinstance(item, _Raised):
+            if not waiting.reserve(weigh(item), depth, stop):
+                return False
+            q.put(item)
+            return True
         while not stop.is_set():
             try:
                 q.put(item, timeout=0.05)
@@ -135,6 +174,8 @@ def prefetch(
                 return
             if isinstance(item, _Raised):
                 raise item.exc
+            if weigh is not None:
+                waiting.release(weigh(item))
             yield item
     finally:
         # A set flag means the exit step already stopped and joined the thread, and this runs in

@@ -894,6 +894,9 @@ class RayStyleLoader(IterableDataset):
         the dataset of :meth:`_dataset_ref`."""
         if processes == 0:
             return [make_pool(0, ctx) for _ in range(count)], False
+        # One pool per worker, each bounding its own in-flight bytes: together they keep the budget.
+        ctx = ctx.copy()
+        ctx.memory_budget_bytes = max(1, ctx.memory_budget_bytes // count)
         shared = {self._dataset_ref().key: self.dataset} if self._kind in ("map", "iterable") else None
         if self.persistent_workers and count == processes:
             self._claim_persistent()
