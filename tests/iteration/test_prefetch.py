@@ -21,7 +21,7 @@ def test_waiting_items_weigh_at_most_the_depth():
     produced: list[int] = []
     ahead = []
     consumed = 0
-    for chunk in prefetch(_producer([3] * 10, produced), depth=7, weigh=len):
+    for _chunk in prefetch(_producer([3] * 10, produced), depth=7, weigh=len):
         time.sleep(0.02)  # a slow consumer: the thread runs as far ahead as it may
         consumed += 1
         ahead.append(len(produced) - consumed)
