@@ -31,6 +31,7 @@ __all__ = [
     "block_from_rows",
     "block_to_batch",
     "block_to_rows",
+    "columnless_table",
     "concat_blocks",
     "empty_block",
     "start_arrow_warm_up",
@@ -181,10 +182,18 @@ def _block_from_pandas(df: Any) -> pa.Table:
         else:  # pandas' own dtypes (nullable ints, str, pyarrow-backed, categorical): nulls stay null
             columns[str(name)] = pa.array(series)
     if not columns:
-        return pa.table({}).take([]) if len(df) == 0 else pa.Table.from_pydict({}).append_column(
-            "__dummy", pa.nulls(len(df))
-        ).drop(["__dummy"])
+        return columnless_table(len(df))
     return pa.table(columns)
+
+
+def columnless_table(num_rows: int) -> pa.Table:
+    """A table of ``num_rows`` rows and no columns (pyarrow builds none directly).
+
+    Example:
+        >>> columnless_table(3).num_rows, columnless_table(3).num_columns
+        (3, 0)
+    """
+    return pa.table({"_": pa.nulls(num_rows)}).drop_columns(["_"])
 
 
 def block_from_rows(rows: Sequence[Any], *, producer: str = "UDF") -> pa.Table:

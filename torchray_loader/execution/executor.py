@@ -96,13 +96,8 @@ def read_and_transform(
         return _timed(run_chain(transforms, task.blocks()))
 
 
-def transform_block(transforms: tuple[BlockTransform, ...], block: pa.Table) -> TaskResult:
-    """Task body: apply the fused transforms to one upstream block."""
-    return _timed(run_chain(transforms, [block]))
-
-
-def transform_bundle(transforms: tuple[BlockTransform, ...], blocks: list[pa.Table]) -> TaskResult:
-    """Task body: apply the fused transforms to consecutive upstream blocks, as one input."""
+def transform_blocks(transforms: tuple[BlockTransform, ...], blocks: list[pa.Table]) -> TaskResult:
+    """Task body: apply the fused transforms to one task's input, consecutive upstream blocks."""
     return _timed(run_chain(transforms, blocks))
 
 
@@ -226,13 +221,10 @@ class _Execution:
             yield from self.run_tasks(pool, fn, op.input.tasks, f"{op.input.name}->{op.name}")
             return
         pool = self.actor_pool(op.compute) if isinstance(op.compute, ActorPoolStrategy) else self.task_pool()
+        upstream = self.iter_op(op.input)
         min_rows = _bundle_rows(op.transforms)
-        if min_rows is None:
-            fn = functools.partial(transform_block, op.transforms)
-            yield from self.run_tasks(pool, fn, self.iter_op(op.input), op.name)
-            return
-        fn = functools.partial(transform_bundle, op.transforms)
-        yield from self.run_tasks(pool, fn, bundle_blocks(self.iter_op(op.input), min_rows), op.name)
+        inputs = ([b] for b in upstream) if min_rows is None else bundle_blocks(upstream, min_rows)
+        yield from self.run_tasks(pool, functools.partial(transform_blocks, op.transforms), inputs, op.name)
 
     def iter_limit(self, op: Limit) -> Iterator[pa.Table]:
         remaining = op.n

@@ -69,7 +69,7 @@ from typing import Any
 import cloudpickle
 import numpy as np
 
-from ..blocks import buffers
+from ..blocks import buffers, columnless_table
 
 __all__ = [
     "INLINE_THRESHOLD",
@@ -252,8 +252,10 @@ def _reduce_sliced_arrow(pa: Any, obj: Any) -> tuple[Any, ...] | None:
 def _rows_without_columns(num_rows: int, is_batch: bool) -> Any:
     import pyarrow as pa
 
-    table = pa.table({"_": pa.nulls(num_rows)}).drop_columns(["_"])
-    return table.to_batches()[0] if is_batch and table.num_rows else (pa.record_batch([]) if is_batch else table)
+    table = columnless_table(num_rows)
+    if not is_batch:
+        return table
+    return table.to_batches()[0] if num_rows else pa.record_batch([])
 
 
 def _arrow_from_ipc(buf: Any, is_batch: bool) -> Any:

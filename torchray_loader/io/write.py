@@ -44,7 +44,7 @@ import math
 import posixpath
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -77,10 +77,17 @@ def block_file_name(index: int, fmt: str) -> str:
 # what each format accepts
 
 
-def _has_pickle(t: pa.DataType) -> bool:
+def _type_has(t: pa.DataType, found: Callable[[pa.DataType], bool]) -> bool:
+    """Whether ``found`` holds for ``t``, an extension type's storage, or any nested child type."""
+    if found(t):
+        return True
     if isinstance(t, pa.BaseExtensionType):
-        return t.extension_name == PYTHON_OBJECT_NAME or _has_pickle(t.storage_type)
-    return any(_has_pickle(t.field(i).type) for i in range(t.num_fields)) if t.num_fields else False
+        return _type_has(t.storage_type, found)
+    return any(_type_has(t.field(i).type, found) for i in range(t.num_fields)) if t.num_fields else False
+
+
+def _has_pickle(t: pa.DataType) -> bool:
+    return _type_has(t, lambda x: isinstance(x, pa.BaseExtensionType) and x.extension_name == PYTHON_OBJECT_NAME)
 
 
 def _csv_ok(t: pa.DataType) -> bool:
@@ -181,14 +188,6 @@ def _finite_or_none(a: np.ndarray) -> np.ndarray:
     return out
 
 
-def _has_floats(t: pa.DataType) -> bool:
-    if pa.types.is_floating(t):
-        return True
-    if isinstance(t, pa.BaseExtensionType):
-        return _has_floats(t.storage_type)
-    return any(_has_floats(t.field(i).type) for i in range(t.num_fields)) if t.num_fields else False
-
-
 def _nested_finite(v: Any) -> Any:
     if isinstance(v, float):
         return v if math.isfinite(v) else None
@@ -212,7 +211,7 @@ def _write_json(block: pa.Table, f: Any, column: str | None, options: dict[str, 
             values.append([None if a is None else _finite_or_none(a).tolist() for a in column_to_numpy(col)])
         elif pa.types.is_floating(col.type):
             values.append(pc.if_else(pc.is_finite(col), col, None).to_pylist())
-        elif _has_floats(col.type):
+        elif _type_has(col.type, pa.types.is_floating):
             values.append([_nested_finite(v) for v in col.to_pylist()])
         else:
             values.append(col.to_pylist())
