@@ -596,9 +596,13 @@ class RayStyleLoader(IterableDataset):
             # A loaded state taken between epochs only says where the next epoch starts; a resumed
             # mid-epoch state keeps its own epoch (its batches are fixed).
             pending["epoch"] = int(epoch)
-        for s in (self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)):
+        for s in self._samplers():
             if s is not None and hasattr(s, "set_epoch"):
                 s.set_epoch(int(epoch))
+
+    def _samplers(self) -> tuple[Any, Any, Any]:
+        """The sampler, the batch sampler and the batch sampler's sampler (``None`` where absent)."""
+        return self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None)
 
     def state_dict(self) -> dict[str, Any]:
         """Where the loader stands: load it into a new loader (same arguments, any ``num_workers``,
@@ -942,6 +946,20 @@ class RayStyleLoader(IterableDataset):
             if not self._persistent_users:
                 self._persistent_thread = None
 
+    def _end_worker_epoch(
+        self, gens: list[Iterator[Any]], pools: list[TaskPool], persistent: bool, key: str,
+        _close: Any = _close_pools, _forget: Any = _forget_workers,
+    ) -> None:
+        """Close an epoch's task streams; then its pools and virtual workers, or release the
+        persistent ones. (The helpers are bound at definition, as in :meth:`_release_persistent`.)"""
+        for g in gens:
+            g.close()  # type: ignore[attr-defined]
+        if not persistent:
+            _close(pools)
+            _forget(key)
+        else:
+            self._release_persistent()
+
     def _worker_key(self, ep: _Epoch, persistent: bool) -> str:
         # Persistent workers keep their RNG stream and init across epochs, as DataLoader's do.
         return f"{self._uid}-p" if persistent else f"{self._uid}-{ep.epoch}-{uuid.uuid4().hex[:8]}"
@@ -996,7 +1014,7 @@ class RayStyleLoader(IterableDataset):
         sampler = self._epoch_sampler(ep)
         if not self._user_sampler:
             return self._indices(sampler)
-        gens = sampler_generators(self.sampler, self.batch_sampler, getattr(self.batch_sampler, "sampler", None))
+        gens = sampler_generators(*self._samplers())
         if ep.sampler_rng is not None:  # a resumed epoch
             return replay_first(lambda: self._indices(sampler), ep.sampler_rng, gens)
 
@@ -1056,9 +1074,6 @@ class RayStyleLoader(IterableDataset):
         splitter = RoundRobinSplitter(stream, processes)
         dataset = self._dataset_ref()
         gens: list[Iterator[Any]] = []
-        # Bound now: an iterator left open at interpreter exit is finalized after module globals are
-        # cleared, and its ``finally`` must still close the pools quietly.
-        close_pools, forget_workers = _close_pools, _forget_workers
         try:
             for v, pool in enumerate(pools):
                 spec = _WorkerSpec(f"{key}-{v}", v, processes, ep.base_seed or 0, self.worker_init_fn, os.getpid())
@@ -1073,13 +1088,7 @@ class RayStyleLoader(IterableDataset):
                     return
                 yield batch
         finally:
-            for g in gens:
-                g.close()  # type: ignore[attr-defined]
-            if not persistent:
-                close_pools(pools)
-                forget_workers(key)
-            else:
-                self._release_persistent()
+            self._end_worker_epoch(gens, pools, persistent, key)
 
     # ------------------------------------------------------------------ IterableDataset
 
@@ -1116,7 +1125,6 @@ class RayStyleLoader(IterableDataset):
         epoch_key = uuid.uuid4().hex
         dataset = self._dataset_ref()
         gens: list[Iterator[Any]] = []
-        close_pools, forget_workers = _close_pools, _forget_workers  # bound now, as in _fetch_map
         try:
             for v, pool in enumerate(pools):
                 spec = _WorkerSpec(f"{key}-{v}", v, workers, ep.base_seed or 0, self.worker_init_fn, os.getpid())
@@ -1136,13 +1144,7 @@ class RayStyleLoader(IterableDataset):
                         continue
                     yield result
         finally:
-            for g in gens:
-                g.close()  # type: ignore[attr-defined]
-            if not persistent:
-                close_pools(pools)
-                forget_workers(key)
-            else:
-                self._release_persistent()
+            self._end_worker_epoch(gens, pools, persistent, key)
 
     # ------------------------------------------------------------------ torchray Dataset
 
