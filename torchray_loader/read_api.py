@@ -406,7 +406,8 @@ def read_images(
     explicit ``device`` has the workers only read the files; each batch is decoded on that device
     (nvjpeg through ``torchvision.io.decode_jpeg`` on CUDA, batched; libjpeg-turbo on ``"cpu"``) and
     resized there (antialiased bilinear), on the side stream that copies the batch. The batches hold
-    the same rows; pixels may differ from the workers' decode by a few levels. This holds for the
+    the same rows; pixels may differ from the workers' decode by a few levels on photographs, and by
+    tens at sharp colour edges (nvjpeg upsamples chroma without libjpeg-turbo's smoothing). This holds for the
     dataset itself, after ``randomize_block_order`` or ``limit``, and in ``RayStyleLoader(ds, device=...)``;
     every other use (``iter_batches``, ``map``..., ``iter_torch_batches`` without ``device``) decodes in
     the workers as usual.
