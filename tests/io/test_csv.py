@@ -67,6 +67,24 @@ def test_ragged_row_names_file_and_line(tmp_path):
         rd.read_csv(str(tmp_path)).take_all()
 
 
+@pytest.mark.parametrize("text, line", [
+    ("id,v\n1,a\n\n\n5\n", 5),  # blank lines are no records but are lines
+    ('id,v\n1,"a\nb"\n5\n', 4),  # a quoted value spanning two lines
+    ("id,v\r\n1,a\r\n\r\n5\r\n", 4),  # CRLF
+    ("id,v\n5\n1,a\n\n5\n", 2),  # the same text twice: the first is the first bad row
+])
+def test_ragged_rows_are_named_by_their_line(tmp_path, text, line):
+    (tmp_path / "r.csv").write_bytes(text.encode())
+    parse = pacsv.ParseOptions(newlines_in_values=True)
+    with pytest.raises(ReadError, match=rf"r\.csv: row {line}: expected 2 columns, got 1: '5'"):
+        rd.read_csv(str(tmp_path), parse_options=parse).take_all()
+    ds = rd.read_csv(str(tmp_path), parse_options=parse, on_read_error="skip", read_error_budget=-1)
+    ds.take_all()
+    assert [s.row for s in read_skips(ds)][:1] == [line]
+    if text.count("5\n") == 2:
+        assert [s.row for s in read_skips(ds)] == [2, 5]
+
+
 def test_ragged_rows_are_skipped_within_budget(tmp_path):
     (tmp_path / "r.csv").write_text(RAGGED)
     ds = rd.read_csv(str(tmp_path), on_read_error="skip", read_error_budget=2)

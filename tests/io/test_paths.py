@@ -379,3 +379,24 @@ def test_partition_field_types_and_rays_partitioning_object(tmp_path):
         Partitioning("hive", field_types={"year": list})
     with pytest.raises(ValueError, match="partition ok='true' is not a int"):
         rd.read_csv(str(tmp_path), partitioning=Partitioning("hive", field_types={"ok": int})).take_all()
+
+
+def test_a_directory_that_cannot_be_listed_is_a_read_error_naming_it(tmp_path, monkeypatch):
+    """Under any policy: its files cannot be skipped one by one without being listed."""
+    import os
+
+    (tmp_path / "ok").mkdir()
+    (tmp_path / "ok" / "a.csv").write_text("x\n1\n")
+    (tmp_path / "locked").mkdir()
+    (tmp_path / "locked" / "b.csv").write_text("x\n2\n")
+    scandir = os.scandir
+
+    def refusing(path):
+        if str(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    for policy in ("raise", "skip"):
+        with pytest.raises(ReadError, match=rf"{tmp_path}/locked: cannot list this directory: Permission denied"):
+            rd.read_csv(str(tmp_path), on_read_error=policy)

@@ -96,6 +96,34 @@ def test_setup_errors_are_never_skipped():
         list(ReadErrorPolicy("skip", budget=5).run_unit("f", missing_extra))
 
 
+class EndpointConnectionError(Exception):
+    """Named as botocore's: a client's connection error that is no builtin ConnectionError."""
+
+
+@pytest.mark.parametrize("exc", [ConnectionRefusedError(111, "Connection refused"), TimeoutError("timed out"),
+                                 EndpointConnectionError("Could not connect to the endpoint URL")])
+def test_unreachable_storage_is_never_skipped(exc):
+    """A file the storage could not serve may be fine: skipping it would drop its rows silently."""
+    def unreachable():
+        raise exc
+
+    policy = ReadErrorPolicy("skip", budget=5)
+    with pytest.raises(ReadError, match=r"s3://b/k\.csv: .*not skipped: the storage could not be reached"):
+        list(policy.run_unit("s3://b/k.csv", unreachable))
+    assert policy.skipped() == []
+    with pytest.raises(ReadError, match=r"s3://b/k\.csv: "):
+        list(ReadErrorPolicy().run_unit("s3://b/k.csv", unreachable))
+
+
+def test_a_bare_missing_key_reads_as_missing():
+    """s3fs raises FileNotFoundError(key) for an object deleted after listing: the reason says so."""
+    def gone():
+        raise FileNotFoundError("bkt/d/b.csv")
+
+    with pytest.raises(ReadError, match=r"s3://bkt/d/b\.csv: no such file or directory: bkt/d/b\.csv$"):
+        list(ReadErrorPolicy().run_unit("s3://bkt/d/b.csv", gone))
+
+
 def test_bad_policy_arguments():
     with pytest.raises(ValueError, match="on_read_error"):
         ReadErrorPolicy("ignore")  # type: ignore[arg-type]

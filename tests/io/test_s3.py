@@ -14,7 +14,7 @@ from PIL import Image
 import torchray_loader as rd
 from torchray_loader.blocks import column_from_values
 from torchray_loader.errors import ReadError
-from torchray_loader.io.errors import MissingPathError
+from torchray_loader.io.errors import MissingPathError, read_skips
 
 pytestmark = pytest.mark.s3
 
@@ -91,6 +91,23 @@ def test_corrupt_object_names_the_s3_path(s3):
     s3.put(f"{p}/bad.parquet", b"PAR1 not really")
     with pytest.raises(ReadError, match=f"s3://{s3.bucket}/{p}/bad.parquet"):
         rd.read_parquet(s3.anon_url(f"{p}/bad.parquet")).take_all()
+
+
+def test_an_object_an_anonymous_reader_may_not_read_is_a_read_error(s3):
+    """A private object under an anonymous URL: S3 refuses even its HEAD, while listing. It is named
+    (raise) or skipped (skip) like any unreadable file; the readable one is still read."""
+    p = s3.prefix()
+    private = f"private-{p}"  # moto lets a public-read bucket's ACL open its objects: another bucket
+    s3.client().create_bucket(Bucket=private)
+    s3.client().put_object(Bucket=private, Key="b.csv", Body=b"id\n2\n")
+    s3.put(f"{p}/a.csv", b"id\n1\n")
+    both = [s3.anon_url(f"{p}/a.csv"), f"s3://anonymous@{private}/b.csv"]
+    with pytest.raises(ReadError, match=rf"s3://{private}/b\.csv: "):
+        rd.read_csv(both).take_all()
+    ds = rd.read_csv(both, on_read_error="skip", read_error_budget=1)
+    assert ds.take_all() == [{"id": 1}]
+    assert [s.path for s in read_skips(ds)] == [f"s3://{private}/b.csv"]
+    assert rd.read_csv(f"s3://{private}/b.csv").take_all() == [{"id": 2}]  # its owner reads it
 
 
 @pytest.mark.parametrize("fmt", ["parquet", "csv", "json", "numpy"])

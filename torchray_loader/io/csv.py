@@ -38,13 +38,19 @@ class _RowHandler:
     budget running out) is stored here, ``"error"`` tells pyarrow to stop, and the caller re-raises.
     """
 
-    def __init__(self, policy: ReadErrorPolicy, shown: str) -> None:
+    def __init__(self, policy: ReadErrorPolicy, shown: str, data: bytes = b"", encoding: str = "utf8") -> None:
         self.policy = policy
         self.shown = shown
         self.error: BaseException | None = None
+        self._data = data
+        self._encoding = encoding
+        self._line_starts: Any = None
+        self._last_line = 0
 
     def __call__(self, row: Any) -> str:
         number = row.number if row.number is not None and row.number >= 0 else None
+        if number is not None:
+            number = self._line_of(number, row.text)
         reason = f"expected {row.expected_columns} columns, got {row.actual_columns}: {row.text!r:.200}"
         try:
             self.policy.bad_row(self.shown, number, reason)
@@ -52,6 +58,32 @@ class _RowHandler:
             self.error = exc
             return "error"
         return "skip"
+
+    def _line_of(self, record: int, text: str) -> int:
+        """The line (1-based) where bad record ``record`` starts. pyarrow numbers records, which
+        skip blank lines and span the line breaks of quoted values, so a record starts on line
+        ``record`` or later; bad records come in file order, so after the previous one too. The
+        first such line holding exactly the record's text is its line (``record`` if none does)."""
+        import numpy as np
+
+        data = self._data
+        if self._line_starts is None:
+            breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
+            self._line_starts = np.concatenate([[0], breaks])
+        starts = self._line_starts
+        first = max(record, self._last_line + 1)
+        if first > len(starts):
+            return record
+        needle = text.encode(self._encoding, errors="replace")
+        pos = int(starts[first - 1])
+        while (hit := data.find(needle, pos)) >= 0:
+            line = int(np.searchsorted(starts, hit, side="right"))
+            end = hit + len(needle)
+            if starts[line - 1] == hit and data[end : end + 1] in (b"", b"\n", b"\r"):
+                self._last_line = line
+                return line
+            pos = hit + 1
+        return record
 
 
 def _with_handler(parse_options: pacsv.ParseOptions | None, handler: _RowHandler) -> pacsv.ParseOptions:
@@ -92,9 +124,9 @@ def read_csv_unit(
         >>> [t.to_pydict() for t in read_csv_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
         [{'x': [1]}]
     """
-    handler = _RowHandler(policy, shown)
     ro = read_options if read_options is not None else pacsv.ReadOptions(use_threads=False)
     data = read_input_bytes(fs, unit.file.path, compression=compression)
+    handler = _RowHandler(policy, shown, data, ro.encoding)
     try:
         table = pacsv.read_csv(
             pa.BufferReader(data),

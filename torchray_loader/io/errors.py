@@ -80,6 +80,19 @@ class SkippedItem:
     reason: str
 
 
+def _is_transport_error(exc: BaseException) -> bool:
+    """Whether ``exc`` means the storage could not be reached (refused, reset, timed out): the file
+    may be fine, so skipping it would lose its rows silently. Besides the builtin ``ConnectionError``
+    and ``TimeoutError``, fsspec backends raise their clients' own (botocore's
+    ``EndpointConnectionError``, aiohttp's ``ClientConnectionError``), which do not subclass them."""
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    return any(
+        "ConnectionError" in k.__name__ or "ConnectTimeout" in k.__name__ or "ReadTimeout" in k.__name__
+        for k in type(exc).__mro__
+    )
+
+
 def _is_data_error(exc: BaseException) -> bool:
     """Whether ``exc`` means "this input is unreadable" (as opposed to a setup problem that skipping
     would only hide: a missing extra, a budget already exceeded, running out of memory)."""
@@ -92,6 +105,8 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ReadError):
         return exc.reason
     text = str(exc).strip() or type(exc).__name__
+    if isinstance(exc, FileNotFoundError) and (not exc.strerror and " " not in text):
+        text = f"no such file or directory: {text}"  # s3fs raises FileNotFoundError(key): a bare path
     return f"{type(exc).__name__}: {text}" if not isinstance(exc, (OSError, pa.ArrowException)) else text
 
 
@@ -178,6 +193,8 @@ class ReadErrorPolicy:
         except Exception as exc:
             if not _is_data_error(exc):
                 raise
+            if _is_transport_error(exc):
+                raise ReadError(path, f"{_reason(exc)} (not skipped: the storage could not be reached)") from exc
             self._skip(path, None, _reason(exc))
             return
         yield from results

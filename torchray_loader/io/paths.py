@@ -360,10 +360,16 @@ def _has_ext(path: str, exts: Sequence[str] | None) -> bool:
 
 
 def _info_or_none(fs: Any, path: str) -> dict[str, Any] | None:
+    """``fs.info(path)``; None where the path does not exist. A path that cannot be looked at (an
+    S3 object private to an anonymous reader: s3fs raises ``PermissionError``, pyarrow an ``OSError``)
+    is listed as a file of unknown size: its read task meets the same refusal and the read's error
+    policy names or skips it, as for any unreadable file."""
     try:
         return fs.info(path)
     except FileNotFoundError:
         return None
+    except OSError:
+        return {"name": path, "type": "file", "size": None}
 
 
 def _list_one(fs: Any, path: str, shown: str) -> list[tuple[str, int | None]] | None:
@@ -399,11 +405,16 @@ def _list_dir(fs: Any, path: str) -> list[tuple[str, int | None]]:
     from fsspec.implementations.local import LocalFileSystem
 
     base = path.rstrip("/")
-    if isinstance(fs, LocalFileSystem):
-        found = _find_local(base)
-    else:
-        found = [(p, info.get("size")) for p, info in fs.find(base, withdirs=False, detail=True).items()
-                 if info.get("type", "file") != "directory"]
+    try:
+        if isinstance(fs, LocalFileSystem):
+            found = _find_local(base)
+        else:
+            found = [(p, info.get("size")) for p, info in fs.find(base, withdirs=False, detail=True).items()
+                     if info.get("type", "file") != "directory"]
+    except PermissionError as exc:
+        # Whatever the policy: the files a directory holds cannot be skipped one by one unlisted.
+        where = display_path(fs, exc.filename) if isinstance(exc.filename, str) else display_path(fs, base)
+        raise ReadError(where, f"cannot list this directory: {exc.strerror or exc}") from exc
     out = []
     for p, size in found:
         rel = p[len(base) :].lstrip("/") if p.startswith(base) else posixpath.basename(p)
