@@ -820,3 +820,66 @@ def test_an_idle_worker_lets_go_of_its_mapping_of_a_removed_transfer_file():
         while _transfer_file_mappings(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _transfer_file_mappings(pid), "an idle worker holds the memory of a removed file"
+
+
+SCRIPT_FUNCTIONS = """
+import sys
+import torch
+from torch.utils.data import Dataset
+from torchray_loader import RayStyleLoader
+import torchray_loader as rd
+
+HANDLE = None  # opened per worker by worker_init_fn, read by the dataset (the HDF5 / database pattern)
+
+def open_handle(worker_id):
+    global HANDLE
+    HANDLE = f"handle-{worker_id}"
+
+class Batch:
+    def __init__(self, samples):
+        self.samples = samples
+
+def collate(samples):
+    return Batch(samples)
+
+class Handles(Dataset):
+    def __len__(self):
+        return 4
+    def __getitem__(self, i):
+        if HANDLE is None:
+            raise RuntimeError("worker_init_fn's global is not seen")
+        return HANDLE
+
+if __name__ == "__main__":
+    method = sys.argv[1]
+    kw = dict(num_workers=2, multiprocessing_context=method)
+    got = list(RayStyleLoader(Handles(), batch_size=2, worker_init_fn=open_handle, **kw))
+    assert got == [["handle-0", "handle-0"], ["handle-1", "handle-1"]], got
+    batch = next(iter(RayStyleLoader(Handles(), batch_size=2, worker_init_fn=open_handle, collate_fn=collate, **kw)))
+    assert type(batch) is Batch, type(batch)
+    # Defined under the guard: a spawned worker's __main__ lacks them, and they travel by value.
+    scale = 3
+    def times_scale(samples):
+        return [len(s) * scale for s in samples]
+    assert list(RayStyleLoader(Handles(), batch_size=2, worker_init_fn=open_handle, collate_fn=times_scale,
+                               **kw)) == [[24, 24], [24, 24]]
+    rd.DataContext.get_current().start_method = method
+    rd.DataContext.get_current().num_workers = 2
+    out = rd.range(4).map(lambda r: {"id": r["id"] * scale}).take_all()
+    assert [r["id"] for r in out] == [0, 3, 6, 9], out
+    print("ok")
+"""
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+def test_script_functions_reach_workers_by_name_else_by_value(tmp_path, start_method):
+    """A script's functions and classes reach workers as the script's own, as DataLoader's workers
+    see them (a global set by ``worker_init_fn`` is seen by the dataset; a class made in
+    ``collate_fn`` is the script's); one the worker's ``__main__`` lacks arrives by value."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(SCRIPT_FUNCTIONS)
+    proc = subprocess.run([sys.executable, str(script), start_method], capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

@@ -196,10 +196,10 @@ def test_main_classes_go_by_value_from_the_consumer(monkeypatch):
     exec("class Local:\n    pass\n", main.__dict__)
     main.Local.__module__ = "__main__"
     monkeypatch.setitem(sys.modules, "__main__", main)
-    assert b"_from_main" not in shm.dumps(main.Local)
+    assert b"main_object" not in shm.dumps(main.Local)
     monkeypatch.setattr(shm, "_MAIN_BY_REFERENCE", True)
     data = shm.dumps(main.Local)
-    assert b"_from_main" in data and pickle.loads(data) is main.Local
+    assert b"main_object" in data and pickle.loads(data) is main.Local
 
 
 def test_torch_is_not_imported_for_transfers():

@@ -113,17 +113,44 @@ def _save_module(pickler: Any, obj: types.ModuleType) -> None:
 
 
 class _FnPickler(dill.Pickler):
-    """dill (lambdas, closures, ``__main__`` functions by value), with modules by reference."""
+    """dill (lambdas and closures by value), with modules by reference, and the script's own classes
+    and functions by name with a by-value copy to fall back on.
+
+    By name, as DataLoader's workers see them: a worker runs the script's very function, whose
+    globals are the worker's ``__main__`` (a ``global`` that ``worker_init_fn`` sets is seen by the
+    dataset), and makes instances of the script's very classes (``isinstance`` and ``except`` hold
+    once they come back). The copy serves a worker whose ``__main__`` lacks the name: a function
+    defined under ``if __name__ == "__main__":`` in a spawned worker, or in a notebook cell."""
 
     dispatch = dill._dill.MetaCatchingDict(dill.Pickler.dispatch.copy())
     dispatch[types.ModuleType] = _save_module
 
+    def __init__(self, *args: Any, by_value: frozenset[int] = frozenset(), **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._by_value = by_value  # ids of the objects whose by-value copies are being written
 
-def _dumps_fn(fn: Any) -> bytes:
-    """``fn`` serialized for the workers (``dill.dumps(fn, recurse=True)``, modules by reference)."""
+    def reducer_override(self, obj: Any) -> Any:
+        if id(obj) not in self._by_value:
+            qualname = shm.main_qualname(obj)
+            if qualname is not None:
+                return (_main_or_copy, (qualname, _dumps_fn(obj, self._by_value | {id(obj)})))
+        return NotImplemented
+
+
+def _dumps_fn(fn: Any, by_value: frozenset[int] = frozenset()) -> bytes:
+    """``fn`` serialized for the workers (``dill.dumps(fn, recurse=True)``, modules by reference,
+    the script's classes and functions by name with a by-value copy)."""
     f = io.BytesIO()
-    _FnPickler(f, _PROTO, recurse=True).dump(fn)
+    _FnPickler(f, _PROTO, recurse=True, by_value=by_value).dump(fn)
     return f.getvalue()
+
+
+def _main_or_copy(qualname: str, copy: bytes) -> Any:
+    """The script's object ``qualname`` in this worker's ``__main__``; else its by-value copy."""
+    try:
+        return shm.main_object(qualname)
+    except AttributeError:
+        return dill.loads(copy)
 
 
 # ============================================================================ worker side
@@ -283,10 +310,10 @@ def _worker_main(
     init_fn: bytes | None,
     inherited_fds: tuple[int, ...],
     seed: int,
-    shared: dict[str, Any],
+    shared: dict[str, Any] | bytes,
 ) -> None:
     """Body of a worker process: run tasks until told to stop or the parent disappears."""
-    WORKER_SHARED.update(shared)
+    WORKER_SHARED.update(dill.loads(shared) if isinstance(shared, bytes) else shared)
     shm.send_main_by_reference()
     # Ctrl-C goes to the whole process group; the consumer handles it and stops the workers.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -625,6 +652,7 @@ class ProcessPool:
         except Exception as exc:
             raise TypeError(f"worker_init_fn cannot be sent to worker processes: {exc}") from exc
         self._shared = dict(shared or {})  # Process arguments: inherited under fork, else pickled per start
+        self._shared_copy: bytes | None = None  # (not fork) pickled once, as task functions are
         self._workers: list[_Worker | None] = [None] * num_workers  # by slot = worker_id
         self.retire_idle = retire_idle
         self._retired: list[_Worker] = []  # told to stop, reaped at close
@@ -1114,7 +1142,7 @@ class ProcessPool:
                 self._init_fn,
                 inherited,
                 secrets.randbits(63),
-                self._shared,
+                self._shared if self.ctx.start_method == "fork" else self._shared_pickled(),
             ),
             name=f"torchray-{self.name}-{slot}",
             daemon=True,
@@ -1126,6 +1154,11 @@ class ProcessPool:
         w = _Worker(slot, proc, parent_conn)
         self._workers[slot] = w
         return w
+
+    def _shared_pickled(self) -> bytes:
+        if self._shared_copy is None:
+            self._shared_copy = _dumps_fn(self._shared)
+        return self._shared_copy
 
     def _ensure_min_workers(self) -> None:
         alive = sum(w is not None for w in self._workers)

@@ -185,22 +185,29 @@ def send_main_by_reference() -> None:
     _MAIN_BY_REFERENCE = True
 
 
-def _from_main(qualname: str) -> Any:
+def main_object(qualname: str) -> Any:
+    """``qualname`` looked up in this process's ``__main__`` (AttributeError where it is missing)."""
     obj: Any = sys.modules["__main__"]
     for part in qualname.split("."):
         obj = getattr(obj, part)
     return obj
 
 
-def _main_reference(obj: Any) -> tuple[Any, ...] | None:
+def main_qualname(obj: Any) -> str | None:
+    """The name under which ``obj``, a class or function of the script (``__main__``), is found in
+    it; None for anything else (a lambda, a class made in a function, one rebuilt by value)."""
     if not isinstance(obj, (type, types.FunctionType)) or getattr(obj, "__module__", None) not in _MAIN_MODULES:
         return None
     qualname = getattr(obj, "__qualname__", "")
     try:
-        found = _from_main(qualname) is obj  # not a class made in a function, nor one rebuilt by value
+        return qualname if main_object(qualname) is obj else None
     except AttributeError:
         return None
-    return (_from_main, (qualname,)) if found else None
+
+
+def _main_reference(obj: Any) -> tuple[Any, ...] | None:
+    qualname = main_qualname(obj)
+    return (main_object, (qualname,)) if qualname is not None else None
 
 
 class _Pickler(cloudpickle.Pickler):
