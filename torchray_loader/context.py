@@ -66,6 +66,11 @@ class DataContext:
     read_error_budget: int = 0
     #: Allow reading files that carry pickled Python objects (never by default).
     allow_pickle: bool = False
+    #: Seed of the random operators given no seed (``random_shuffle()``, ``randomize_block_order()``,
+    #: ``repartition(shuffle=True)``) in one execution, each its own stream of it; ``None`` draws new
+    #: entropy every execution, as Ray does. ``RayStyleLoader`` sets it per epoch (and keeps it in its
+    #: state), so a resumed epoch and every rank's share see the same permutation.
+    unseeded_random_seed: int | None = None
 
     _current: ClassVar[DataContext | None] = None
     _lock: ClassVar[threading.Lock] = threading.Lock()

@@ -151,3 +151,17 @@ def test_real_gloo_group_two_processes(tmp_path):
     assert odd[0]["num_batches"] == odd[1]["num_batches"]
     assert sorted(odd[0]["ids"] + odd[1]["ids"]) == list(range(1, 61, 2))
     assert all(r["distributed_sampler_equal"] for r in ranks)
+
+
+@pytest.mark.parametrize("unseeded", ["random_shuffle", "randomize_block_order", "repartition"])
+def test_pipelines_shuffled_without_a_seed_split_disjointly(monkeypatch, unseeded):
+    """Each rank runs its own pipeline: a random operator given no seed draws from the loader's
+    epoch seed, which every rank agrees on, so the shares are disjoint (they overlapped)."""
+    def make():
+        ds = rd.range(200, override_num_blocks=8)
+        ds = ds.repartition(5, shuffle=True) if unseeded == "repartition" else getattr(ds, unseeded)()
+        return RayStyleLoader(ds, batch_size=10)
+
+    per_rank = _per_rank(make, 2, monkeypatch, key="id")
+    _check_exactly_once(per_rank, 200, 10, drop_last=False)
+    assert sorted(i for r in per_rank for b in r for i in b) == list(range(200))

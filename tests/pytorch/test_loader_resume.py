@@ -162,6 +162,50 @@ def test_user_sampler_state_loads_with_weights_only(tmp_path):
     assert_same_batches(head + list(it), head + rest)
 
 
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_distributed_sampler_resumes_its_own_epoch(tmp_path, num_workers):
+    """The state carries the sampler's epoch: a resume needs no ``set_epoch`` call to draw as the
+    interrupted epoch did (without it a DistributedSampler draws epoch 0's order)."""
+    def make():
+        sampler = torch.utils.data.DistributedSampler(range(40), num_replicas=2, rank=0, shuffle=True, seed=3)
+        return RayStyleLoader(TensorDS(40), batch_size=4, sampler=sampler, num_workers=num_workers), sampler
+
+    loader, sampler = make()
+    sampler.set_epoch(1)
+    expected = list(loader)
+    it = iter(loader)
+    head = [next(it), next(it)]
+    torch.save(loader.state_dict(), tmp_path / "state.pt")
+    del it
+    fresh, _ = make()
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    assert_same_batches(expected, head + list(fresh))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_pipeline_shuffled_without_a_seed_resumes_exactly(num_workers):
+    """``random_shuffle()`` with no seed draws a new order every epoch (as in Ray); the loader's state
+    keeps the epoch's draw, so a resume continues that order (it drew a new one: rows lost and repeated)."""
+    import torchray_loader as rd
+
+    def make():
+        return RayStyleLoader(rd.range(300, override_num_blocks=6).random_shuffle(), batch_size=25,
+                              num_workers=num_workers)
+
+    loader = make()
+    it = iter(loader)
+    head = [next(it)["id"] for _ in range(3)]
+    state = loader.state_dict()
+    expected = head + [b["id"] for b in it]
+    fresh = make()
+    fresh.load_state_dict(state)
+    got = head + [b["id"] for b in fresh]
+    assert torch.equal(torch.cat(got), torch.cat(expected))
+    assert sorted(torch.cat(got).tolist()) == list(range(300))
+    epochs = [torch.cat([b["id"] for b in make()]) for _ in range(2)]
+    assert not torch.equal(*epochs)  # still a new order each epoch
+
+
 def test_resume_leaves_the_global_rngs_to_the_caller():
     """The replayed first draw runs from the recorded state; the caller's own RNGs are given back."""
     loader = RayStyleLoader(TensorDS(10), batch_size=3, sampler=torch.utils.data.RandomSampler(range(10)))

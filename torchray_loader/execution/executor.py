@@ -141,6 +141,7 @@ class _Execution:
         self.pools: list[TaskPool] = []
         self._task_pool: TaskPool | None = None
         self.shared = shared  # every Read's shared objects: the task pool's workers get them at start
+        self._unseeded_ops = 0  # random operators without a seed met so far (their order is the plan's)
 
     def task_pool(self) -> TaskPool:
         if self._task_pool is None:
@@ -241,8 +242,17 @@ class _Execution:
         finally:
             upstream.close()
 
+    def _unseeded_seed(self) -> int:
+        """A seed for the next random operator given none: from ``ctx.unseeded_random_seed`` (the
+        k-th such operator of the plan gets stream k of it), else new entropy."""
+        base = self.ctx.unseeded_random_seed
+        self._unseeded_ops += 1
+        if base is None:
+            return int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
+        return int(np.random.SeedSequence([base, self._unseeded_ops]).generate_state(2, np.uint64)[0] >> 1)
+
     def iter_all_to_all(self, op: AllToAll) -> Iterator[pa.Table]:
-        seed = op.seed if op.seed is not None else int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
+        seed = op.seed if op.seed is not None else self._unseeded_seed()
         if op.block_order_only:
             permuted = _permute_source(op.input, seed)
             if permuted is not None:

@@ -121,8 +121,8 @@ class Union(LogicalOp):
 class AllToAll(LogicalOp):
     """An operator that needs all input blocks: ``fn(blocks) -> blocks`` (shuffle, repartition...).
 
-    ``fn`` receives ``(blocks, seed)``; ``seed`` is ``None`` unless the user gave one, in which case
-    the executor passes a fresh random seed per execution, so each epoch differs.
+    ``fn`` receives ``(blocks, seed)``: the user's ``seed``, else one the executor picks per execution
+    (from ``DataContext.unseeded_random_seed`` where set, else new entropy), so each epoch differs.
     """
 
     input: LogicalOp

@@ -71,7 +71,7 @@ from ..errors import TaskTimeoutError
 from ..execution.pool import SharedRef, TaskPool, make_pool
 from ..integrations.ray import is_ray_dataset, ray_iterable_to_batches
 from ..io.read_task import ReadTask
-from ..plan import InputBlocks, LogicalOp, MapStage, Read
+from ..plan import AllToAll, InputBlocks, LogicalOp, MapStage, Read
 from .batched_fetch import batched_fetch
 from .collate import collate_into_transfer_file
 from .convert import numpy_to_torch_value
@@ -303,6 +303,13 @@ def _no_worker_info() -> Iterator[None]:
 # =============================================================================== Arrow sharding
 
 
+def _has_unseeded_all_to_all(plan: LogicalOp) -> bool:
+    """Whether ``plan`` holds an all-to-all operator given no seed (its output differs per execution)."""
+    if isinstance(plan, AllToAll) and plan.seed is None:
+        return True
+    return any(_has_unseeded_all_to_all(op) for op in plan.inputs)
+
+
 def _row_units(plan: LogicalOp) -> tuple[list[Any], list[int], Callable[[list[tuple[int, int, int]]], LogicalOp]] | None:
     """Split a plan ``MapStage* (Read | InputBlocks)`` with row-preserving maps into its source units
     (read tasks or blocks) with known row counts, plus a function that rebuilds the plan over row
@@ -387,10 +394,18 @@ class _Epoch:
     base_seed_drawn: bool = True  # whether this epoch drew it (not with persistent workers' later epochs)
     sampler_seed: int | None = None  # seed of the default RandomSampler when no generator is given
     sampler_rng: dict[str, Any] | None = None  # RNG states a user's sampler drew this epoch from
+    sampler_epochs: list[int | None] | None = None  # a user's samplers' ``epoch`` (DistributedSampler)
     arrow_seed: int | None = None  # shuffle seed for a torchray Dataset
+    plan_seed: int | None = None  # a torchray Dataset's random operators given no seed draw from it
     layout: int = 0  # virtual workers of an IterableDataset epoch (its batches depend on it)
     started: bool = True  # False: a state taken between epochs (the next epoch has not begun)
     stats: dict[str, float] = field(default_factory=lambda: {"wait_s": 0.0, "wall_s": 0.0})
+
+
+def _sampler_epoch(sampler: Any) -> int | None:
+    """A sampler's own epoch where it has one (``DistributedSampler.epoch``, set by ``set_epoch``)."""
+    epoch = getattr(sampler, "epoch", None)
+    return int(epoch) if hasattr(sampler, "set_epoch") and isinstance(epoch, (int, np.integer)) else None
 
 
 def _draw_seed(generator: torch.Generator | None) -> int:
@@ -570,6 +585,7 @@ class RayStyleLoader(IterableDataset):
         self._persistent_users = 0
         self._persistent_thread: int | None = None
         self._materialized: Dataset | None = None
+        self._materialized_seed: int | None = None  # the plan seed it ran with, if the plan used one
         self._persistent_seed: int | None = None  # base seed of persistent workers (first epoch's)
         self._last_dataset: Dataset | None = None
 
@@ -804,7 +820,9 @@ class RayStyleLoader(IterableDataset):
             "base_seed_drawn": ep.base_seed_drawn,
             "sampler_seed": ep.sampler_seed,
             "sampler_rng": ep.sampler_rng,
+            "sampler_epochs": ep.sampler_epochs,
             "arrow_seed": ep.arrow_seed,
+            "plan_seed": ep.plan_seed,
             "num_workers": ep.layout if ep.started else None,
         }
 
@@ -820,7 +838,9 @@ class RayStyleLoader(IterableDataset):
                 base_seed_drawn=bool(pending.get("base_seed_drawn", True)),
                 sampler_seed=pending.get("sampler_seed"),
                 sampler_rng=pending.get("sampler_rng"),
+                sampler_epochs=pending.get("sampler_epochs"),
                 arrow_seed=pending.get("arrow_seed"),
+                plan_seed=pending.get("plan_seed"),
             )
             # A started epoch keeps its worker layout (an IterableDataset's batches depend on it).
             ep.layout = self.num_workers if pending.get("num_workers") is None else int(pending["num_workers"])
@@ -1010,11 +1030,19 @@ class RayStyleLoader(IterableDataset):
         """The epoch's index batches (or single indices without auto-collation) for this rank.
 
         A sampler or batch sampler the user gave draws from RNGs this loader does not seed: the
-        states it starts from are recorded with the epoch (``sampler_rng``) and replayed on resume."""
+        states it starts from are recorded with the epoch (``sampler_rng``) and replayed on resume,
+        and so are the samplers' own epochs (``DistributedSampler.set_epoch``)."""
         sampler = self._epoch_sampler(ep)
         if not self._user_sampler:
             return self._indices(sampler)
-        gens = sampler_generators(*self._samplers())
+        samplers = self._samplers()
+        if ep.sampler_epochs is None:
+            ep.sampler_epochs = [_sampler_epoch(s) for s in samplers]
+        else:  # a resumed epoch: its samplers draw as they did
+            for s, epoch in zip(samplers, ep.sampler_epochs, strict=False):
+                if epoch is not None and hasattr(s, "set_epoch"):
+                    s.set_epoch(epoch)
+        gens = sampler_generators(*samplers)
         if ep.sampler_rng is not None:  # a resumed epoch
             return replay_first(lambda: self._indices(sampler), ep.sampler_rng, gens)
 
@@ -1160,17 +1188,38 @@ class RayStyleLoader(IterableDataset):
             _draw_seed(self.generator)  # resumed: advance the generator as the interrupted run did
         return ep.arrow_seed
 
-    def _shardable(self, processes: int) -> tuple[list[Any], list[int], Callable[..., LogicalOp]]:
+    def _plan_seed(self, ep: _Epoch, world: int) -> int:
+        """The epoch's seed for the pipeline's random operators given no seed (``random_shuffle()``):
+        agreed by every rank as the shuffle seed is; else a draw from a copy of the generator's
+        epoch state (the generator itself is not advanced) or new entropy; kept in the state."""
+        shared = self._shared_seed(world)
+        if shared is not None:
+            ep.plan_seed = epoch_seed(shared, ep.epoch, 1)
+        elif ep.plan_seed is None:
+            if ep.gen_state is not None:
+                g = torch.Generator()
+                g.set_state(ep.gen_state)
+                ep.plan_seed = epoch_seed(_draw_seed(g), ep.epoch, 1)
+            else:
+                ep.plan_seed = int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
+        return ep.plan_seed
+
+    def _shardable(self, processes: int, plan_seed: int) -> tuple[list[Any], list[int], Callable[..., LogicalOp]]:
         ds: Dataset = self.dataset
         units = _row_units(ds._plan)
         if units is None:
             # Row counts per source unit are unknown before running (filters, shuffles...): run the
-            # pipeline once and keep its blocks (spilled past the memory budget) for every epoch.
-            if self._materialized is None:
+            # pipeline once and keep its blocks (spilled past the memory budget) for every epoch; once
+            # per epoch where random operators without a seed make each epoch's rows differ.
+            key = plan_seed if _has_unseeded_all_to_all(ds._plan) else None
+            if self._materialized is None or key != self._materialized_seed:
+                ctx = self._ctx(processes)
+                ctx.unseeded_random_seed = plan_seed
                 store = _new_block_store()
-                for block in ds.iter_internal_blocks(self._ctx(processes)):
+                for block in ds.iter_internal_blocks(ctx):
                     store.append(block)
                 self._materialized = MaterializedDataset(InputBlocks(store, "Materialized"))
+                self._materialized_seed = key
             units = _row_units(self._materialized._plan)
             assert units is not None
         return units
@@ -1181,9 +1230,10 @@ class RayStyleLoader(IterableDataset):
         outer = self._outer_worker()
         processes = self._processes()
         seed = self._arrow_seed(ep, world) if self.shuffle else None
+        plan_seed = self._plan_seed(ep, world)
         sizes: list[int] | None = None
         if world > 1 or outer is not None:
-            units, counts, rebuild = self._shardable(processes)
+            units, counts, rebuild = self._shardable(processes, plan_seed)
             total = sum(counts)
             order = list(range(len(units)))
             if seed is not None:
@@ -1211,6 +1261,7 @@ class RayStyleLoader(IterableDataset):
             local_seed = seed
         self._last_dataset = ds
         ctx = self._ctx(processes)
+        ctx.unseeded_random_seed = plan_seed
         prefetch = 0 if processes == 0 else (self.prefetch_factor or 2) * processes
         buffer = None
         if self.shuffle:
