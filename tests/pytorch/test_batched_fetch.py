@@ -3,6 +3,7 @@ where it is known to be equal."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from loader_cases import assert_same_batches
@@ -118,3 +119,14 @@ def test_vectorised_gathers_run_in_the_consumer_at_any_num_workers(monkeypatch):
     monkeypatch.setattr(RayStyleLoader, "_get_pools", lambda self, *a: started.append(a) or real(self, *a))
     assert_same_batches(list(DataLoader(ds, batch_size=8)), list(with_init))
     assert started
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("sampler", [np.linspace(0, 9, 4), [0.5, 2.9]])
+def test_indices_that_are_no_integers_are_an_index_error(num_workers, sampler):
+    """DataLoader raises IndexError (``tensor[0.5]``); the batched gather must not truncate them."""
+    ds = TensorDataset(torch.arange(10) * 10)
+    with pytest.raises(IndexError):
+        list(DataLoader(ds, batch_size=2, sampler=sampler))
+    with pytest.raises(IndexError, match="only integers are valid indices of a dataset"):
+        list(RayStyleLoader(ds, batch_size=2, sampler=sampler, num_workers=num_workers))

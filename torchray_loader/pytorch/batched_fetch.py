@@ -90,7 +90,16 @@ def _fetch_for(dataset: Any) -> Fetch | None:
 
 
 def _index(idx: Sequence[int]) -> torch.Tensor:
-    return torch.as_tensor(idx, dtype=torch.int64)
+    """``idx`` as an int64 tensor; an index that is no integer (``0.5``, ``np.float64(3)``) is an
+    ``IndexError`` as ``dataset[i]`` raises it, never truncated to an integer."""
+    try:
+        t = torch.as_tensor(idx)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"sampler indices must be integers, got {list(idx)[:5]!r}") from exc
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        first = next(i for i in idx if not isinstance(i, (int, np.integer)) or isinstance(i, bool))
+        raise IndexError(f"only integers are valid indices of a dataset (got {type(first).__name__}: {first!r})")
+    return t.to(torch.int64)
 
 
 def _torchvision_fetch(dataset: Any, cls: Any) -> Fetch | None:
@@ -113,7 +122,7 @@ def _torchvision_fetch(dataset: Any, cls: Any) -> Fetch | None:
         pixels, labels = dataset.data, dataset.targets
 
         def cifar(idx: Sequence[int]) -> list[torch.Tensor]:
-            rows = np.asarray(idx, dtype=np.int64)
+            rows = _index(idx).numpy()
             images = torch.from_numpy(pixels[rows]).permute(0, 3, 1, 2)  # HWC -> CHW, as to_tensor does
             return [convert(images), torch.tensor([labels[j] for j in idx])]
 

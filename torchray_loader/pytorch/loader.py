@@ -540,6 +540,8 @@ class RayStyleLoader(IterableDataset):
                 raise ValueError("shuffle_buffer_size applies to torchray Datasets only")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator or None, got {generator!r} (seed= takes an int)")
         if shuffle_buffer_size is not None:
             if isinstance(shuffle_buffer_size, bool) or not isinstance(shuffle_buffer_size, int) or shuffle_buffer_size < 1:
                 raise ValueError(f"shuffle_buffer_size must be a positive int, got {shuffle_buffer_size!r}")
