@@ -206,6 +206,27 @@ def test_a_pipeline_shuffled_without_a_seed_resumes_exactly(num_workers):
     assert not torch.equal(*epochs)  # still a new order each epoch
 
 
+def test_an_end_of_epoch_state_of_persistent_workers_resumes_the_same_later_epochs():
+    """Persistent workers draw their base seed from the generator once; a loader resumed between
+    epochs must not draw it again, or every later permutation differs from the uninterrupted run's."""
+    def make():
+        return RayStyleLoader(TensorDS(24), batch_size=4, shuffle=True, num_workers=2, persistent_workers=True,
+                              generator=torch.Generator().manual_seed(7))
+
+    ref = make()
+    expected = [list(ref) for _ in range(3)]
+    ref.close()
+    loader = make()
+    list(loader)
+    state = loader.state_dict()
+    loader.close()
+    fresh = make()
+    fresh.load_state_dict(state)
+    for e in (1, 2):
+        assert_same_batches(expected[e], list(fresh))
+    fresh.close()
+
+
 def test_resume_leaves_the_global_rngs_to_the_caller():
     """The replayed first draw runs from the recorded state; the caller's own RNGs are given back."""
     loader = RayStyleLoader(TensorDS(10), batch_size=3, sampler=torch.utils.data.RandomSampler(range(10)))

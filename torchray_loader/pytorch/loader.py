@@ -642,7 +642,12 @@ class RayStyleLoader(IterableDataset):
         cur = self._current
         if cur is None or cur.finished:
             epoch = self._next_epoch_number(peek=True)
-            return self._state(_Epoch(epoch, gen_state=self._generator_state(), started=False), 0)
+            ep = _Epoch(epoch, gen_state=self._generator_state(), started=False)
+            if self.persistent_workers and self._persistent_seed is not None:
+                # Persistent workers draw no new base seed from the generator in later epochs: the
+                # resumed loader must not either, or the permutation drawn after it differs.
+                ep.base_seed, ep.base_seed_drawn = self._persistent_seed, False
+            return self._state(ep, 0)
         return self._state(cur, cur.yielded)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
