@@ -129,6 +129,26 @@ def test_torch_tensors_go_out_of_band():
     out["t"][0, 0] = 42.0  # writable, no warning about non-writable numpy arrays
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tensor_layouts_that_cost_no_extra_bytes_are_kept(dtype):
+    """As DataLoader keeps them: channels_last and transposed tensors keep their strides, an expanded
+    one its stride 0 (sent as its one row); a sparse slice goes contiguous (its span would cost more)."""
+    x = torch.arange(8 * 3 * 64 * 64, dtype=torch.float32).reshape(8, 3, 64, 64).to(dtype)
+    cl = x.to(memory_format=torch.channels_last)
+    mask = torch.arange(6, dtype=torch.float32).to(dtype).expand(1_000_000, 6)
+    sliced = x[:, :, ::2]
+    ref = shm.dumps_to_shm({"cl": cl, "t": x[0, 0].t(), "mask": mask, "sliced": sliced})
+    assert ref.path is not None
+    sent = os.path.getsize(ref.path)
+    out = shm.loads_from_shm(ref)
+    assert out["cl"].is_contiguous(memory_format=torch.channels_last) and torch.equal(out["cl"], cl)
+    assert out["t"].stride() == x[0, 0].t().stride() and torch.equal(out["t"], x[0, 0].t())
+    assert out["mask"].stride() == (0, 1) and torch.equal(out["mask"], mask)
+    assert out["sliced"].is_contiguous() and torch.equal(out["sliced"], sliced)
+    assert all(out[k].dtype == dtype for k in out)
+    assert sent < cl.nbytes + x[0, 0].nbytes + sliced.nbytes + 64 * 1024  # the mask went as one row
+
+
 @pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
 @pytest.mark.parametrize("dtype", ["float8_e4m3fn", "float8_e5m2", "complex32", "uint16"])
 def test_tensors_of_dtypes_numpy_lacks_cross_as_their_bits(dtype):

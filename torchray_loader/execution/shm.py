@@ -163,12 +163,14 @@ class ShmRef:
 # ----------------------------------------------------------------------------- pickling
 
 
-def _tensor_from_numpy(arr: Any, dtype_name: str | None) -> Any:
+def _tensor_from_numpy(arr: Any, dtype_name: str | None, strided: tuple[Any, Any] | None = None) -> Any:
     import torch  # present: the producer had it imported, so the consumer unpickles a torch object
 
     t = torch.from_numpy(arr)
     if dtype_name is not None:
         t = t.view(getattr(torch, dtype_name))
+    if strided is not None:  # the storage span sent, viewed with the tensor's own sizes and strides
+        t = t.as_strided(*strided)
     return t
 
 
@@ -284,16 +286,26 @@ def _reduce_tensor(torch: Any, t: Any) -> tuple[Any, ...] | None:
         or t.is_neg()
     ):
         return None  # torch's own reduction handles these
+    # Layout kept where it costs no extra bytes, as DataLoader keeps it: a dense tensor in another
+    # memory order (channels_last, a transpose) or an expanded one (stride 0) goes as the storage span
+    # it covers (at most its own size) plus its sizes and strides; other views go contiguous.
+    strided = None
+    flat = t
+    if not t.is_contiguous() and t.numel() > 0:
+        span = 1 + sum((n - 1) * st for n, st in zip(t.shape, t.stride(), strict=True))
+        if span <= t.numel():
+            flat = t.as_strided((span,), (1,), t.storage_offset())
+            strided = (tuple(t.shape), tuple(t.stride()))
     dtype_name = None
     try:
-        arr = t.contiguous().numpy()
+        arr = flat.contiguous().numpy()
     except (TypeError, RuntimeError):  # dtypes numpy lacks (bfloat16, float8...): their bits as ints
         same_size = _INT_OF_SIZE.get(t.element_size())
         if same_size is None:
             return None
         dtype_name = str(t.dtype).removeprefix("torch.")
-        arr = t.contiguous().view(getattr(torch, same_size)).numpy()
-    return (_tensor_from_numpy, (arr, dtype_name))
+        arr = flat.contiguous().view(getattr(torch, same_size)).numpy()
+    return (_tensor_from_numpy, (arr, dtype_name, strided))
 
 
 _INT_OF_SIZE = {1: "uint8", 2: "int16", 4: "int32", 8: "int64"}
