@@ -104,6 +104,8 @@ def test_other_bad_arguments():
         RayStyleLoader(TensorDS(), shuffle=True, shuffle_buffer_size=10)
     with pytest.raises(TypeError, match="seed must be an int"):
         RayStyleLoader(TensorDS(), seed="1")
+    with pytest.raises(ValueError, match="shuffle=True over a torchray Dataset needs a batch_size"):
+        RayStyleLoader(rd.range(4), shuffle=True, batch_size=None)
     with pytest.raises(TypeError, match=r"generator must be a torch.Generator or None, got 42 \(seed= takes an int\)"):
         RayStyleLoader(TensorDS(), shuffle=True, generator=42)
     with pytest.raises(ValueError, match="not a RayStyleLoader state"):

@@ -518,6 +518,11 @@ class RayStyleLoader(IterableDataset):
             self.collate_fn: Any = collate_fn
             self._auto_collation = batch_size is not None
             shuffle = bool(shuffle)
+            if shuffle and batch_size is None:
+                raise ValueError(
+                    "shuffle=True over a torchray Dataset needs a batch_size: with batch_size=None each "
+                    "batch is a whole block (as Ray's iter_torch_batches); use ds.random_shuffle() instead"
+                )
         else:
             if isinstance(data, RayStyleLoader):
                 raise TypeError("data is already a RayStyleLoader")
