@@ -426,18 +426,51 @@ def _wait_until(condition, timeout=10.0):
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_retire_idle_stops_workers_once_all_work_is_handed_out(live_children, start_method):
     """``retire_idle``: after the last task of every open imap, idle workers stop before
-    ``close()``; a later imap starts workers again, with the same results."""
+    ``close()``, the last one becoming the consumer's watchdog (one ``/bin/sh``, killed at close);
+    a later imap starts workers again, with the same results."""
+    def left() -> list[str]:  # the watchdog shell (and the ``sleep`` it may be running)
+        names = []
+        for p in live_children():
+            try:
+                names.append(p.name())
+            except psutil.Error:  # exited meanwhile
+                pass
+        return sorted(n for n in names if n != "sleep")
+
     with ProcessPool(2, make_ctx(start_method), retire_idle=True) as pool:
         results = pool.imap(square, range(20))
         assert next(results) == 0
         assert len(live_children()) == 2  # tasks still to hand out: nobody retires
         assert list(results) == [i * i for i in range(1, 20)]
-        assert _wait_until(lambda: not live_children())  # before close()
+        assert _wait_until(lambda: left() == ["sh"])  # before close()
         assert pool._workers == [None, None]
         inner = pool.imap(square, range(30))  # nested: the outer imap is not done while inner runs
         assert list(pool.imap(lambda x: x + 1, inner)) == [i * i + 1 for i in range(30)]
-        assert _wait_until(lambda: not live_children())
+        assert _wait_until(lambda: left() == ["sh"])  # still one watchdog
     assert not pool._retired  # reaped at close
+    assert not live_children()
+
+
+def test_a_consumer_killed_after_its_workers_retired_leaves_no_transfer_files(tmp_path):
+    """The retired workers' watchdog removes the files a killed consumer still held (an all-to-all
+    step holds every gathered block): nobody else would, the workers being gone."""
+    from leak_checks import transfer_files
+
+    script = tmp_path / "consumer.py"
+    script.write_text(
+        "import os, signal, numpy as np, torchray_loader as rd\n"
+        "rd.DataContext.get_current().num_workers = 2\n"
+        "def big(b):\n"
+        "    return {'id': b['id'], 'x': np.ones((len(b['id']), 50_000), np.float32)}\n"
+        "it = rd.range(200, override_num_blocks=10).map_batches(big).random_shuffle(seed=0).iter_batches(batch_size=20)\n"
+        "next(it)\n"
+        "print(os.getpid(), flush=True)\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    pid = int(proc.stdout.split()[0])
+    assert _wait_until(lambda: not transfer_files(pid), timeout=10), transfer_files(pid)
 
 
 def test_without_retire_idle_workers_wait_for_the_next_imap(live_children):

@@ -48,6 +48,8 @@ def init_worker(worker_id):
     pass
 
 def batches():
+    if mode.startswith("shuffle-heavy"):  # the consumer holds every gathered block's transfer file
+        return rd.range(4000, override_num_blocks=80).map_batches(heavy).random_shuffle(seed=0).iter_batches(batch_size=25)
     if mode.startswith("shuffle"):  # the shuffle gathers its whole input before its first batch
         return rd.range(4000, override_num_blocks=80).map_batches(slow).random_shuffle(seed=0).iter_batches(batch_size=25)
     if mode.startswith("loader-map"):  # a torch map-style dataset fetched in the workers
@@ -69,7 +71,7 @@ def fault():
         sys.exit(3)
     elif mode == "os-exit":
         os._exit(4)
-    elif mode == "sigkill":
+    elif mode.endswith("sigkill"):
         os.kill(os.getpid(), signal.SIGKILL)
     elif mode == "uncaught":
         raise RuntimeError("boom in the training loop")
@@ -125,6 +127,8 @@ DATASET_MODES = {
     "caught-sigint": 0,
     "uncaught-sigint": -signal.SIGINT,  # Python re-raises SIGINT to die of it
     "shuffle-caught-sigint": 0,  # Ctrl-C while an all-to-all step gathers its input
+    # killed after a shuffle, its task pool's workers retired: the one kept as a watchdog cleans up
+    "shuffle-heavy-sigkill": -signal.SIGKILL,
 }
 LOADER_MODES = {
     "loader-fall-off": 0,

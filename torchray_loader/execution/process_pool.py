@@ -55,6 +55,7 @@ import itertools
 import os
 import pickle
 import secrets
+import shlex
 import signal
 import sys
 import threading
@@ -87,7 +88,7 @@ from .pool import WORKER_SHARED
 __all__ = ["ProcessPool"]
 
 # consumer -> worker messages
-_TASK, _FORGET, _STOP = 0, 1, 2
+_TASK, _FORGET, _STOP, _WATCH = 0, 1, 2, 3
 # worker -> consumer messages
 _OK, _ERR, _INIT_ERR, _READY = 0, 1, 2, 3
 
@@ -262,6 +263,32 @@ def _sweep_if_orphaned(owner_pid: int) -> None:
             pass
 
 
+def _become_watchdog(owner_pid: int) -> None:
+    """Replace this retired worker by a ``/bin/sh`` loop that waits for the owner to exit and then
+    removes the owner's transfer files; the pool kills it when it closes.
+
+    Why: the task pool retires idle workers early, but the consumer may still hold received transfer
+    files (an all-to-all step gathers every block). Killed then (SIGKILL, the OOM killer) it leaves
+    them in shared memory, with no worker left to see its death. The exec frees this process's copy
+    of the consumer's memory as an exit would, so the watch costs a shell and no more."""
+    dirs = " ".join(shlex.quote(os.path.join(d, f"{shm.PREFIX}{owner_pid}_")) + "*" for d in shm.shm_dirs())
+    # The owner is gone once it no longer exists or this process was re-parented (a dead owner not
+    # yet reaped is a zombie that ``kill -0`` still finds), as the workers' own watch decides.
+    script = (
+        f"while kill -0 {owner_pid} 2>/dev/null; do "
+        f'if read -r _ _ _ ppid _ < /proc/$$/stat && [ "$ppid" != {os.getppid()} ]; then break; fi; '
+        f"sleep 1; done; rm -f {dirs}"
+    )
+    try:
+        # No inherited stdio: a caller reading the owner's output to its end must not wait for us.
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        os.execv("/bin/sh", ["/bin/sh", "-c", script])
+    except OSError:
+        pass
+
+
 def _watch_parent(parent: int, owner_pid: int) -> None:
     """Exit this worker as soon as its parent is gone, even in the middle of a (hanging) task: a
     daemon thread polls ``getppid()`` (it changes when the parent dies and we are re-parented).
@@ -344,6 +371,9 @@ def _worker_main(
         kind = msg[0]
         if kind == _STOP:
             return
+        if kind == _WATCH:
+            _become_watchdog(owner_pid)
+            return  # exec failed (no /bin/sh): an ordinary retirement
         if kind == _FORGET:
             fns.pop(msg[1], None)
             continue
@@ -443,7 +473,7 @@ class _Imap:
 
 
 class _Worker:
-    __slots__ = ("slot", "proc", "conn", "sentinel", "queue", "imaps", "head_since", "ready")
+    __slots__ = ("slot", "proc", "conn", "sentinel", "queue", "imaps", "head_since", "ready", "watchdog")
 
     def __init__(self, slot: int, proc: Any, conn: Any) -> None:
         self.slot = slot
@@ -454,6 +484,7 @@ class _Worker:
         self.imaps: set[int] = set()  # imap ids whose fn this worker has
         self.head_since: float | None = None  # when the head of ``queue`` started (about)
         self.ready = False  # the process is up (imports, worker_init_fn done)
+        self.watchdog = False  # retired into the owner's watchdog (see _become_watchdog)
 
 
 def _item_size(item: Any) -> int:
@@ -534,6 +565,12 @@ def _shutdown(
                 w.conn.send_bytes(pickle.dumps((_STOP,), _PROTO))
         except (OSError, EOFError, ValueError, AttributeError):
             pass
+    for w in stopped:
+        if w.watchdog:  # its watch ends with the pool (it would wait for this process's exit)
+            try:
+                w.proc.kill()
+            except (OSError, ValueError, AttributeError):
+                pass
     live += stopped  # told to stop already (and usually gone): reaped like the others
     for grace, action in ((_STOP_GRACE_S, "terminate"), (_KILL_GRACE_S, "kill"), (_KILL_GRACE_S, None)):
         deadline = time.monotonic() + grace
@@ -1027,13 +1064,17 @@ class ProcessPool:
         with self._lifecycle:  # each worker is in ``_workers`` or ``_retired`` when shutdown looks
             if self._closed or not self._finalizer.alive:
                 return
-            for w in self._workers:
-                if w is None or w.queue:
-                    continue
+            idle = [w for w in self._workers if w is not None and not w.queue]
+            busy = any(w is not None and w.queue for w in self._workers)
+            watched = any(w.watchdog and _exitcode(w) is None for w in self._retired)
+            for w in idle:
                 self._workers[w.slot] = None
                 self._retired.append(w)
+                # The last one to go stays as the consumer's watchdog: the consumer may hold transfer
+                # files until close, and nobody else would remove them if it were killed.
+                w.watchdog = w is idle[-1] and not busy and not watched
                 try:
-                    w.conn.send_bytes(pickle.dumps((_STOP,), _PROTO))
+                    w.conn.send_bytes(pickle.dumps((_WATCH if w.watchdog else _STOP,), _PROTO))
                 except (OSError, EOFError, ValueError):
                     pass  # already gone: reaped at close like the others
                 w.conn.close()  # a worker forked later must not inherit this pipe end
