@@ -118,3 +118,31 @@ def test_object_column_slices_and_concatenations_load_their_own_values():
     assert [v[1] for v in sliced] == [3, 4, 5, 6] and torch.equal(sliced[0][0], torch.full((2,), 3.0))
     chunked = pa.chunked_array([col.slice(8), col.slice(0, 2)])
     assert [v[1] for v in column_to_numpy(chunked)] == [8, 9, 0, 1]
+
+
+
+FROM_NUMPY_SAMPLES = """
+import numpy as np, torch, torchray_loader as rd
+rd.DataContext.get_current().num_workers = 0
+arr = np.random.default_rng(0).random((50_000, 16), dtype=np.float32)
+class Samples(torch.utils.data.Dataset):
+    def __len__(self):
+        return len(arr)
+    def __getitem__(self, i):
+        return torch.from_numpy(arr[i])
+for _ in range(4):
+    assert sum(len(b["item"]) for b in rd.from_torch(Samples()).iter_torch_batches(batch_size=256)) == 50_000
+print("ok")
+"""
+
+
+def test_tensors_pickled_into_object_columns_survive_garbage_collection():
+    """The ``numpy()`` arrays of tensor reductions outlive the dump: freed mid-dump, a garbage
+    collection (here in pandas' lazy import thread) crashed the process with SIGSEGV in about half
+    of these runs."""
+    import subprocess
+    import sys
+
+    for _ in range(2):
+        proc = subprocess.run([sys.executable, "-c", FROM_NUMPY_SAMPLES], capture_output=True, text=True, timeout=240)
+        assert proc.returncode == 0 and proc.stdout.strip() == "ok", (proc.returncode, proc.stderr[-2000:])

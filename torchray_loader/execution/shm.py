@@ -220,12 +220,20 @@ class _Pickler(cloudpickle.Pickler):
       under a slice (a 10-row slice of a 100 MB block would send 100 MB), IPC only the sliced part.
     """
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The tensor reductions' ``numpy()`` arrays, referenced by their reductions only: they must
+        # outlive the dump (see blocks.object_pickle._KeepsReductions: freed mid-dump, a garbage
+        # collection during the dump crashed the process).
+        self._kept: list[Any] = []
+
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
         torch = sys.modules.get("torch")  # never import torch just for this
         if torch is not None and t is torch.Tensor:
             reduced = _reduce_tensor(torch, obj)
             if reduced is not None:
+                self._kept.append(reduced)
                 return reduced
         pa = sys.modules.get("pyarrow")
         if pa is not None and (t is pa.Table or t is pa.RecordBatch):
