@@ -272,13 +272,15 @@ def _become_watchdog(owner_pid: int) -> None:
     them in shared memory, with no worker left to see its death. The exec frees this process's copy
     of the consumer's memory as an exit would, so the watch costs a shell and no more."""
     dirs = " ".join(shlex.quote(os.path.join(d, f"{shm.PREFIX}{owner_pid}_")) + "*" for d in shm.shm_dirs())
-    # The owner is gone once it no longer exists or this process was re-parented (a dead owner not
-    # yet reaped is a zombie that ``kill -0`` still finds), as the workers' own watch decides.
-    script = (
-        f"while kill -0 {owner_pid} 2>/dev/null; do "
-        f'if read -r _ _ _ ppid _ < /proc/$$/stat && [ "$ppid" != {os.getppid()} ]; then break; fi; '
-        f"sleep 1; done; rm -f {dirs}"
+    # The owner is gone once it no longer exists, or once this process, its child, was re-parented
+    # (a dead owner not yet reaped is a zombie that ``kill -0`` still finds). A forkserver's child
+    # watches the owner's pid alone: its parent is the forkserver, whose exit says nothing.
+    reparented = (
+        f'if read -r _ _ _ ppid _ < /proc/$$/stat && [ "$ppid" != {owner_pid} ]; then break; fi; '
+        if os.getppid() == owner_pid
+        else ""
     )
+    script = f"while kill -0 {owner_pid} 2>/dev/null; do {reparented}sleep 1; done; rm -f {dirs}"
     try:
         # No inherited stdio: a caller reading the owner's output to its end must not wait for us.
         null = os.open(os.devnull, os.O_RDWR)
