@@ -109,13 +109,15 @@ class _NeedsCloudpickle(Exception):
     """Raised by the data pickler for code that cloudpickle pickles by value."""
 
 
-class _KeepsReductions:
-    """Holds the raw reductions made during one ``dump`` until ``clear_memo``. Invariant: the
-    ``tensor.numpy()`` array a reduction's ``PickleBuffer`` views outlives the dump. Freed mid-dump
+class KeepsReductions:
+    """Pickler mixin holding the reductions given to ``_keep`` until ``clear_memo`` (or the pickler's
+    end). Invariant: the ``tensor.numpy()`` array a reduction views outlives the dump. Freed mid-dump
     (it is referenced by that reduction only), a garbage collection during the same dump crashed the
     process (SIGSEGV in about half of the runs of ``from_torch`` over ``torch.from_numpy`` samples)."""
 
-    _kept: list[Any]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._kept: list[Any] = []
 
     def _keep(self, reduced: Any) -> Any:
         if reduced is not None:
@@ -127,11 +129,7 @@ class _KeepsReductions:
         self._kept.clear()
 
 
-class _DataPickler(_KeepsReductions, pickle.Pickler):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._kept = []
-
+class _DataPickler(KeepsReductions, pickle.Pickler):
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, (types.FunctionType, type)) and (
             obj.__module__ == "__main__" or "<locals>" in obj.__qualname__
@@ -140,10 +138,6 @@ class _DataPickler(_KeepsReductions, pickle.Pickler):
         return self._keep(_raw_reduction(obj)) or NotImplemented
 
 
-class _CodePickler(_KeepsReductions, cloudpickle.CloudPickler):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._kept = []
-
+class _CodePickler(KeepsReductions, cloudpickle.CloudPickler):
     def reducer_override(self, obj: Any) -> Any:
         return self._keep(_raw_reduction(obj)) or super().reducer_override(obj)

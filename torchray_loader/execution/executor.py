@@ -35,6 +35,7 @@ from ..io.read_task import ReadTask
 from ..plan.compute import ActorPoolStrategy
 from ..plan.operators import AllToAll, InputBlocks, Limit, LogicalOp, MapStage, Read, Union
 from ..plan.transforms import BlockTransform, MapBatches, run_chain
+from ..seeds import epoch_seed
 from .pool import TaskPool, make_pool, shared_objects
 from .stats import ExecutionStats
 
@@ -249,7 +250,7 @@ class _Execution:
         self._unseeded_ops += 1
         if base is None:
             return int(np.random.SeedSequence().entropy % (2**63))  # type: ignore[operator]
-        return int(np.random.SeedSequence([base, self._unseeded_ops]).generate_state(2, np.uint64)[0] >> 1)
+        return epoch_seed(base, self._unseeded_ops)
 
     def iter_all_to_all(self, op: AllToAll) -> Iterator[pa.Table]:
         seed = op.seed if op.seed is not None else self._unseeded_seed()

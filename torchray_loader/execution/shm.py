@@ -70,6 +70,7 @@ import cloudpickle
 import numpy as np
 
 from ..blocks import buffers, columnless_table
+from ..blocks.object_pickle import KeepsReductions
 
 __all__ = [
     "INLINE_THRESHOLD",
@@ -212,7 +213,7 @@ def _main_reference(obj: Any) -> tuple[Any, ...] | None:
     return (main_object, (qualname,)) if qualname is not None else None
 
 
-class _Pickler(cloudpickle.Pickler):
+class _Pickler(KeepsReductions, cloudpickle.Pickler):
     """cloudpickle (lambdas, closures, ``__main__`` classes by value; by reference from a worker), plus:
 
     * CPU torch tensors as numpy arrays, so their data goes out of band like any array;
@@ -220,20 +221,12 @@ class _Pickler(cloudpickle.Pickler):
       under a slice (a 10-row slice of a 100 MB block would send 100 MB), IPC only the sliced part.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # The tensor reductions' ``numpy()`` arrays, referenced by their reductions only: they must
-        # outlive the dump (see blocks.object_pickle._KeepsReductions: freed mid-dump, a garbage
-        # collection during the dump crashed the process).
-        self._kept: list[Any] = []
-
     def reducer_override(self, obj: Any) -> Any:
         t = type(obj)
         torch = sys.modules.get("torch")  # never import torch just for this
         if torch is not None and t is torch.Tensor:
-            reduced = _reduce_tensor(torch, obj)
+            reduced = self._keep(_reduce_tensor(torch, obj))  # its numpy() array outlives the dump
             if reduced is not None:
-                self._kept.append(reduced)
                 return reduced
         pa = sys.modules.get("pyarrow")
         if pa is not None and (t is pa.Table or t is pa.RecordBatch):

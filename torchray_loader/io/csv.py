@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -64,8 +65,6 @@ class _RowHandler:
         skip blank lines and span the line breaks of quoted values, so a record starts on line
         ``record`` or later; bad records come in file order, so after the previous one too. The
         first such line holding exactly the record's text is its line (``record`` if none does)."""
-        import numpy as np
-
         data = self._data
         if self._line_starts is None:
             breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1

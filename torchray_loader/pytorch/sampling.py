@@ -25,6 +25,8 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from ..seeds import epoch_seed
+
 __all__ = [
     "RoundRobinSplitter",
     "distributed_rank_world",
@@ -36,8 +38,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-_MASK63 = (1 << 63) - 1
 
 
 def randperm_permutations(seed: Any) -> Callable[[int], np.ndarray]:
@@ -87,20 +87,6 @@ def distributed_rank_world() -> tuple[int, int]:
     if world_i < 1 or not 0 <= rank_i < world_i:
         raise ValueError(f"RANK={rank_i} must be in [0, WORLD_SIZE={world_i})")
     return rank_i, world_i
-
-
-def epoch_seed(seed: int, epoch: int, *extra: int) -> int:
-    """A non-negative 63-bit seed derived from ``seed`` and ``epoch`` (and ``extra`` ints).
-
-    Nearby inputs give unrelated outputs (``numpy.random.SeedSequence`` mixing).
-
-    Example:
-        >>> epoch_seed(0, 1) == epoch_seed(0, 1) != epoch_seed(0, 2)
-        True
-    """
-    words = [int(seed) & _MASK63, int(epoch) & _MASK63, *(int(e) & _MASK63 for e in extra)]
-    state = np.random.SeedSequence(words).generate_state(2, np.uint64)
-    return int(state[0]) & _MASK63
 
 
 def rank_batch_sizes(num_rows: int, world: int, batch_size: int, drop_last: bool) -> list[list[int]]:
