@@ -62,3 +62,29 @@ def test_rows_hold_python_lists_and_none():
     rows = list(block_to_rows(t))
     assert rows[0]["l"] == [1, 2] and type(rows[0]["l"]) is list and rows[1]["f"] is None
     assert isinstance(rows[1]["t"], np.ndarray) and rows[1]["t"].tolist() == [1.0, 1.0]  # tensors stay arrays
+
+
+def test_rows_hold_python_scalars_of_every_column_kind():
+    import datetime
+    import types
+
+    from torchray_loader.blocks.block import block_from_rows, block_to_rows
+
+    objects = column_from_values([np.float32(1.5), {"k": 1}])  # a Python-object column
+    t = pa.table({
+        "i": pa.array([1, 2], pa.int32()), "b": [True, False], "s": ["x", "y"],
+        "d": pa.array([datetime.date(2020, 1, 2)] * 2), "o": objects,
+        "v": column_from_values([np.zeros(1), np.ones(2)]),
+    })
+    rows = list(block_to_rows(t))
+    assert [type(rows[0][k]) for k in "ibsd"] == [int, bool, str, datetime.date]
+    assert rows[0]["o"] == 1.5 and type(rows[0]["o"]) is float and rows[1]["o"] == {"k": 1}
+    assert [r["v"].shape for r in rows] == [(1,), (2,)]
+    assert list(block_to_rows(pa.table({"a": [1, 2]}).drop_columns(["a"]))) == [{}, {}]
+    # Rows in any key order, or Mappings that are not dicts, make one block.
+    mixed = [{"a": 1, "b": 2}, {"b": 3, "a": 4}, types.MappingProxyType({"a": 5, "b": 6})]
+    assert block_from_rows(mixed).to_pylist() == [{"a": 1, "b": 2}, {"a": 4, "b": 3}, {"a": 5, "b": 6}]
+    with pytest.raises(TypeError, match="dict per row, got list"):
+        block_from_rows([{"a": 1}, [1]])
+    arrays = block_from_rows([{"x": np.zeros(2)}, {"x": 1.0}])  # mixed arrays and scalars: objects
+    assert [r["x"] for r in block_to_rows(arrays)][1] == 1.0

@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Literal
 
 import numpy as np
@@ -206,18 +207,20 @@ def block_from_rows(rows: Sequence[Any], *, producer: str = "UDF") -> pa.Table:
     """
     if not rows:
         return empty_block()
-    names: dict[str, None] = {}
+    keys = None
     uniform = True
     for row in rows:
-        if not isinstance(row, Mapping):
+        if type(row) is not dict and not isinstance(row, Mapping):
             raise TypeError(f"{producer} must return a dict per row, got {type(row).__name__}: {row!r:.80}")
-        if not names:
-            names = dict.fromkeys(row)
-        elif len(row) != len(names) or any(k not in names for k in row):
+        if keys is None:
+            keys = row.keys()
+        elif uniform and row.keys() != keys:
             uniform = False
-            names.update(dict.fromkeys(row))
-    if uniform:
-        return block_from_batch({name: [row[name] for row in rows] for name in names}, producer=producer)
+    if uniform:  # every row has the first row's keys (in any order)
+        return block_from_batch({name: list(map(itemgetter(name), rows)) for name in keys}, producer=producer)
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
     return block_from_batch({name: [row.get(name) for row in rows] for name in names}, producer=producer)
 
 
@@ -276,10 +279,14 @@ def _row_column(col: pa.ChunkedArray, writable: bool) -> Any:
     return _numpy_column(col, writable)
 
 
-def _row_value(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        return v.item()
-    return v
+def _row_values(col: Any) -> Any:
+    """A row column as something indexable by row: Python scalars for a 1-D numpy column (one
+    ``tolist`` call), row views for a tensor column, and Python lists as they are."""
+    if not isinstance(col, np.ndarray) or col.ndim != 1:
+        return col
+    if col.dtype != object:
+        return col.tolist()
+    return [v.item() if isinstance(v, np.generic) else v for v in col]
 
 
 def block_to_rows(block: pa.Table | ObjectBlock, *, writable: bool = False) -> Iterator[dict[str, Any]]:
@@ -295,9 +302,13 @@ def block_to_rows(block: pa.Table | ObjectBlock, *, writable: bool = False) -> I
         yield from block.to_rows()
         return
     names = block.column_names
-    cols = [_row_column(block.column(n), writable) for n in names]
-    for i in range(block.num_rows):
-        yield {n: _row_value(c[i]) for n, c in zip(names, cols, strict=True)}
+    if not names:
+        for _ in range(block.num_rows):
+            yield {}
+        return
+    cols = [_row_values(_row_column(block.column(n), writable)) for n in names]
+    for values in zip(*cols, strict=True):
+        yield dict(zip(names, values, strict=True))
 
 
 def concat_blocks(blocks: Sequence[pa.Table]) -> pa.Table:

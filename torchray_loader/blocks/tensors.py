@@ -165,8 +165,8 @@ def _object_column(values: Sequence[Any]) -> pa.Array:
     return pa.ExtensionArray.from_storage(PythonObjectType(), storage)
 
 
-def _is_arraylike(v: Any) -> bool:
-    return isinstance(v, np.ndarray) or (type(v).__module__.startswith("torch") and hasattr(v, "detach"))
+def _is_arraylike_type(t: type) -> bool:
+    return issubclass(t, np.ndarray) or (t.__module__.startswith("torch") and hasattr(t, "detach"))
 
 
 def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
@@ -196,7 +196,8 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
         values = list(values)
     elif not isinstance(values, list):
         values = list(values)
-    if values and all(_is_arraylike(v) for v in values):
+    arraylike = [_is_arraylike_type(t) for t in set(map(type, values))]  # per type, not per value
+    if arraylike and all(arraylike):
         arrays = [np.asarray(_as_numpy(v)) for v in values]
         if all(a.dtype.kind in "biuf" and a.dtype != np.bool_ for a in arrays):
             shapes = {a.shape for a in arrays}
@@ -207,7 +208,7 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
             if len({a.ndim for a in arrays}) == 1:
                 return _variable_tensor_column(arrays)
         return _object_column(values)
-    if any(_is_arraylike(v) for v in values):
+    if any(arraylike):
         return _object_column(values)
     try:
         return pa.array(values)

@@ -74,6 +74,9 @@ class BlockTransform:
     """
 
     takes_object_blocks: ClassVar[bool] = False
+    #: Row ``i`` of the output comes from row ``i`` of the input, one for one (so the first ``n``
+    #: output rows need only the first ``n`` input rows: a ``limit`` may run before it).
+    preserves_rows: ClassVar[bool] = False
 
     @property
     def name(self) -> str:
@@ -109,6 +112,19 @@ class _UDFTransform(BlockTransform):
     def invoke(self, fn: Callable[..., Any], arg: Any) -> Any:
         return _call(self.name, fn, arg, *self.fn_args, **dict(self.fn_kwargs))
 
+    def invoke_each(self, fn: Callable[..., Any], args: list[Any]) -> list[Any]:
+        """``[invoke(fn, a) for a in args]`` at the cost of one try per list, not per call."""
+        extra, kwargs = self.fn_args, dict(self.fn_kwargs)
+        try:
+            if extra or kwargs:
+                return [fn(a, *extra, **kwargs) for a in args]
+            return [fn(a) for a in args]
+        except TorchRayError:
+            raise
+        except Exception as exc:
+            mark_operator(exc, self.name)
+            raise
+
 
 def _iter_results(operator: str, result: Any) -> Iterator[Any]:
     """UDF results one by one: a generator's items (errors inside it name the operator), else the value."""
@@ -133,6 +149,7 @@ class MapRows(_UDFTransform):
     """``Dataset.map``: one row dict in, one row dict out."""
 
     takes_object_blocks: ClassVar[bool] = True
+    preserves_rows: ClassVar[bool] = True
 
     @property
     def name(self) -> str:
@@ -141,13 +158,8 @@ class MapRows(_UDFTransform):
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         fn = self.callable()
         for block in blocks:
-            out = [self.invoke(fn, row) for row in block_to_rows(block, writable=True)]
-            for row in out:
-                if not isinstance(row, Mapping):
-                    raise TypeError(
-                        f"{self.name}: the function must return a dict per row, got {type(row).__name__}"
-                    )
-            yield block_from_rows(out, producer=self.name)
+            out = self.invoke_each(fn, list(block_to_rows(block, writable=True)))
+            yield block_from_rows(out, producer=f"{self.name}: the function")  # which checks each row is a dict
 
 
 @dataclass(frozen=True)
@@ -183,8 +195,8 @@ class Filter(_UDFTransform):
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         fn = self.callable()
         for block in blocks:
-            keep = [bool(self.invoke(fn, row)) for row in block_to_rows(block, writable=True)]
-            yield block.filter(pa.array(keep, type=pa.bool_())) if block.num_rows else block
+            keep = self.invoke_each(fn, list(block_to_rows(block, writable=True)))
+            yield block.filter(pa.array(list(map(bool, keep)), type=pa.bool_())) if block.num_rows else block
 
 
 @dataclass(frozen=True)
@@ -281,7 +293,10 @@ def _slices(block: Block, batch_size: int | None) -> Iterator[Block]:
 
 @dataclass(frozen=True)
 class AddColumn(_UDFTransform):
-    """``Dataset.add_column``: ``fn(batch) -> column``, batch in ``batch_format`` (pandas by default)."""
+    """``Dataset.add_column``: ``fn(batch) -> column``, batch in ``batch_format`` (pandas by default).
+
+    Not ``preserves_rows``: a row's value may depend on the batch it came in (a batch statistic).
+    """
 
     col: str = ""
     batch_format: str = "pandas"
@@ -306,6 +321,8 @@ class AddColumn(_UDFTransform):
 
 @dataclass(frozen=True)
 class SelectColumns(BlockTransform):
+    preserves_rows: ClassVar[bool] = True
+
     cols: tuple[str, ...]
 
     @property
@@ -322,6 +339,8 @@ class SelectColumns(BlockTransform):
 
 @dataclass(frozen=True)
 class DropColumns(BlockTransform):
+    preserves_rows: ClassVar[bool] = True
+
     cols: tuple[str, ...]
 
     @property
@@ -338,6 +357,8 @@ class DropColumns(BlockTransform):
 
 @dataclass(frozen=True)
 class RenameColumns(BlockTransform):
+    preserves_rows: ClassVar[bool] = True
+
     mapping: tuple[tuple[str, str], ...]
 
     @property
