@@ -245,3 +245,58 @@ def test_multiprocessing_context_spawn():
         )
     )
     assert_same_batches(expected, actual)
+
+
+def _skip_bad_batches(loader) -> list:
+    """The training loop that catches a bad batch and goes on: every other batch must still come."""
+    seen, it = [], iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return seen
+        except KeyError:  # (DataLoader's workers rewrite the message: the type is compared)
+            seen.append("skipped")
+            continue
+        seen.append(batch.tolist() if isinstance(batch, torch.Tensor) else batch)
+
+
+@pytest.mark.parametrize("start_method", ["fork", "spawn"])
+@pytest.mark.parametrize("nw", [0, 2])
+@pytest.mark.parametrize("kw", [dict(batch_size=2), dict(batch_size=2, shuffle=True), dict(batch_size=None),
+                                dict(batch_size=2, collate_fn=collate_list)], ids=str)
+def test_the_iterator_goes_on_after_a_batch_raises(nw, kw, start_method):
+    if start_method == "spawn" and nw == 0:
+        pytest.skip("no workers to start")
+    extra = dict(multiprocessing_context=start_method) if nw else {}
+    if kw.get("shuffle"):
+        extra["generator"] = torch.Generator().manual_seed(3)
+    reference = {k: v for k, v in extra.items() if k != "multiprocessing_context"}  # values do not depend on it
+    expected = _skip_bad_batches(DataLoader(FailingDS(), num_workers=nw, **kw, **reference))
+    if kw.get("shuffle"):
+        extra["generator"] = torch.Generator().manual_seed(3)
+    loader = RayStyleLoader(FailingDS(), num_workers=nw, **kw, **extra)
+    assert _skip_bad_batches(loader) == expected and any("skipped" in str(b) for b in expected)
+    # The failed batch counts as delivered: a resume goes on after it, as the iterator did.
+    assert loader.state_dict()["batches_yielded"] == 0  # the epoch finished
+    it = iter(loader)
+    delivered = 0
+    while True:
+        try:
+            next(it)
+        except KeyError:
+            break
+        delivered += 1
+    state = loader.state_dict()
+    it.close()
+    fresh = RayStyleLoader(FailingDS(), num_workers=nw, **kw, **extra)
+    fresh.load_state_dict(state)
+    rest = _skip_bad_batches(fresh)
+    assert "skipped" not in rest and delivered + 1 + len(rest) == len(expected)
+
+
+def test_an_empty_batch_is_an_index_error_as_in_dataloader():
+    ds = torch.utils.data.TensorDataset(torch.arange(5))
+    for cls in (DataLoader, RayStyleLoader):
+        with pytest.raises(IndexError):
+            list(cls(ds, batch_sampler=[[1, 2], [], [3]]))

@@ -151,3 +151,19 @@ def test_wrapped_unseeded_shuffle_is_exactly_once_and_reshuffles(make):
         assert sorted(got) == list(range(17))
         epochs.append(got)
     assert epochs[0] != epochs[1]
+
+
+def test_persistent_workers_serve_interleaved_iterators_of_an_iterable():
+    loader = RayStyleLoader(ShardedIterable(20), batch_size=2, num_workers=2, persistent_workers=True)
+    try:
+        expected = [b.tolist() for b in loader]
+        a, b = iter(loader), iter(loader)
+        got_a, got_b = [], []
+        for x, y in zip(a, b, strict=True):  # both advance in turn
+            got_a.append(x.tolist())
+            got_b.append(y.tolist())
+        got_a += [x.tolist() for x in a]
+        got_b += [y.tolist() for y in b]
+        assert got_a == expected and got_b == expected
+    finally:
+        loader.close()

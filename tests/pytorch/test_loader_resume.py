@@ -252,3 +252,42 @@ def test_set_epoch_makes_epochs_reproducible():
     assert_same_batches(a, list(other))
     other.set_epoch(6)
     assert [t.tolist() for t in list(other)] != [t.tolist() for t in a]
+
+
+class _NumpyGeneratorSampler(torch.utils.data.Sampler):
+    """Draws each epoch from a numpy Generator it keeps, and tells its state as torchdata's
+    stateful samplers do."""
+
+    def __init__(self, n: int = 12) -> None:
+        self.n = n
+        self.rng = np.random.default_rng(0)
+
+    def __iter__(self):
+        return iter(self.rng.permutation(self.n).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+    def state_dict(self) -> dict:
+        return {"rng": self.rng.bit_generator.state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_sampler_with_its_own_state_dict_resumes_its_order(tmp_path, num_workers):
+    def make() -> RayStyleLoader:
+        return RayStyleLoader(TensorDS(12), sampler=_NumpyGeneratorSampler(), batch_size=4, num_workers=num_workers)
+
+    loader = make()
+    list(loader)  # epoch 0 moves the sampler's generator on
+    it = iter(loader)
+    first = next(it)
+    torch.save(loader.state_dict(), tmp_path / "state.pt")
+    rest = list(it)
+    fresh = make()  # a new process: the sampler starts from its seed again
+    fresh.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    resumed = list(fresh)
+    assert [b.tolist() for b in resumed] == [b.tolist() for b in rest]
+    assert sorted(torch.cat([first, *resumed])[:, 0].tolist()) == [10.0 * i for i in range(12)]

@@ -60,7 +60,6 @@ import signal
 import sys
 import threading
 import time
-import traceback
 import types
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -76,13 +75,11 @@ from ..context import DataContext
 from ..errors import (
     TaskTimeoutError,
     TorchRayError,
-    UserCodeError,
     WorkerDiedError,
-    mark_operator,
-    raise_user_error,
 )
 from ..exit_steps import at_exit
 from . import shm
+from .caught import pack_error, raise_packed
 from .pool import WORKER_SHARED
 
 __all__ = ["ProcessPool"]
@@ -201,28 +198,6 @@ def _limit_torch_threads() -> bool:
     except Exception:  # pragma: no cover - never fatal
         pass
     return True
-
-
-def _pack_error(exc: BaseException, operator: str) -> tuple[bytes, str | None, str, bool]:
-    """``(pickled exception, operator it was marked with, traceback text, wrapped)``.
-
-    ``_torchray_operator`` travels separately: exceptions with a custom ``__reduce__`` drop
-    attributes. An exception that does not survive a pickle round trip is replaced by a
-    ``UserCodeError`` carrying its repr (``wrapped``)."""
-    tb = traceback.format_exc()
-    marked = getattr(exc, "_torchray_operator", None)
-    marked = marked if isinstance(marked, str) else None
-    try:
-        data = shm.dumps(exc)
-        pickle.loads(data)
-        return data, marked, tb, False
-    except Exception as perr:
-        try:
-            desc = repr(exc)
-        except Exception:
-            desc = f"<{type(exc).__name__}>"
-        note = f"\n(the exception {desc} could not be sent to the main process: {perr!r})"
-        return pickle.dumps(UserCodeError(marked or operator, tb + note)), marked, tb, True
 
 
 def _send(conn: Any, msg: tuple[Any, ...]) -> bool:
@@ -359,7 +334,7 @@ def _worker_main(
         try:
             dill.loads(init_fn)(worker_id)
         except BaseException as exc:
-            _send(conn, (_INIT_ERR, -1, *_pack_error(exc, "worker_init_fn")))
+            _send(conn, (_INIT_ERR, -1, *pack_error(exc, "worker_init_fn")))
             return
     if not _send(conn, (_READY, -1)):  # task timeouts count from here, not from process start
         return
@@ -395,7 +370,7 @@ def _worker_main(
                 reply: tuple[Any, ...] = (_OK, tid, ref)
                 del result
         except BaseException as exc:  # SystemExit from user code too: the worker lives on
-            reply = (_ERR, tid, *_pack_error(exc, op_name))
+            reply = (_ERR, tid, *pack_error(exc, op_name))
         if not _send(conn, reply):
             if reply[0] == _OK:
                 shm.discard(reply[2])
@@ -781,11 +756,11 @@ class ProcessPool:
             while True:
                 self._check_open()
                 if self._fatal is not None:
-                    self._raise_packed(self._fatal, "worker_init_fn")
+                    raise_packed(self._fatal, "worker_init_fn")
                 if st.has_ready():
                     _, value, _, err = self._take_ready(st)
                     if err is not None:
-                        self._raise_packed(err, st.name)
+                        raise_packed(err, st.name)
                     # Refill before yielding: the caller may hold this result for a long time (or
                     # drive another pool meanwhile), and the worker must not idle until it is back.
                     # A failure to submit (an unpicklable item, an error pulling the next item) is
@@ -816,20 +791,6 @@ class ProcessPool:
         st.buffered -= entry[2]
         self._buffered_bytes -= entry[2]
         return entry
-
-    def _raise_packed(self, packed: tuple[bytes, str | None, str, bool], default_op: str) -> None:
-        data, marked, tb, wrapped = packed
-        try:
-            exc = pickle.loads(data)
-        except Exception as uerr:
-            raise UserCodeError(
-                marked or default_op, f"{tb}\n(could not rebuild the exception: {uerr!r})"
-            ) from None
-        if wrapped:
-            raise exc
-        if marked is not None:
-            mark_operator(exc, marked)
-        raise_user_error(exc, tb, marked or default_op)
 
     def _cancel(self, st: _Imap) -> None:
         """Forget ``st``: pending tasks are dropped; results still on their way will be discarded."""
@@ -1029,7 +990,7 @@ class ProcessPool:
             try:
                 entry: _Entry = (task.index, shm.loads_from_shm(ref, recycle=True), ref.nbytes, None)
             except Exception as exc:
-                entry = (task.index, None, 0, _pack_error(exc, st.name))
+                entry = (task.index, None, 0, pack_error(exc, st.name))
             self._record(st, entry)
             st.result_bytes += entry[2]
             st.result_count += 1

@@ -91,7 +91,10 @@ def _fetch_for(dataset: Any) -> Fetch | None:
 
 def _index(idx: Sequence[int]) -> torch.Tensor:
     """``idx`` as an int64 tensor; an index that is no integer (``0.5``, ``np.float64(3)``) is an
-    ``IndexError`` as ``dataset[i]`` raises it, never truncated to an integer."""
+    ``IndexError`` as ``dataset[i]`` raises it, never truncated to an integer. An empty batch is
+    an ``IndexError`` too, as ``default_collate([])`` raises it."""
+    if len(idx) == 0:
+        raise IndexError("an empty batch (the sampler gave no index) cannot be collated")
     try:
         t = torch.as_tensor(idx)
     except (TypeError, ValueError) as exc:

@@ -68,6 +68,7 @@ from ..dataset import (
     _new_block_store,
 )
 from ..errors import TaskTimeoutError
+from ..execution.caught import CaughtError
 from ..execution.pool import SharedRef, TaskPool, make_pool
 from ..integrations.ray import is_ray_dataset, ray_iterable_to_batches
 from ..io.read_task import ReadTask
@@ -76,7 +77,7 @@ from .batched_fetch import batched_fetch
 from .collate import collate_into_transfer_file
 from .convert import numpy_to_torch_value
 from .device import DeviceFeeder, resolve_device
-from .sampler_rng import record_first, replay_first, sampler_generators
+from .sampler_rng import record_first, replay_first, sampler_generators, stateful_samplers
 from .sampling import (
     RoundRobinSplitter,
     distributed_rank_world,
@@ -128,8 +129,10 @@ class _Slot:
 
 
 _SLOTS: dict[str, _Slot] = {}
-# spec.key -> (epoch key, replica iterator). One entry per virtual worker: a new epoch replaces it.
-_ITERS: dict[str, tuple[str, _IterState]] = {}
+# spec.key -> {epoch key: replica iterator}: a persistent worker serves several iterators of its
+# loader at once (they may interleave); the oldest goes beyond _MAX_OPEN_ITERATORS, an ended one at once.
+_ITERS: dict[str, dict[str, _IterState]] = {}
+_MAX_OPEN_ITERATORS = 8
 
 
 def _rng_get() -> tuple[Any, Any, Any]:
@@ -217,12 +220,61 @@ def _fetch_samples(dataset: Any, auto_collation: bool, collate_fn: Callable[[Any
 
 
 def _fetch_in_worker(
-    spec: _WorkerSpec, dataset: SharedRef, auto_collation: bool, collate_fn: Callable[[Any], Any], index: Any
+    spec: _WorkerSpec,
+    dataset: SharedRef,
+    auto_collation: bool,
+    collate_fn: Callable[[Any], Any],
+    operator: str,
+    index: Any,
 ) -> Any:
-    """Pool task: one batch of a map-style dataset, fetched and collated in a worker."""
+    """Pool task: one batch of a map-style dataset, fetched and collated in a worker; a
+    :class:`CaughtError` if the dataset or ``collate_fn`` raised (a ``worker_init_fn`` error still
+    fails the task)."""
     data = dataset.get()
     with _as_worker(spec, data):
-        return _fetch(data, auto_collation, collate_fn, index)
+        try:
+            return _fetch(data, auto_collation, collate_fn, index)
+        except Exception as exc:
+            return CaughtError.of(exc, operator)
+
+
+class _LoaderIterator:
+    """What iterating a :class:`RayStyleLoader` returns: the batches, and in place of a batch whose
+    fetch raised, that exception; the iterator goes on after it (the next ``next()`` gives the next
+    batch), as DataLoader's does, so a loop that skips bad batches loses nothing else.
+
+    Example:
+        >>> it = _LoaderIterator(iter([1, CaughtError.of(ValueError("bad"), "fetch"), 3]))
+        >>> next(it)
+        1
+        >>> try:
+        ...     next(it)
+        ... except ValueError as e:
+        ...     print(e)
+        bad
+        >>> next(it)
+        3
+    """
+
+    __slots__ = ("_batches",)
+
+    def __init__(self, batches: Iterator[Any]) -> None:
+        self._batches = batches
+
+    def __iter__(self) -> _LoaderIterator:
+        return self
+
+    def __next__(self) -> Any:
+        batch = next(self._batches)
+        if type(batch) is CaughtError:
+            batch.reraise()
+        return batch
+
+    def close(self) -> None:
+        """Stop the epoch now: workers are released (as when the iterator is dropped)."""
+        close = getattr(self._batches, "close", None)
+        if close is not None:
+            close()
 
 
 class _ShardEnd:
@@ -272,21 +324,22 @@ def _iterable_task(
     """Pool task: the next batch of virtual worker ``spec``'s replica (``seq``-th request)."""
     dataset = dataset_ref.get()
     with _as_worker(spec, dataset):
-        entry = _ITERS.get(spec.key)
-        if entry is None or entry[0] != epoch_key:
+        open_iters = _ITERS.setdefault(spec.key, {})
+        state = open_iters.get(epoch_key)
+        if state is None:
             if seq != 0:
                 raise RuntimeError(
-                    f"IterableDataset worker {spec.worker_id} lost its iterator (its process was restarted); "
-                    "an IterableDataset cannot be resumed in the middle of a worker's stream"
+                    f"IterableDataset worker {spec.worker_id} lost its iterator (its process was restarted, or "
+                    f"more than {_MAX_OPEN_ITERATORS} iterators of the loader were open at once); an "
+                    "IterableDataset cannot be resumed in the middle of a worker's stream"
                 )
-            state = _IterState(iter(dataset))
-            _ITERS[spec.key] = (epoch_key, state)
-        else:
-            state = entry[1]
+            state = open_iters[epoch_key] = _IterState(iter(dataset))
+            while len(open_iters) > _MAX_OPEN_ITERATORS:
+                del open_iters[next(iter(open_iters))]
         try:
             return _next_iterable_batch(state, batch_size, drop_last, collate_fn)
         except StopIteration:
-            state.ended, state.it = True, None  # free the replica's iterator now
+            del open_iters[epoch_key]  # free the replica's iterator now
             return _ShardEnd()
 
 
@@ -780,7 +833,7 @@ class RayStyleLoader(IterableDataset):
             batches = self._iter_arrow(ep, feeder)  # moves its own batches (whole runs at a time)
         if feeder.active and self._kind != "arrow":
             batches = feeder.feed(batches)
-        return self._deliver(ep, batches)
+        return _LoaderIterator(self._deliver(ep, batches))
 
     def _deliver(self, ep: _Epoch, batches: Iterator[Any]) -> Iterator[Any]:
         # Counts what the training loop received (the resume point) and how long it waited.
@@ -1055,13 +1108,14 @@ class RayStyleLoader(IterableDataset):
                 if epoch is not None and hasattr(s, "set_epoch"):
                     s.set_epoch(epoch)
         gens = sampler_generators(*samplers)
+        stateful = stateful_samplers(*samplers)
         if ep.sampler_rng is not None:  # a resumed epoch
-            return replay_first(lambda: self._indices(sampler), ep.sampler_rng, gens)
+            return replay_first(lambda: self._indices(sampler), ep.sampler_rng, gens, stateful)
 
         def record(state: dict[str, Any]) -> None:
             ep.sampler_rng = state
 
-        return record_first(lambda: self._indices(sampler), gens, record)
+        return record_first(lambda: self._indices(sampler), gens, record, stateful)
 
     def _indices(self, sampler: Any) -> Iterator[Any]:
         rank, world = self._rank_world()
@@ -1097,17 +1151,26 @@ class RayStyleLoader(IterableDataset):
         return self._fetch_map(ep, stream, processes)
 
     def _fetch_map(self, ep: _Epoch, stream: Iterator[Any], processes: int) -> Iterator[Any]:
+        # A batch whose fetch raises becomes a CaughtError (see _LoaderIterator): the epoch goes on.
+        name = f"{type(self.dataset).__name__}.fetch"
         gather = batched_fetch(self.dataset, self.collate_fn) if self._auto_collation else None
         if gather is not None and (self.worker_init_fn is None or processes == 0):
             # A vectorised gather from memory costs microseconds a batch, less than handing a batch
             # over from a worker: it runs here whatever num_workers is (same batches, no processes).
-            for index in stream:
-                yield gather(index)
+            fetch: Callable[[Any], Any] = gather
+        elif processes == 0:
+            fetch = functools.partial(_fetch_samples, self.dataset, self._auto_collation, self.collate_fn)
+        else:
+            yield from self._fetch_map_in_workers(ep, stream, processes, name)
             return
-        if processes == 0:
-            for index in stream:
-                yield _fetch_samples(self.dataset, self._auto_collation, self.collate_fn, index)
-            return
+        for index in stream:
+            try:
+                batch = fetch(index)
+            except Exception as exc:
+                batch = CaughtError.of(exc, name)
+            yield batch
+
+    def _fetch_map_in_workers(self, ep: _Epoch, stream: Iterator[Any], processes: int, name: str) -> Iterator[Any]:
         ctx = self._ctx(processes)
         pools, persistent = self._get_pools(processes, processes, ctx)
         key = self._worker_key(ep, persistent)
@@ -1117,8 +1180,7 @@ class RayStyleLoader(IterableDataset):
         try:
             for v, pool in enumerate(pools):
                 spec = _WorkerSpec(f"{key}-{v}", v, processes, ep.base_seed or 0, self.worker_init_fn, os.getpid())
-                fn = functools.partial(_fetch_in_worker, spec, dataset, self._auto_collation, self.collate_fn)
-                name = f"{type(self.dataset).__name__}.fetch"
+                fn = functools.partial(_fetch_in_worker, spec, dataset, self._auto_collation, self.collate_fn, name)
                 gens.append(pool.imap(fn, splitter.stream(v), name=name, start=True))
             # Batch n comes from worker n % k; when one worker has nothing left, no later batch exists.
             for n in itertools.count():

@@ -7,9 +7,15 @@ advanced; a hand-written sampler may use ``random`` or ``numpy.random`` too. A r
 delivered, so it must draw exactly the interrupted epoch's order: it records these states just before
 the epoch's first index is drawn and, on resume, draws the first index from them again.
 
-Invariant: a recorded state holds plain Python values and CPU tensors only, so a loader's
-``state_dict()`` still loads with ``torch.load(weights_only=True)``; it is recorded only for a
-sampler the user gave (the default shuffle's order is already a function of a seed).
+A sampler that keeps state of its own (a ``numpy.random.Generator``, a counter) tells it by the
+``state_dict()`` / ``load_state_dict()`` pair torchdata's ``StatefulDataLoader`` uses: that state is
+recorded at the same moment and loaded back before the replay. State a sampler keeps without that
+pair cannot be recorded; such a sampler resumes correctly only in the epoch's first draw order.
+
+Invariant: a recorded state holds plain Python values and CPU tensors only (a stateful sampler's
+own ``state_dict()`` must too), so a loader's ``state_dict()`` still loads with
+``torch.load(weights_only=True)``; it is recorded only for a sampler the user gave (the default
+shuffle's order is already a function of a seed).
 
 Example:
     >>> import torch
@@ -23,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import itertools
 import random
 from collections.abc import Callable, Iterator
@@ -31,7 +38,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-__all__ = ["sampler_generators", "capture_rng", "replay_first", "record_first"]
+__all__ = ["sampler_generators", "stateful_samplers", "capture_rng", "replay_first", "record_first"]
 
 
 def sampler_generators(*samplers: Any) -> list[torch.Generator]:
@@ -50,6 +57,24 @@ def sampler_generators(*samplers: Any) -> list[torch.Generator]:
     return out
 
 
+def stateful_samplers(*samplers: Any) -> list[Any]:
+    """The distinct samplers (``None`` allowed) with their own ``state_dict`` and ``load_state_dict``.
+
+    Example:
+        >>> class Counting(torch.utils.data.Sampler):
+        ...     def state_dict(self): return {}
+        ...     def load_state_dict(self, state): pass
+        >>> s = Counting(); stateful_samplers(s, None, s) == [s]
+        True
+    """
+    out: list[Any] = []
+    for s in samplers:
+        if callable(getattr(s, "state_dict", None)) and callable(getattr(s, "load_state_dict", None)):
+            if all(s is not o for o in out):
+                out.append(s)
+    return out
+
+
 def _as_bytes(words: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(words, dtype="<u4").view(np.uint8).copy())
 
@@ -58,12 +83,13 @@ def _words(data: torch.Tensor) -> np.ndarray:
     return data.numpy().view("<u4").astype(np.uint32)
 
 
-def capture_rng(generators: list[torch.Generator]) -> dict[str, Any]:
-    """The global RNGs' states (``random``, ``numpy.random``, torch) and ``generators``' states.
+def capture_rng(generators: list[torch.Generator], samplers: list[Any] | None = None) -> dict[str, Any]:
+    """The global RNGs' states (``random``, ``numpy.random``, torch), ``generators``' states and
+    the ``state_dict()`` of each of ``samplers`` (see :func:`stateful_samplers`).
 
     Example:
         >>> sorted(capture_rng([]))
-        ['generators', 'numpy', 'python', 'torch']
+        ['generators', 'numpy', 'python', 'samplers', 'torch']
     """
     version, keys, gauss = random.getstate()
     name, mt, pos, has_gauss, cached = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
@@ -72,6 +98,8 @@ def capture_rng(generators: list[torch.Generator]) -> dict[str, Any]:
         "numpy": [name, _as_bytes(mt), int(pos), int(has_gauss), float(cached)],
         "torch": torch.get_rng_state(),
         "generators": [g.get_state() for g in generators],
+        # A copy: the sampler's live state goes on changing as it draws.
+        "samplers": [copy.deepcopy(s.state_dict()) for s in samplers or ()],
     }
 
 
@@ -83,8 +111,14 @@ def _set_globals(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def replay_first(make: Callable[[], Iterator[Any]], state: dict[str, Any], generators: list[torch.Generator]) -> Iterator[Any]:
-    """``make()``'s items, its iterator created and first advanced from the recorded ``state``.
+def replay_first(
+    make: Callable[[], Iterator[Any]],
+    state: dict[str, Any],
+    generators: list[torch.Generator],
+    samplers: list[Any] | None = None,
+) -> Iterator[Any]:
+    """``make()``'s items, its iterator created and first advanced from the recorded ``state``
+    (``samplers`` first load the states recorded for them).
 
     The sampler's own generators are left where the draws take them (the epoch goes on drawing from
     them); the global RNGs are given back as they were, so the caller's own random sequence does not
@@ -102,6 +136,14 @@ def replay_first(make: Callable[[], Iterator[Any]], state: dict[str, Any], gener
         )
     for g, s in zip(generators, state["generators"], strict=True):
         g.set_state(s)
+    recorded = state.get("samplers", [])  # absent from a state saved before samplers' states were
+    if recorded and len(recorded) != len(samplers or ()):
+        raise ValueError(
+            f"the saved state records the state_dict() of {len(recorded)} sampler(s), this loader has "
+            f"{len(samplers or ())} sampler(s) with one: load a state into a loader built with the same sampler"
+        )
+    for sampler, sampler_state in zip(samplers or (), recorded, strict=False):
+        sampler.load_state_dict(copy.deepcopy(sampler_state))
     saved = capture_rng([])
     _set_globals(state)
     try:
@@ -112,14 +154,19 @@ def replay_first(make: Callable[[], Iterator[Any]], state: dict[str, Any], gener
     return itertools.chain(first, it)
 
 
-def record_first(make: Callable[[], Iterator[Any]], generators: list[torch.Generator], record: Callable[[dict[str, Any]], None]) -> Iterator[Any]:
+def record_first(
+    make: Callable[[], Iterator[Any]],
+    generators: list[torch.Generator],
+    record: Callable[[dict[str, Any]], None],
+    samplers: list[Any] | None = None,
+) -> Iterator[Any]:
     """``make()``'s items; just before its iterator is created (when the first item is asked for, as a
-    DataLoader's sampler iterator draws then), ``record(capture_rng(generators))``.
+    DataLoader's sampler iterator draws then), ``record(capture_rng(generators, samplers))``.
 
     Example:
         >>> seen = []
         >>> list(record_first(lambda: iter([1, 2]), [], seen.append)), len(seen)
         ([1, 2], 1)
     """
-    record(capture_rng(generators))
+    record(capture_rng(generators, samplers))
     yield from make()
