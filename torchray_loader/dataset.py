@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import inspect
 import itertools
+import logging
 import math
 import weakref
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence, Sized
@@ -47,6 +48,8 @@ from .plan.transforms import (
 if TYPE_CHECKING:
     import pandas
     import torch
+
+    from .io.read_task import ReadTask
 
 __all__ = ["Dataset", "MaterializedDataset", "DataIterator"]
 
@@ -812,7 +815,12 @@ class Dataset:
             print(row)
 
     def count(self) -> int:
-        """Number of rows (from metadata when known, else by executing).
+        """Number of rows: from metadata when known, else from what the sources tell without
+        reading rows (parquet footers, when no ``filter`` is given), else by executing.
+
+        Row-count-preserving stages (``map``, ``add_column``, column selection and renaming) are
+        not run for a count from metadata or footers. A footer that cannot be read makes the count
+        execute the plan, so the file is reported (or skipped) exactly as by a read.
 
         Example:
             >>> import torchray_loader as rd
@@ -822,6 +830,9 @@ class Dataset:
         known = _known_num_rows(self._plan)
         if known is not None:
             return known
+        counted = _count_without_reading(self._plan)
+        if counted is not None:
+            return counted
         return sum(b.num_rows for b in self.iter_internal_blocks(progress="Count"))
 
     def schema(self, fetch_if_missing: bool = True) -> Schema | None:
@@ -1131,26 +1142,91 @@ def _take_every(index: int, n: int, blocks: list[pa.Table], seed: Any) -> list[p
     return blocks[index::n]
 
 
-def _known_num_rows(op: LogicalOp) -> int | None:
+def _declared_rows(task: ReadTask) -> int | None:
+    return task.num_rows
+
+
+def _known_num_rows(op: LogicalOp, task_rows: Callable[[ReadTask], int | None] = _declared_rows) -> int | None:
+    """Rows ``op`` yields, where its sources' row counts (``task_rows`` of each read task: by
+    default what the task declares) and row-count-preserving stages tell it; else None."""
     if isinstance(op, InputBlocks):
         return sum(op.blocks[i].num_rows for i in range(len(op.blocks)))
     if isinstance(op, Read):
-        if all(t.num_rows is not None for t in op.tasks):
-            return sum(t.num_rows for t in op.tasks)  # type: ignore[misc]
-        return None
+        rows = [task_rows(t) for t in op.tasks]
+        return None if any(r is None for r in rows) else sum(rows)  # type: ignore[misc,arg-type]
     if isinstance(op, MapStage):
         if all(isinstance(t, _ROW_PRESERVING) for t in op.transforms):
-            return _known_num_rows(op.input)
+            return _known_num_rows(op.input, task_rows)
         return None
     if isinstance(op, Limit):
-        inner = _known_num_rows(op.input)
+        inner = _known_num_rows(op.input, task_rows)
         return None if inner is None else min(inner, op.n)
     if isinstance(op, Union):
-        counts = [_known_num_rows(c) for c in op.union_inputs]
+        counts = [_known_num_rows(c, task_rows) for c in op.union_inputs]
         return None if any(c is None for c in counts) else sum(counts)  # type: ignore[misc,arg-type]
     if isinstance(op, AllToAll) and op.name in ("RandomShuffle", "RandomizeBlockOrder", "Repartition"):
-        return _known_num_rows(op.input)
+        return _known_num_rows(op.input, task_rows)
     return None
+
+
+#: Most threads ``count()`` reads footers with: the reads wait on storage (one request per remote
+#: file), not on the CPU.
+_MAX_COUNT_THREADS = 16
+
+
+def _count_without_reading(op: LogicalOp) -> int | None:
+    """Rows ``op`` yields, from its read tasks' ``count_rows`` (run in a thread pool) where
+    :func:`_known_num_rows` cannot tell from declared counts; None where some task has neither, a
+    stage may change the count, or a ``count_rows`` raised (the caller then executes the plan).
+
+    Example:
+        >>> import tempfile, pyarrow as pa, pyarrow.parquet as pq, torchray_loader as rd
+        >>> d = tempfile.mkdtemp(); pq.write_table(pa.table({"x": [1, 2]}), d + "/a.parquet")
+        >>> _count_without_reading(rd.read_parquet(d).map(lambda r: r)._plan)
+        2
+    """
+    pending: dict[int, ReadTask] = {}
+
+    def collect(task: ReadTask) -> int | None:
+        if task.num_rows is not None:
+            return task.num_rows
+        if task.count_rows is None:
+            return None
+        pending[id(task)] = task
+        return 0
+
+    # A first walk checks that counts alone decide the answer and gathers the tasks to count.
+    if _known_num_rows(op, collect) is None or not pending:
+        return None
+    counted: dict[int, int] = {}
+    try:
+        if len(pending) == 1:
+            [(key, task)] = pending.items()
+            counted[key] = task.count_rows()  # type: ignore[misc]
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            workers = min(_MAX_COUNT_THREADS, len(pending))
+            with ThreadPoolExecutor(workers, thread_name_prefix="torchray-count") as pool:
+                futures = {key: pool.submit(t.count_rows) for key, t in pending.items()}  # type: ignore[arg-type]
+                try:
+                    counted = {key: f.result() for key, f in futures.items()}
+                finally:
+                    for f in futures.values():
+                        f.cancel()  # after a failure: the footers not yet read are not needed
+    except Exception as exc:
+        logging.getLogger("torchray_loader").debug(
+            "count(): counting from metadata failed (%s: %s); reading the data", type(exc).__name__, exc
+        )
+        return None
+
+    def rows(task: ReadTask) -> int | None:
+        if task.num_rows is not None:
+            return task.num_rows
+        n = counted[id(task)]
+        return n if task.row_limit is None else min(n, task.row_limit)
+
+    return _known_num_rows(op, rows)
 
 
 def _known_schema(op: LogicalOp) -> pa.Schema | None:

@@ -182,11 +182,12 @@ from .io import json as _json  # noqa: E402
 from .io import numpy as _numpy  # noqa: E402
 from .io import parquet as _parquet  # noqa: E402
 from .io import text as _text  # noqa: E402
-from .io.paths import FileShuffleConfig, Partitioning  # noqa: E402
+from .io.paths import FileShuffleConfig, Partitioning, PathPartitionFilter  # noqa: E402
 
 __all__ += [
     "FileShuffleConfig",
     "Partitioning",
+    "PathPartitionFilter",
     "read_binary_files",
     "read_csv",
     "read_images",
@@ -234,8 +235,10 @@ def _common(
     override_num_blocks: int | None,
     on_read_error: str | None,
     read_error_budget: int | None,
+    partition_filter: Any,
 ) -> dict[str, Any]:
     return {
+        "partition_filter": partition_filter,
         "filesystem": filesystem,
         "file_extensions": file_extensions,
         "partitioning": partitioning,
@@ -255,6 +258,7 @@ def read_parquet(
     columns: Sequence[str] | None = None,
     filter: Any = None,
     partitioning: Any = "hive",
+    partition_filter: Any = None,
     include_paths: bool = False,
     file_extensions: Sequence[str] | None = tuple(_parquet.PARQUET_EXTENSIONS),
     ignore_missing_paths: bool = False,
@@ -267,7 +271,8 @@ def read_parquet(
     """Parquet files (a file, a directory, a glob or a list) as a Dataset; tensor columns round-trip.
 
     ``columns`` selects columns, ``filter`` is a ``pyarrow.compute`` expression or DNF filters.
-    Hive-style ``key=value`` directories become string columns. ``on_read_error``/
+    Hive-style ``key=value`` directories become string columns; ``partition_filter`` (a
+    :class:`PathPartitionFilter`, as every ``read_*`` takes) reads only the partitions it keeps. ``on_read_error``/
     ``read_error_budget`` override ``DataContext`` for this read (see :mod:`torchray_loader.io.errors`).
 
     Example:
@@ -277,7 +282,7 @@ def read_parquet(
         [{'id': 0}, {'id': 1}, {'id': 2}]
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
-                     override_num_blocks, on_read_error, read_error_budget)
+                     override_num_blocks, on_read_error, read_error_budget, partition_filter)
     return _file_source("ReadParquet", _parquet.plan_parquet, paths, common,
                         {"columns": columns, "filter": filter}, ray_args)
 
@@ -290,6 +295,7 @@ def read_csv(
     parse_options: Any = None,
     convert_options: Any = None,
     partitioning: Any = "hive",
+    partition_filter: Any = None,
     include_paths: bool = False,
     file_extensions: Sequence[str] | None = None,
     ignore_missing_paths: bool = False,
@@ -311,7 +317,7 @@ def read_csv(
         [{'x': 1, 'y': 2}]
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
-                     override_num_blocks, on_read_error, read_error_budget)
+                     override_num_blocks, on_read_error, read_error_budget, partition_filter)
     fmt = {"read_options": read_options, "parse_options": parse_options, "convert_options": convert_options}
     return _file_source("ReadCSV", _csv.plan_csv, paths, common, fmt, ray_args)
 
@@ -323,6 +329,7 @@ def read_json(
     read_options: Any = None,
     parse_options: Any = None,
     partitioning: Any = "hive",
+    partition_filter: Any = None,
     include_paths: bool = False,
     file_extensions: Sequence[str] | None = tuple(_json.JSON_EXTENSIONS),
     ignore_missing_paths: bool = False,
@@ -343,7 +350,7 @@ def read_json(
         [{'x': 1}, {'x': 2}]
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
-                     override_num_blocks, on_read_error, read_error_budget)
+                     override_num_blocks, on_read_error, read_error_budget, partition_filter)
     if lines is not None and not isinstance(lines, bool):
         raise TypeError(f"lines must be a bool or None, got {lines!r}")
     fmt = {"read_options": read_options, "parse_options": parse_options}
@@ -357,6 +364,7 @@ def read_text(
     drop_empty_lines: bool = True,
     filesystem: Any = None,
     partitioning: Any = None,
+    partition_filter: Any = None,
     include_paths: bool = False,
     file_extensions: Sequence[str] | None = None,
     ignore_missing_paths: bool = False,
@@ -375,7 +383,7 @@ def read_text(
         [{'text': 'hi'}, {'text': 'there'}]
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
-                     override_num_blocks, on_read_error, read_error_budget)
+                     override_num_blocks, on_read_error, read_error_budget, partition_filter)
     fmt = {"encoding": encoding, "drop_empty_lines": drop_empty_lines}
     return _file_source("ReadText", _text.plan_text, paths, common, fmt, ray_args)
 
@@ -389,6 +397,7 @@ def read_images(
     include_paths: bool = False,
     file_extensions: Sequence[str] | None = tuple(_images.IMAGE_EXTENSIONS),
     partitioning: Any = None,
+    partition_filter: Any = None,
     ignore_missing_paths: bool = False,
     shuffle: Any = None,
     override_num_blocks: int | None = None,
@@ -422,7 +431,7 @@ def read_images(
         image   numpy.ndarray(shape=(32, 32, 3), dtype=uint8)
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
-                     override_num_blocks, on_read_error, read_error_budget)
+                     override_num_blocks, on_read_error, read_error_budget, partition_filter)
     if not isinstance(decode_on_device, bool):
         raise TypeError(f"decode_on_device must be a bool, got {decode_on_device!r}")
     if not decode_on_device:
@@ -444,6 +453,7 @@ def read_numpy(
     *,
     filesystem: Any = None,
     partitioning: Any = None,
+    partition_filter: Any = None,
     include_paths: bool = False,
     file_extensions: Sequence[str] | None = tuple(_numpy.NUMPY_EXTENSIONS),
     ignore_missing_paths: bool = False,
@@ -463,7 +473,7 @@ def read_numpy(
         [{'data': 0}, {'data': 1}, {'data': 2}]
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
-                     override_num_blocks, on_read_error, read_error_budget)
+                     override_num_blocks, on_read_error, read_error_budget, partition_filter)
     return _file_source("ReadNumpy", _numpy.plan_numpy, paths, common, {}, ray_args)
 
 
@@ -473,6 +483,7 @@ def read_binary_files(
     filesystem: Any = None,
     include_paths: bool = False,
     partitioning: Any = None,
+    partition_filter: Any = None,
     file_extensions: Sequence[str] | None = None,
     ignore_missing_paths: bool = False,
     shuffle: Any = None,
@@ -490,5 +501,5 @@ def read_binary_files(
         b'\\x00\\x01'
     """
     common = _common(filesystem, file_extensions, partitioning, include_paths, ignore_missing_paths, shuffle,
-                     override_num_blocks, on_read_error, read_error_budget)
+                     override_num_blocks, on_read_error, read_error_budget, partition_filter)
     return _file_source("ReadBinary", _binary.plan_binary, paths, common, {}, ray_args)

@@ -157,3 +157,51 @@ def test_small_blocks_are_bundled_into_full_batches(num_workers, actors):
     rows = ds.map_batches(fn, batch_size=3, **kw).take_all()
     assert [r["item"] for r in rows] == list(range(10))
     assert [r["n"] for r in rows] == [3] * 9 + [1]
+
+
+# ------------------------------------------------------------------------- limit pushed into reads
+
+
+def _fails_past_first_group(row):
+    """A row map that fails on every row past the first row group (ids 0-9): a ``take`` that needs
+    only those rows must never reach the others."""
+    if row["id"] >= 10:
+        raise AssertionError(f"row {row['id']} was read and mapped: the limit did not reach the read")
+    return {"id": row["id"], "twice": row["id"] * 2}
+
+
+def _even(row):
+    return row["id"] % 2 == 0
+
+
+@pytest.fixture(name="row_groups")
+def row_groups_fixture(tmp_path):
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": np.arange(50)}), tmp_path / "a.parquet", row_group_size=10)
+    pq.write_table(pa.table({"id": np.arange(50, 60)}), tmp_path / "b.parquet")
+    return tmp_path
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_take_after_row_maps_reads_only_the_rows_it_needs(row_groups, num_workers):
+    rd.DataContext.get_current().num_workers = num_workers  # the test's own context (conftest)
+    ds = rd.read_parquet(str(row_groups)).map(_fails_past_first_group).select_columns(["twice"])
+    assert ds.take(3) == [{"twice": 0}, {"twice": 2}, {"twice": 4}]
+    assert [r["twice"] for r in ds.limit(10).take_all()] == list(range(0, 20, 2))
+    with pytest.raises(AssertionError, match="did not reach"):  # an 11th row is read and mapped
+        ds.limit(11).take_all()
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("n", [0, 1, 9, 10, 11, 49, 50, 51, 60, 100])
+def test_limited_reads_give_the_first_rows_of_the_full_read(row_groups, num_workers, n):
+    rd.DataContext.get_current().num_workers = num_workers
+    ds = rd.read_parquet(str(row_groups), override_num_blocks=2)
+    ids = [r["id"] for r in ds.take_all()]
+    assert [r["id"] for r in ds.limit(n).take_all()] == ids[:n]
+    assert ds.limit(n).count() == min(n, 60)
+    assert [r["id"] for r in ds.limit(n).limit(n + 5).take_all()] == ids[:n]
+    assert [r["id"] for r in ds.union(ds).limit(n).take_all()] == (ids * 2)[:n]
+    # Not one for one: the limit stays above a filter (its rows come from anywhere in the file).
+    assert [r["id"] for r in ds.filter(_even).limit(n).take_all()] == [i for i in ids if i % 2 == 0][:n]

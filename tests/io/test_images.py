@@ -309,6 +309,14 @@ def test_fixed_shape_reads_skip_and_name_bad_files(tmp_path, fresh_data_context,
     assert [os.path.basename(r["path"]) for r in rows] == ["a.jpg", "d.jpg"]
     np.testing.assert_array_equal(rows[0]["image"], rows[1]["image"])
     assert [os.path.basename(s.path) for s in read_skips(ds)] == ["b.jpg", "c.png"]
+    # A limit reaches the read: take(1) decodes a.jpg alone, never the corrupt b.jpg; take(2)
+    # decodes past the skipped files to d.jpg.
+    for size, mode in [((4, 4), "RGB"), (None, None)]:
+        first = rd.read_images(str(tmp_path), size=size, mode=mode, include_paths=True, override_num_blocks=1)
+        assert [os.path.basename(r["path"]) for r in first.take(1)] == ["a.jpg"]
+    two = rd.read_images(str(tmp_path), size=(4, 4), mode="RGB", on_read_error="skip", read_error_budget=2,
+                         include_paths=True, override_num_blocks=1).take(2)
+    assert [os.path.basename(r["path"]) for r in two] == ["a.jpg", "d.jpg"]
 
 
 def test_fixed_image_shape_only_where_size_and_mode_fix_it():

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pathlib
+import pickle
 import tempfile
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fsspec.implementations.memory import MemoryFileSystem
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -291,3 +294,210 @@ def test_no_columns_still_count_the_rows(tmp_path, num_workers):
     rd.DataContext.get_current().num_workers = num_workers
     pq.write_table(pa.table({"y": [1, 2, 3]}), tmp_path / "f.parquet")
     assert rd.read_parquet(str(tmp_path), columns=[]).count() == 3  # a table without columns crosses with its rows
+
+
+# ---------------------------------------------------------------------------------- count() from footers
+
+
+def corrupt_pages(path: pathlib.Path) -> None:
+    """Overwrite every byte between the leading magic and the footer (all the column chunks) while
+    the footer stays valid: a read fails, the footer still tells every row group's rows."""
+    data = bytearray(path.read_bytes())
+    footer_len = int.from_bytes(data[-8:-4], "little")
+    end = len(data) - 8 - footer_len
+    data[4:end] = b"\xff" * (end - 4)
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def pages_corrupt_dir(tmp_path):
+    """Hive-partitioned small files and one big file cut into row-group tasks, every data page corrupt:
+    ``(directory, rows)``. Only a count that never reads data pages gets ``rows``."""
+    rd.DataContext.get_current().target_max_block_size = 64 * 1024
+    rows = 0
+    for i, (part, n) in enumerate([("a", 3), ("a", 5), ("b", 0), ("b", 7)]):
+        (tmp_path / f"split={part}").mkdir(exist_ok=True)
+        pq.write_table(pa.table({"x": np.arange(n), "y": np.ones(n)}), tmp_path / f"split={part}" / f"{i}.parquet")
+        rows += n
+    big = pa.table({"x": np.arange(40_000), "y": np.random.default_rng(0).random(40_000)})
+    (tmp_path / "split=c").mkdir()
+    pq.write_table(big, tmp_path / "split=c" / "big.parquet", row_group_size=3000)
+    rows += big.num_rows
+    for f in tmp_path.rglob("*.parquet"):
+        corrupt_pages(f)
+    return tmp_path, rows
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_count_reads_only_footers(pages_corrupt_dir, num_workers):
+    rd.DataContext.get_current().num_workers = num_workers
+    d, rows = pages_corrupt_dir
+    assert any(t.paths and len(t.paths) > 1 for t in plan_parquet(str(d), override_num_blocks=1))
+    assert sum(1 for t in plan_parquet(str(d)) if "big.parquet" in t.paths[0]) > 1  # row-group tasks
+    with pytest.raises(ReadError):
+        rd.read_parquet(str(d)).take_all()  # the data pages cannot be read...
+    # ...and every count below reads none of them.
+    assert rd.read_parquet(str(d)).count() == rows
+    assert rd.read_parquet(str(d), override_num_blocks=1).count() == rows  # one task of all the files
+    assert rd.read_parquet(str(d), columns=["y"], include_paths=True).count() == rows
+    assert rd.read_parquet(str(d), columns=[]).count() == rows
+    assert rd.read_parquet(str(d), shuffle="files").count() == rows
+    assert rd.read_parquet(str(d), partitioning=None).count() == rows
+    assert rd.read_parquet(str(d / "split=a")).count() == 8
+    assert rd.read_parquet([str(d / "split=a"), str(d / "nope")], ignore_missing_paths=True).count() == 8
+    keep_b = rd.PathPartitionFilter.of(lambda values: values.get("split") == "b")
+    assert rd.read_parquet(str(d), partition_filter=keep_b).count() == 7
+    assert rd.read_parquet(str(d), on_read_error="skip").count() == rows
+    chain = (
+        rd.read_parquet(str(d))
+        .map(lambda r: r)
+        .add_column("z", lambda b: b["x"])
+        .select_columns(["x", "z"])
+        .rename_columns({"z": "w"})
+        .drop_columns(["w"])
+    )
+    assert chain.count() == rows
+    assert rd.read_parquet(str(d)).union(rd.read_parquet(str(d / "split=a"))).count() == rows + 8
+    assert rd.read_parquet(str(d)).limit(10).count() == 10
+
+
+def test_count_rows_is_set_unless_a_filter_changes_the_count(tmp_path):
+    pq.write_table(pa.table({"x": np.arange(10)}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x": np.arange(10, 15)}), tmp_path / "b.parquet")
+    tasks = plan_parquet(str(tmp_path))
+    assert [t.count_rows() for t in tasks] == [10, 5]  # type: ignore[misc]
+    assert pickle.loads(pickle.dumps(tasks[0])).count_rows() == 10  # it travels with its task
+    filtered = plan_parquet(str(tmp_path), filter=[("x", ">=", 12)])
+    assert all(t.count_rows is None for t in filtered)
+    assert rd.read_parquet(str(tmp_path), filter=[("x", ">=", 12)]).count() == 3
+    assert rd.read_parquet(str(tmp_path)).filter(lambda r: r["x"] % 2 == 0).count() == 8  # executes
+
+
+def test_count_executes_the_read_when_a_footer_cannot_be_read(tmp_path):
+    for i in range(3):
+        pq.write_table(pa.table({"x": np.arange(4)}), tmp_path / f"{i}.parquet")
+    bad = tmp_path / "1.parquet"
+    bad.write_bytes(bad.read_bytes()[:20])
+    with pytest.raises(ReadError, match="1.parquet"):
+        rd.read_parquet(str(tmp_path)).count()
+    ds = rd.read_parquet(str(tmp_path), on_read_error="skip", read_error_budget=1)
+    assert ds.count() == 8  # the unreadable file skipped, exactly as a read skips it
+    assert [os.path.basename(s.path) for s in read_skips(ds)] == ["1.parquet"]
+    with pytest.raises(ErrorBudgetExceeded):
+        rd.read_parquet(str(tmp_path), on_read_error="skip", read_error_budget=0).count()
+
+
+def test_count_reports_what_a_read_reports(tmp_path):
+    pq.write_table(pa.table({"x": [1, 2]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"x": ["a", "b", "c"]}), tmp_path / "b.parquet")  # conflicts with a's schema
+    with pytest.raises(ReadError, match="b.parquet: schema conflicts"):
+        rd.read_parquet(str(tmp_path)).take_all()
+    with pytest.raises(ReadError, match="b.parquet: schema conflicts"):
+        rd.read_parquet(str(tmp_path)).count()
+    assert rd.read_parquet(str(tmp_path), on_read_error="skip", read_error_budget=1).count() == 2
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    pq.write_table(pa.table({"obj": column_from_values([Point(1), Point(2)])}), evil / "e.parquet")
+    with pytest.raises(ReadError, match="hold pickled"):
+        rd.read_parquet(str(evil)).count()
+
+
+# ---------------------------------------------------------------------------------- column projection
+
+
+def wide_file(path: pathlib.Path, n: int = 50_000, ncols: int = 20) -> pa.Table:
+    rng = np.random.default_rng(0)
+    table = pa.table({f"c{k}": rng.random(n) for k in range(ncols)})
+    pq.write_table(table, path)
+    return table
+
+
+def process_bytes_read() -> int:
+    with open("/proc/self/io") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/io"), reason="needs Linux's per-process I/O counters")
+def test_local_column_projection_reads_only_those_columns(tmp_path):
+    rd.DataContext.get_current().num_workers = 0
+    table = wide_file(tmp_path / "w.parquet")
+    size = (tmp_path / "w.parquet").stat().st_size
+    ds = rd.read_parquet(str(tmp_path), columns=["c3"])
+    before = process_bytes_read()
+    got = pa.concat_tables(list(ds.iter_internal_blocks()))
+    read = process_bytes_read() - before
+    assert got.column("c3").equals(table.column("c3"))
+    assert read < size / 5, (read, size)  # one column of 20 (and the footer), not the whole file
+
+
+class CountingMemoryFS(MemoryFileSystem):
+    """The memory file system, counting the bytes its files hand out (an object store's transfer)."""
+
+    transferred: list[int] = []
+
+    def cat_file(self, path, start=None, end=None, **kwargs):
+        data = super().cat_file(path, start=start, end=end, **kwargs)
+        self.transferred.append(len(data))
+        return data
+
+    def _open(self, path, mode="rb", **kwargs):
+        f = super()._open(path, mode, **kwargs)
+        if "r" not in mode:
+            return f
+        outer = self
+
+        class Counting(io.BytesIO):
+            def read(self, n=-1):
+                data = super().read(n)
+                outer.transferred.append(len(data))
+                return data
+
+            def readinto(self, b):
+                n = super().readinto(b)
+                outer.transferred.append(n)
+                return n
+
+        return Counting(f.getvalue())
+
+
+def test_remote_column_projection_fetches_only_those_columns():
+    rd.DataContext.get_current().num_workers = 0
+    import fsspec
+
+    url = "memory://trl-parquet-projection/d"
+    mem = fsspec.filesystem("memory")
+    buf = io.BytesIO()
+    table = pa.table({f"c{k}": np.random.default_rng(k).random(20_000) for k in range(20)})
+    pq.write_table(table, buf)
+    mem.pipe_file("/trl-parquet-projection/d/a.parquet", buf.getvalue())
+    size = len(buf.getvalue())
+    fs = CountingMemoryFS()
+    try:
+        fs.transferred.clear()
+        got = pa.concat_tables(list(rd.read_parquet(url, filesystem=fs, columns=["c7"]).iter_internal_blocks()))
+        assert got.column("c7").equals(table.column("c7"))
+        assert 0 < sum(fs.transferred) < size / 5, (sum(fs.transferred), size)
+        fs.transferred.clear()
+        assert rd.read_parquet(url, filesystem=fs).count() == 20_000
+        assert 0 < sum(fs.transferred) < size / 5  # the footer alone
+        fs.transferred.clear()
+        whole = pa.concat_tables(list(rd.read_parquet(url, filesystem=fs).iter_internal_blocks()))
+        # Every column: one whole fetch (after the planner read the footer: a read of few files
+        # may cut them into runs of row groups).
+        assert whole.equals(table) and fs.transferred[-1] == size and sum(fs.transferred[:-1]) < size / 5
+    finally:
+        mem.rm("/trl-parquet-projection", recursive=True)
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_read_of_few_files_cuts_them_into_runs_of_row_groups(tmp_path, num_workers):
+    rd.DataContext.get_current().num_workers = num_workers
+    values = np.random.default_rng(0).random(500_000)  # ~4 MB in 10 row groups
+    pq.write_table(pa.table({"v": values}), tmp_path / "a.parquet", row_group_size=50_000)
+    tasks = plan_parquet(str(tmp_path))
+    assert len(tasks) > 1 and sum(t.count_rows() for t in tasks) == 500_000  # several tasks, for several workers
+    np.testing.assert_array_equal(rd.read_parquet(str(tmp_path)).to_pandas()["v"].to_numpy(), values)
+    # Eight files or more: parallelism comes from the files; each stays whole.
+    for i in range(1, 8):
+        pq.write_table(pa.table({"v": values[:1000]}), tmp_path / f"b{i}.parquet", row_group_size=100)
+    assert sum(len(t.paths) for t in plan_parquet(str(tmp_path))) == 8  # one unit (path) per file

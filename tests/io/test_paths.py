@@ -400,3 +400,77 @@ def test_a_directory_that_cannot_be_listed_is_a_read_error_naming_it(tmp_path, m
     for policy in ("raise", "skip"):
         with pytest.raises(ReadError, match=rf"{tmp_path}/locked: cannot list this directory: Permission denied"):
             rd.read_csv(str(tmp_path), on_read_error=policy)
+
+
+# ------------------------------------------------------------------------- partition_filter
+
+
+def _year_2024(values):
+    return values.get("year") == "2024"
+
+
+def _partitioned_csvs(root: pathlib.Path) -> None:
+    for year, month in [("2023", "12"), ("2024", "01"), ("2024", "02")]:
+        d = root / f"year={year}" / f"month={month}"
+        d.mkdir(parents=True)
+        (d / "part.csv").write_text(f"x\n{year}{month}\n")
+    (root / "loose.csv").write_text("x\n0\n")
+
+
+def test_partition_filter_reads_only_the_partitions_it_keeps(tmp_path):
+    _partitioned_csvs(tmp_path)
+    keep = rd.PathPartitionFilter.of(_year_2024)
+    ds = rd.read_csv(str(tmp_path), partition_filter=keep)
+    assert sorted(r["x"] for r in ds.take_all()) == [202401, 202402]
+    assert {r["year"] for r in ds.take_all()} == {"2024"}  # values reach filter_fn as strings
+    # The unpartitioned file gets {}: a filter can keep or drop it.
+    only_loose = rd.PathPartitionFilter.of(lambda d: not d)
+    assert rd.read_csv(str(tmp_path), partition_filter=only_loose).take_all() == [{"x": 0}]
+    # Any callable from paths to the paths to read (Ray's own filter object is one).
+    newest = rd.read_csv(str(tmp_path), partition_filter=lambda paths: [p for p in paths if "month=02" in p])
+    assert [r["x"] for r in newest.take_all()] == [202402]
+
+
+def test_partition_filter_dir_style_and_errors(tmp_path):
+    for label in ["cat", "dog"]:
+        (tmp_path / label).mkdir()
+        (tmp_path / label / "a.txt").write_text(label)
+    (tmp_path / "top.txt").write_text("top")
+    dogs = rd.PathPartitionFilter.of(lambda d: d.get("label") == "dog", style="dir", base_dir=str(tmp_path),
+                                     field_names=["label"])
+    assert rd.read_text(str(tmp_path), partition_filter=dogs).take_all() == [{"text": "dog"}]
+    with pytest.raises(ReadError, match="partition_filter rejected them all"):
+        rd.read_text(str(tmp_path), partition_filter=rd.PathPartitionFilter.of(lambda d: False))
+    with pytest.raises(TypeError, match="list of paths"):
+        rd.read_text(str(tmp_path), partition_filter=lambda paths: None)
+    with pytest.raises(TypeError, match="partition_filter must be"):
+        rd.read_text(str(tmp_path), partition_filter="year=2024")
+
+
+def test_partition_filter_with_every_reader(tmp_path):
+    import numpy as np
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    for year in ["2023", "2024"]:
+        d = tmp_path / f"year={year}"
+        d.mkdir()
+        pq.write_table(pa.table({"v": [int(year)]}), d / "a.parquet")
+        (d / "a.json").write_text(f'{{"v": {year}}}\n')
+        np.save(d / "a.npy", np.array([int(year)]))
+        Image.new("L", (2, 2), color=int(year) % 256).save(d / "a.png")
+    keep = rd.PathPartitionFilter.of(_year_2024)
+    assert rd.read_parquet(str(tmp_path), partition_filter=keep).take_all() == [{"v": 2024, "year": "2024"}]
+    assert rd.read_json(str(tmp_path), file_extensions=["json"], partition_filter=keep).take_all()[0]["v"] == 2024
+    assert rd.read_numpy(str(tmp_path), partition_filter=keep).count() == 1
+    images = rd.read_images(str(tmp_path), partition_filter=keep, include_paths=True).take_all()
+    assert [pathlib.Path(r["path"]).parent.name for r in images] == ["year=2024"]
+    binary = rd.read_binary_files(str(tmp_path), partition_filter=keep, include_paths=True).take_all()
+    assert {pathlib.Path(r["path"]).parent.name for r in binary} == {"year=2024"}
+
+
+def test_rays_own_partition_filter_is_accepted(tmp_path):
+    datasource = pytest.importorskip("ray.data.datasource")
+    _partitioned_csvs(tmp_path)
+    keep = datasource.PathPartitionFilter.of(_year_2024)
+    assert sorted(r["x"] for r in rd.read_csv(str(tmp_path), partition_filter=keep).take_all()) == [202401, 202402]

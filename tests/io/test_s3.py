@@ -93,6 +93,21 @@ def test_corrupt_object_names_the_s3_path(s3):
         rd.read_parquet(s3.anon_url(f"{p}/bad.parquet")).take_all()
 
 
+def test_parquet_count_and_column_projection_on_s3(s3, url):
+    """count() from the footers (ranged reads without read-ahead), a projection by ranges; a corrupt
+    object makes the count read the data, so it is named or skipped as by a read."""
+    p = s3.prefix()
+    tables = [pa.table({"a": np.arange(i, i + 5), "b": np.ones(5) * i}) for i in range(3)]
+    for i, t in enumerate(tables):
+        s3.put(f"{p}/pq/{i}.parquet", parquet_bytes(t))
+    assert rd.read_parquet(url(f"{p}/pq")).count() == 15
+    assert rd.read_parquet(url(f"{p}/pq"), columns=["b"]).take_all()[5:7] == [{"b": 1.0}, {"b": 1.0}]
+    s3.put(f"{p}/pq/9.parquet", b"PAR1 not really")
+    with pytest.raises(ReadError, match=f"s3://{s3.bucket}/{p}/pq/9.parquet"):
+        rd.read_parquet(url(f"{p}/pq")).count()
+    assert rd.read_parquet(url(f"{p}/pq"), on_read_error="skip", read_error_budget=1).count() == 15
+
+
 def test_an_object_an_anonymous_reader_may_not_read_is_a_read_error(s3):
     """A private object under an anonymous URL: S3 refuses even its HEAD, while listing. It is named
     (raise) or skipped (skip) like any unreadable file; the readable one is still read."""

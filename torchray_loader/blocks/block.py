@@ -216,6 +216,7 @@ def block_from_rows(rows: Sequence[Any], *, producer: str = "UDF") -> pa.Table:
             keys = row.keys()
         elif uniform and row.keys() != keys:
             uniform = False
+    assert keys is not None  # rows is not empty
     if uniform:  # every row has the first row's keys (in any order)
         return block_from_batch({name: list(map(itemgetter(name), rows)) for name in keys}, producer=producer)
     names: dict[str, None] = {}

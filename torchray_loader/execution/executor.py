@@ -232,7 +232,7 @@ class _Execution:
         remaining = op.n
         if remaining <= 0:
             return
-        upstream = self.iter_op(op.input)
+        upstream = self.iter_op(_limit_reads(op.input, remaining))
         try:
             for block in upstream:
                 if block.num_rows >= remaining:
@@ -280,6 +280,21 @@ def _shared_objects_of(op: LogicalOp) -> dict[str, Any]:
     for child in op.inputs:
         found.update(_shared_objects_of(child))
     return found
+
+
+def _limit_reads(op: LogicalOp, n: int) -> LogicalOp:
+    """``op`` with each read task below it cut to its first ``n`` rows, where only stages that keep
+    rows one for one (``preserves_rows``) lie between: no task is then needed beyond its first
+    ``n`` rows for the plan's first ``n``, so ``take(1)`` reads one block, not whole files."""
+    if isinstance(op, Read):
+        return dataclasses.replace(op, tasks=tuple(t.limited(n) for t in op.tasks))
+    if isinstance(op, MapStage) and all(t.preserves_rows for t in op.transforms):
+        return MapStage(_limit_reads(op.input, n), op.transforms, op.compute)
+    if isinstance(op, Limit):
+        return Limit(_limit_reads(op.input, min(n, op.n)), op.n, op.name)
+    if isinstance(op, Union):
+        return Union(tuple(_limit_reads(child, n) for child in op.union_inputs), op.name)
+    return op
 
 
 def _permute_source(op: LogicalOp, seed: int) -> LogicalOp | None:

@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from .errors import ReadErrorPolicy
-from .paths import FileReadOptions, ReadUnit, _is_local_fs, plan_read
+from .paths import FileReadOptions, ReadUnit, _is_plain_local_fs, plan_read
 from .read_task import ReadTask
 
 __all__ = ["plan_binary", "read_binary_unit", "read_file_bytes"]
@@ -31,7 +31,7 @@ def read_file_bytes(fs: Any, path: str) -> bytes:
         >>> len(read_file_bytes(LocalFileSystem(), __file__)) > 0
         True
     """
-    if _is_local_fs(fs):
+    if _is_plain_local_fs(fs):
         # fsspec's local cat_file costs ~0.1 ms per call (path normalising, a file wrapper): a
         # per-image cost that matters when a decode takes a few tenths of a millisecond.
         with open(path, "rb", buffering=0) as f:  # unbuffered: one read of the whole file

@@ -33,7 +33,7 @@ import os
 import tempfile
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -173,7 +173,7 @@ class ReadErrorPolicy:
 
     # ------------------------------------------------------------------ the two entry points
 
-    def run_unit(self, path: str, produce: Callable[[], Iterable[Any]]) -> Iterator[Any]:
+    def run_unit(self, path: str, produce: Callable[[], Iterable[Any]]) -> Generator[Any, None, None]:
         """Run ``produce()`` (the reading of one file or file part) under the policy.
 
         ``raise`` mode streams the results and turns a failure into a :class:`ReadError` naming

@@ -390,9 +390,11 @@ def read_fixed_images_task(
     options: FileReadOptions,
     policy: ReadErrorPolicy,
     combine: Any = None,
+    row_limit: int | None = None,
 ) -> Iterator[pa.Table]:
     """Body of a ``read_images`` task whose images all decode to one shape (``size`` with mode
     ``"RGB"`` or ``"L"``): ``reader`` is :func:`read_image_array`; ``combine`` is not needed.
+    With ``row_limit``, no more images than that are decoded (skipped files aside).
 
     Each image is decoded straight into its row of one ``uint8`` array per block, built in the
     task's transfer file where there is one, so a block reaches the consumer as one array with no
@@ -417,8 +419,11 @@ def read_fixed_images_task(
     if shape is None:
         raise ValueError(f"read_fixed_images_task needs a fixed shape, got size={size!r}, mode={mode!r}")
     rows_per_block = max(1, options.target_block_bytes // int(np.prod(shape)))
-    for start in range(0, len(units), rows_per_block):
-        group = units[start : start + rows_per_block]
+    remaining = len(units) if row_limit is None else min(row_limit, len(units))
+    start = 0
+    while remaining > 0 and start < len(units):  # a unit is at most one row (one image)
+        group = units[start : start + min(rows_per_block, remaining)]
+        start += len(group)
         out = empty_rows(len(group), shape, np.uint8)
         files: list[FileInfo] = []
         shown_paths: list[str] = []
@@ -431,6 +436,7 @@ def read_fixed_images_task(
                 files.append(unit.file)
                 shown_paths.append(shown)
         if files:
+            remaining -= len(files)
             table = pa.table({"image": column_from_values(out[: len(files)])})
             yield decorate_rows(table, files, shown_paths, options.include_paths)
 

@@ -14,6 +14,13 @@ Files larger than ``DataContext.target_max_block_size`` have their footer read w
 planned (in the consumer) and are cut into units of whole row groups of about that size, so one
 big file is read by several tasks in parallel. Each row group becomes (at least) one block.
 
+Only the bytes a read needs are read: local files are opened by pyarrow itself (it reads the
+footer and then just the column chunks it decodes); a remote file is fetched whole in one request
+when all its columns are read and it is small, and read by ranges otherwise (a ``columns``
+projection fetches only those columns' chunks). ``Dataset.count()`` of a read without ``filter``
+reads no data at all: each task's ``count_rows`` sums its files' (or row groups') ``num_rows``
+from their footers (:func:`count_parquet_rows`).
+
 Example:
     >>> import tempfile, pathlib, pyarrow as pa, pyarrow.parquet as pq
     >>> d = pathlib.Path(tempfile.mkdtemp()); pq.write_table(pa.table({"x": [1, 2]}), d / "a.parquet")
@@ -24,6 +31,8 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -34,15 +43,28 @@ from .. import blocks as _blocks  # noqa: F401 - registers the tensor extension 
 from ..blocks.tensors import is_tensor_type
 from ..errors import ReadError
 from .errors import ReadErrorPolicy, refuse_pickled
-from .paths import FileInfo, FileReadOptions, ReadUnit, display_path, plan_read
+from .paths import (
+    MIN_READ_TASKS,
+    FileInfo,
+    FileReadOptions,
+    ReadUnit,
+    ReadUnits,
+    _is_plain_local_fs,
+    display_path,
+    plan_read,
+)
 from .read_task import ReadTask
 
-__all__ = ["plan_parquet", "read_parquet_unit", "PARQUET_EXTENSIONS"]
+__all__ = ["plan_parquet", "read_parquet_unit", "count_parquet_rows", "PARQUET_EXTENSIONS"]
 
 PARQUET_EXTENSIONS = ["parquet", "parq", "pq"]
 
 #: In-memory bytes per file byte, for sizing read tasks (compressed, encoded columns).
 PARQUET_SIZE_RATIO = 3.0
+
+#: A file of a read of few files is cut into runs of row groups down to about this many bytes
+#: (smaller runs would cost more in task overhead than they gain in parallelism).
+MIN_PART_BYTES = 1 << 20
 
 
 def _as_expression(filter: Any) -> Any:
@@ -81,6 +103,47 @@ def _columns_to_read(schema: pa.Schema, cols: list[str] | None, filter: Any, exp
         return None
 
 
+def _open_ranged(fs: Any, path: str) -> Any:
+    """``path`` opened for reading only the byte ranges pyarrow asks for (footer, column chunks).
+
+    Local files are pyarrow's own (``pa.OSFile``: ``pread`` of each range, no Python file object in
+    between); remote ones are fsspec files without read-ahead (s3fs reads 50 MB ahead by default,
+    which is all of a small file: a projection would fetch every column anyway)."""
+    if _is_plain_local_fs(fs):
+        return pa.OSFile(path)
+    try:
+        return fs.open(path, "rb", cache_type="none")
+    except TypeError:  # pragma: no cover - a file system whose open takes no cache options
+        return fs.open(path, "rb")
+
+
+def _open_unit(fs: Any, unit: ReadUnit, options: FileReadOptions, projected: bool) -> Any:
+    """The source ``read_parquet_unit`` reads ``unit`` from.
+
+    A small remote file of which every column is read is fetched whole: one GET on S3 where ranged
+    reads would take one request per column chunk. Anything else reads just the ranges it needs."""
+    small = unit.file.size is not None and unit.file.size <= options.target_block_bytes
+    if small and not projected and not _is_plain_local_fs(fs):
+        return pa.BufferReader(fs.cat_file(unit.file.path))
+    return _open_ranged(fs, unit.file.path)
+
+
+def _checked_columns(
+    schema: pa.Schema,
+    shown: str,
+    columns: Sequence[str] | None,
+    reference: tuple[str, pa.Schema] | None,
+    allow_pickle: bool,
+) -> list[str] | None:
+    """The checks every file of a read passes before any of its rows count (pickled objects refused,
+    schema unifies with the first file's); returns the asked ``columns`` the file has."""
+    refuse_pickled(schema, shown, allow_pickle)
+    cols = None if columns is None else [c for c in columns if c in schema.names]
+    if reference is not None:
+        _check_schema(schema, reference, cols, shown)
+    return cols
+
+
 def read_parquet_unit(
     fs: Any,
     unit: ReadUnit,
@@ -95,7 +158,8 @@ def read_parquet_unit(
     """Reader for one parquet file or one run of its row groups (``unit.part``).
 
     ``reference``: ``(display path, Arrow schema)`` of the read's first file; a conflicting schema
-    is a :class:`ReadError` naming both files.
+    is a :class:`ReadError` naming both files. With ``columns`` only those columns' chunks (and the
+    footer) are read from storage.
 
     Example:
         >>> import tempfile, pathlib
@@ -107,16 +171,10 @@ def read_parquet_unit(
         [{'x': [1]}]
     """
     expr = _as_expression(filter)
-    small = unit.file.size is not None and unit.file.size <= options.target_block_bytes
-    # A small file is fetched whole (one GET on S3); a big one is opened for ranged reads.
-    source = pa.BufferReader(fs.cat_file(unit.file.path)) if small else fs.open(unit.file.path, "rb")
-    with source as f:
+    with _open_unit(fs, unit, options, projected=columns is not None) as f:
         pf = pq.ParquetFile(f)
         schema = pf.schema_arrow
-        refuse_pickled(schema, shown, options.allow_pickle)
-        cols = None if columns is None else [c for c in columns if c in schema.names]
-        if reference is not None:
-            _check_schema(schema, reference, cols, shown)
+        cols = _checked_columns(schema, shown, columns, reference, options.allow_pickle)
         groups = unit.part if unit.part is not None else range(pf.num_row_groups)
         read_cols = _columns_to_read(schema, cols, filter, expr)
         produced = False
@@ -131,6 +189,46 @@ def read_parquet_unit(
         if not produced:  # an empty file still tells its schema
             empty = schema.empty_table()
             yield empty if cols is None else empty.select(cols)
+
+
+def count_parquet_rows(
+    fs: Any,
+    units: Sequence[ReadUnit],
+    columns: Sequence[str] | None = None,
+    reference: tuple[str, pa.Schema] | None = None,
+    allow_pickle: bool = False,
+) -> int:
+    """Rows that reading ``units`` (without a ``filter``) yields, from their files' footers alone.
+
+    A whole-file unit counts the file's ``num_rows``, a run of row groups (``unit.part``) those row
+    groups' rows; each file's footer is read once. Every file passes the checks a read makes before
+    yielding rows (pickled objects, schema against ``reference``); any failure raises, so that the
+    caller (``Dataset.count()``) executes the read instead and its error policy reports or skips
+    the file exactly as for a read. Data pages are never read: a file whose footer is sound but
+    whose pages are corrupt counts its footer's rows.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.parquet"; pq.write_table(pa.table({"x": [1, 2]}), p)
+        >>> count_parquet_rows(LocalFileSystem(), [ReadUnit(FileInfo(str(p))), ReadUnit(FileInfo(str(p)), (0,))])
+        4
+    """
+    footers: dict[str, pq.FileMetaData] = {}
+    total = 0
+    for unit in units:
+        path = unit.file.path
+        meta = footers.get(path)
+        if meta is None:
+            with _open_ranged(fs, path) as f:
+                pf = pq.ParquetFile(f)
+                meta = footers[path] = pf.metadata
+                _checked_columns(pf.schema_arrow, display_path(fs, path), columns, reference, allow_pickle)
+        if unit.part is None:
+            total += meta.num_rows
+        else:
+            total += sum(meta.row_group(i).num_rows for i in unit.part)
+    return total
 
 
 def _check_schema(schema: pa.Schema, reference: tuple[str, pa.Schema], cols: list[str] | None, shown: str) -> None:
@@ -153,49 +251,91 @@ def _reference_schema(fs: Any, files: list[FileInfo], tries: int = 3) -> tuple[s
     none of the first ``tries`` does (each task then reports its own file)."""
     for file in files[:tries]:
         try:
-            with fs.open(file.path, "rb") as f:
+            with _open_ranged(fs, file.path) as f:
                 return display_path(fs, file.path), pq.ParquetFile(f).schema_arrow
         except Exception:
             continue
     return None
 
 
-def _plan_units(target_bytes: int, reader_kwargs: dict[str, Any], fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
+def _plan_units(
+    target_bytes: int, reader_kwargs: dict[str, Any], planned: dict[str, Any], fs: Any, files: list[FileInfo]
+) -> list[ReadUnit]:
     """``make_units`` for :func:`plan_read`: row-group units, and the reference schema, which goes
     into ``reader_kwargs`` before the tasks are built from them. With ``columns``, partition values
-    of keys not among them are dropped, so they do not become columns (as in Ray)."""
+    of keys not among them are dropped, so they do not become columns (as in Ray). ``planned``
+    receives the file system and the units, for :func:`_with_footer_counts`."""
     columns = reader_kwargs.get("columns")
     if columns is not None:
         files = [dataclasses.replace(f, partitions=tuple(kv for kv in f.partitions if kv[0] in columns)) for f in files]
     if len(files) > 1:
         reader_kwargs["reference"] = _reference_schema(fs, files)
-    return _row_group_units(target_bytes, fs, files)
+    units = _row_group_units(target_bytes, fs, files)
+    planned.update(fs=fs, units=units)
+    return units
 
 
 def _row_group_units(target_bytes: int, fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
-    """Whole-file units, except big files: runs of row groups of about ``target_bytes``."""
+    """Whole-file units, except files worth cutting into runs of row groups.
+
+    A file bigger than ``target_bytes`` is cut, so no task holds much more than a block. In a read
+    of fewer than ``MIN_READ_TASKS`` files, so is any file bigger than an even share of
+    ``MIN_READ_TASKS`` units (but at least ``MIN_PART_BYTES``): a read of one or a few files then
+    runs on several workers, and its first block is ready after part of a file, not all of it.
+    Units depend on the files alone (sizes and footers), never on ``num_workers``.
+    """
+    sizes = [f.size for f in files if f.size is not None]
+    unit_bytes = target_bytes
+    if len(files) < MIN_READ_TASKS and sizes:
+        unit_bytes = min(target_bytes, max(MIN_PART_BYTES, math.ceil(sum(sizes) / MIN_READ_TASKS)))
     units: list[ReadUnit] = []
     for file in files:
-        if file.size is None or file.size <= target_bytes:
+        if file.size is None or file.size <= unit_bytes:
             units.append(ReadUnit(file))
             continue
         try:
-            with fs.open(file.path, "rb") as f:
+            with _open_ranged(fs, file.path) as f:
                 meta = pq.ParquetFile(f).metadata
         except Exception:  # unreadable footer: let the task report it under the error policy
             units.append(ReadUnit(file))
             continue
+        groups = [meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)]
+        # Decoded bytes per run: the file's share per unit_bytes of its size, at most a block.
+        share = min(target_bytes, sum(groups) / math.ceil(file.size / unit_bytes))
+        first = len(units)
         run: list[int] = []
         size = 0
-        for i in range(meta.num_row_groups):
+        for i, group_bytes in enumerate(groups):
             run.append(i)
-            size += meta.row_group(i).total_byte_size
-            if size >= target_bytes:
+            size += group_bytes
+            if size >= share:
                 units.append(ReadUnit(file, tuple(run)))
                 run, size = [], 0
-        if run or not units or units[-1].file is not file:
+        if run or len(units) == first:  # the rest, or an empty file's one (empty) unit
             units.append(ReadUnit(file, tuple(run)))
     return units
+
+
+def _with_footer_counts(
+    tasks: list[ReadTask], fs: Any, units: list[ReadUnit], reader_kwargs: dict[str, Any], allow_pickle: bool
+) -> list[ReadTask]:
+    """``tasks`` with ``count_rows`` set: :func:`count_parquet_rows` over each task's units.
+
+    Tasks hold consecutive runs of ``units``, in order, and name one path per unit
+    (:func:`~.paths.plan_file_tasks`); that is checked, and where it does not hold the tasks are
+    returned as they are (``count()`` then reads the data: slower, never wrong)."""
+    out: list[ReadTask] = []
+    start = 0
+    for task in tasks:
+        group = units[start : start + len(task.paths)]
+        start += len(task.paths)
+        if task.paths != tuple(display_path(fs, u.file.path) for u in group):
+            return tasks
+        count = functools.partial(
+            count_parquet_rows, fs, ReadUnits(group), reader_kwargs["columns"], reader_kwargs.get("reference"), allow_pickle
+        )
+        out.append(dataclasses.replace(task, count_rows=count))
+    return out if start == len(units) else tasks
 
 
 def plan_parquet(
@@ -208,26 +348,31 @@ def plan_parquet(
     """Read tasks for ``read_parquet`` (``kwargs``: the common file options of :func:`~.paths.plan_read`).
 
     ``columns`` selects file columns; ``filter`` is a ``pyarrow.compute`` expression or DNF filters
-    (``[("x", ">", 1)]``), applied to each row group as it is read.
+    (``[("x", ">", 1)]``), applied to each row group as it is read. Without ``filter`` each task can
+    count its rows from footers (``ReadTask.count_rows``); a filter's count needs the data.
 
     Example:
-        >>> plan_parquet.__name__
-        'plan_parquet'
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp()); pq.write_table(pa.table({"x": [1, 2]}), d / "a.parquet")
+        >>> [task.count_rows() for task in plan_parquet(str(d))]
+        [2]
     """
-    import functools
-
     from ..context import DataContext
 
     if columns is not None and (isinstance(columns, str) or not all(isinstance(c, str) for c in columns)):
         raise TypeError(f"columns must be a list of column names, got {columns!r}")
     _as_expression(filter)  # a malformed filter fails here, in the caller
-    target = DataContext.get_current().target_max_block_size
+    ctx = DataContext.get_current()
     reader_kwargs = {"columns": None if columns is None else list(columns), "filter": filter}
-    return plan_read(
+    planned: dict[str, Any] = {}
+    tasks = plan_read(
         paths,
         read_parquet_unit,
         reader_kwargs,
-        make_units=functools.partial(_plan_units, target, reader_kwargs),
+        make_units=functools.partial(_plan_units, ctx.target_max_block_size, reader_kwargs, planned),
         size_ratio=PARQUET_SIZE_RATIO,
         **kwargs,
     )
+    if filter is not None or not planned:  # a filter's count depends on the rows' values
+        return tasks
+    return _with_footer_counts(tasks, planned["fs"], planned["units"], reader_kwargs, ctx.allow_pickle)

@@ -47,6 +47,7 @@ from .read_task import ReadTask
 __all__ = [
     "FileShuffleConfig",
     "Partitioning",
+    "PathPartitionFilter",
     "FileInfo",
     "ReadUnit",
     "ReadUnits",
@@ -328,6 +329,18 @@ def _is_local_fs(fs: Any) -> bool:
     return getattr(inner, "type_name", None) == "local"
 
 
+def _is_plain_local_fs(fs: Any) -> bool:
+    """True where reading a path with the OS directly is what ``fs`` would do: fsspec's own local
+    file system, or pyarrow's wrapped by fsspec, not a subclass (a user's subclass may check, count
+    or redirect its reads: it is always called)."""
+    from fsspec.implementations.arrow import ArrowFSWrapper
+    from fsspec.implementations.local import LocalFileSystem
+
+    if type(fs) is LocalFileSystem:
+        return True
+    return type(fs) is ArrowFSWrapper and getattr(fs.fs, "type_name", None) == "local"
+
+
 def display_path(fs: Any, path: str) -> str:
     """``path`` as a user would write it: plain for local files, with the protocol otherwise.
 
@@ -494,6 +507,66 @@ def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tupl
     return tuple((k, partitioning.typed(k, urllib.parse.unquote(p))) for k, p in zip(names, parts, strict=True))
 
 
+@dataclass(frozen=True)
+class PathPartitionFilter:
+    """``partition_filter=``: read only the files whose partition values ``filter_fn`` accepts.
+
+    ``filter_fn`` gets a file's partition keys and values as a dict of strings, as Ray passes them
+    (``{}`` for a file outside the partitioning), and returns whether to read the file. Called with
+    a list of paths, the filter returns those it keeps, as Ray's ``PathPartitionFilter`` does (so a
+    Ray one is accepted too).
+
+    Example:
+        >>> keep_2024 = PathPartitionFilter.of(lambda d: d.get("year") == "2024")
+        >>> keep_2024(["/d/year=2024/a.csv", "/d/year=2023/b.csv", "/d/c.csv"])
+        ['/d/year=2024/a.csv']
+    """
+
+    partitioning: Partitioning
+    filter_fn: Callable[[dict[str, str]], bool]
+
+    @staticmethod
+    def of(
+        filter_fn: Callable[[dict[str, str]], bool],
+        style: str = "hive",
+        base_dir: str | None = None,
+        field_names: Sequence[str] | None = None,
+        field_types: Any = None,
+        filesystem: Any = None,
+    ) -> PathPartitionFilter:
+        """A filter from Ray's flattened arguments. ``field_types`` and ``filesystem`` are accepted
+        for Ray's signature; values reach ``filter_fn`` as strings either way, as in Ray.
+
+        Example:
+            >>> PathPartitionFilter.of(bool, style="dir", base_dir="/d", field_names=["c"])(["/d/x/a", "/d/b"])
+            ['/d/x/a']
+        """
+        fields = None if field_names is None else tuple(field_names)
+        return PathPartitionFilter(Partitioning(style, base_dir, fields), filter_fn)  # type: ignore[arg-type]
+
+    def __call__(self, paths: Sequence[str]) -> list[str]:
+        return [p for p in paths if self.filter_fn(self._values(p))]
+
+    def _values(self, path: str) -> dict[str, str]:
+        part = self.partitioning
+        if part.style == "dir" and part.base_dir is not None:
+            base = part.base_dir.split("://", 1)[-1].rstrip("/")
+            if posixpath.dirname(path) == base:  # directly in base_dir: unpartitioned, as in Ray
+                return {}
+        return dict(parse_partitions(path, part))
+
+
+def _filter_partitions(files: list[FileInfo], partition_filter: Any) -> list[FileInfo]:
+    """``files`` that ``partition_filter`` (paths -> kept paths) keeps, in their order."""
+    if not callable(partition_filter):
+        raise TypeError(f"partition_filter must be a PathPartitionFilter, got {partition_filter!r}")
+    kept = partition_filter([f.path for f in files])
+    if not isinstance(kept, (list, tuple)) or not all(isinstance(p, str) for p in kept):
+        raise TypeError(f"partition_filter must return the list of paths to read, got {type(kept).__name__}")
+    wanted = set(kept)
+    return [f for f in files if f.path in wanted]
+
+
 def _as_partitioning(partitioning: Any) -> Partitioning | None:
     if partitioning is None or isinstance(partitioning, Partitioning):
         return partitioning
@@ -527,8 +600,9 @@ def expand_paths(
     ignore_missing_paths: bool = False,
     partitioning: Any = None,
     shuffle: Any = None,
+    partition_filter: Any = None,
 ) -> tuple[Any, list[FileInfo]]:
-    """List the files ``paths`` names, in a deterministic order.
+    """List the files ``paths`` names, in a deterministic order, those ``partition_filter`` keeps.
 
     Raises :class:`MissingPathError` for a path that does not exist (unless
     ``ignore_missing_paths``), :class:`ReadError` for an empty directory or when nothing is left
@@ -577,10 +651,14 @@ def expand_paths(
         for fp, size in listed:
             if _has_ext(fp, file_extensions):
                 files.append(FileInfo(fp, size, parse_partitions(fp, part)))
+    shown_paths = ", ".join(os.fspath(p) for p in path_list)
     if not files:
         what = f" with extensions {list(file_extensions)}" if file_extensions is not None else ""
-        shown_paths = ", ".join(os.fspath(p) for p in path_list)
         raise ReadError(shown_paths, f"no input files found to read{what}")
+    if partition_filter is not None:
+        files = _filter_partitions(files, partition_filter)
+        if not files:
+            raise ReadError(shown_paths, "no input files left to read: partition_filter rejected them all")
     order = _shuffle_order(len(files), shuffle)
     if order is not None:
         files = [files[i] for i in order]
@@ -716,11 +794,12 @@ def read_files_task(
     options: FileReadOptions,
     policy: ReadErrorPolicy,
     combine: Combine | None = None,
+    row_limit: int | None = None,
 ) -> Iterator[pa.Table]:
     """Body of one file read task (runs in a worker): read each unit under ``policy``, decorate, coalesce.
 
     Invariant: tables come out in unit order, rows in file order; a unit the policy skips
-    contributes no rows at all.
+    contributes no rows at all. With ``row_limit``, reading stops once that many rows are read.
 
     Example:
         >>> import tempfile, pathlib
@@ -735,11 +814,20 @@ def read_files_task(
     """
 
     def produce() -> Iterator[pa.Table]:
+        remaining = row_limit
         for unit in units:
             shown = display_path(fs, unit.file.path)
-            for table in policy.run_unit(
+            tables = policy.run_unit(
                 shown, functools.partial(_read_unit, reader, fs, unit, shown, policy, options, reader_kwargs)
-            ):
+            )
+            for table in tables:
+                if remaining is not None and table.num_rows >= remaining:
+                    if remaining:
+                        yield _decorate(table.slice(0, remaining), unit.file, shown, options.include_paths)
+                    tables.close()
+                    return
+                if remaining is not None:
+                    remaining -= table.num_rows
                 yield _decorate(table, unit.file, shown, options.include_paths)
 
     yield from _coalesce(produce(), options.target_block_bytes, combine)
@@ -812,8 +900,9 @@ def _groups(
     return groups
 
 
-#: The body of one file read task: ``(units, fs, reader, reader_kwargs, *, options, policy, combine)
-#: -> blocks``; :func:`read_files_task` unless a format reads a whole task its own way.
+#: The body of one file read task: ``(units, fs, reader, reader_kwargs, *, options, policy, combine,
+#: row_limit) -> blocks``; :func:`read_files_task` unless a format reads a whole task its own way.
+#: It stops reading once it has produced ``row_limit`` rows (``None``: no limit).
 TaskBody = Callable[..., Iterator[pa.Table]]
 
 
@@ -869,7 +958,11 @@ def plan_file_tasks(
         )
         tasks.append(
             ReadTask(
-                fn, num_rows=None, size_bytes=size, paths=tuple(display_path(fs, u.file.path) for u in group)
+                fn,
+                num_rows=None,
+                size_bytes=size,
+                paths=tuple(display_path(fs, u.file.path) for u in group),
+                accepts_row_limit=True,  # every task body takes row_limit=
             )
         )
     return tasks
@@ -918,6 +1011,7 @@ def plan_read(
     ignore_missing_paths: bool = False,
     partitioning: Any = None,
     shuffle: Any = None,
+    partition_filter: Any = None,
     include_paths: bool = False,
     override_num_blocks: int | None = None,
     on_read_error: str | None = None,
@@ -946,6 +1040,7 @@ def plan_read(
         ignore_missing_paths=ignore_missing_paths,
         partitioning=partitioning,
         shuffle=shuffle,
+        partition_filter=partition_filter,
         make_units=make_units,
     )
     return plan_file_tasks(

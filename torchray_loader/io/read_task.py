@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -34,9 +35,34 @@ class ReadTask:
     #: files' encoded bytes, which ``iter_torch_batches(device=...)`` decodes in the consumer. Kept
     #: per task so a plan that reorders or shards tasks keeps each twin with its task.
     twin: ReadTask | None = None
+    #: At most this many rows come out (``None``: all); see :meth:`limited`.
+    row_limit: int | None = None
+    #: ``read_fn`` takes a ``row_limit=`` keyword and stops reading once it has produced that many
+    #: rows (a file reader), instead of reading everything for ``blocks`` to cut.
+    accepts_row_limit: bool = False
+    #: Counts the rows ``read_fn`` yields (before ``row_limit``) without reading them (parquet: the
+    #: footers), or None; picklable like ``read_fn``, it runs in the consumer and raises when it cannot tell.
+    count_rows: Callable[[], int] | None = None
 
     def __call__(self) -> Iterator[pa.Table]:
         yield from as_tables(self.blocks())
+
+    def limited(self, n: int) -> ReadTask:
+        """This task producing only its first ``n`` rows (for a ``limit`` pushed into the read).
+
+        Example:
+            >>> import functools, pyarrow as pa
+            >>> task = ReadTask(functools.partial(lambda: [pa.table({"id": [0, 1]})] * 2), num_rows=4)
+            >>> [b.num_rows for b in task.limited(3)()], task.limited(3).num_rows
+            ([2, 1], 3)
+        """
+        n = max(0, n if self.row_limit is None else min(n, self.row_limit))
+        return dataclasses.replace(
+            self,
+            row_limit=n,
+            num_rows=None if self.num_rows is None else min(n, self.num_rows),
+            twin=None if self.twin is None else self.twin.limited(n),
+        )
 
     def blocks(self) -> Iterator[pa.Table | ObjectBlock]:
         """The blocks as the reader made them: some may still be ObjectBlocks, for a
@@ -48,4 +74,20 @@ class ReadTask:
             >>> [type(b).__name__ for b in task.blocks()], [type(b).__name__ for b in task()]
             (['ObjectBlock'], ['Table'])
         """
-        yield from self.read_fn()
+        if self.row_limit is None:
+            yield from self.read_fn()
+            return
+        remaining = self.row_limit
+        source = iter(self.read_fn(row_limit=remaining) if self.accepts_row_limit else self.read_fn())  # type: ignore[call-arg]
+        try:
+            for block in source:
+                if block.num_rows >= remaining:
+                    if remaining:
+                        yield block.slice(0, remaining)
+                    return
+                remaining -= block.num_rows
+                yield block
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
