@@ -48,7 +48,10 @@ class DataContext:
     #: waiting in the reorder buffer); batches made ahead are bounded by ``prefetch_batches`` on top
     #: (docs/reliability.md, "What the memory budget covers").
     memory_budget_bytes: int = 1024 * 1024 * 1024
-    #: Worker processes for transforms and reads; ``None`` means ``os.cpu_count()``.
+    #: Worker processes for transforms and reads; ``None`` means ``os.cpu_count()``. A read that is
+    #: Arrow from end to end (``read_parquet`` with nothing fused after it) runs on this many threads
+    #: of this process instead: Arrow releases the GIL, and its blocks then need no copy between
+    #: processes.
     num_workers: int | None = None
     #: How worker processes are started.
     start_method: StartMethod = field(default_factory=_default_start_method)

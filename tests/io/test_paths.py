@@ -474,3 +474,21 @@ def test_rays_own_partition_filter_is_accepted(tmp_path):
     _partitioned_csvs(tmp_path)
     keep = datasource.PathPartitionFilter.of(_year_2024)
     assert sorted(r["x"] for r in rd.read_csv(str(tmp_path), partition_filter=keep).take_all()) == [202401, 202402]
+
+
+def test_partition_filter_types_values_and_matches_base_dirs_with_a_scheme(tmp_path):
+    import fsspec
+
+    _partitioned_csvs(tmp_path)
+    after_2023 = rd.PathPartitionFilter.of(lambda d: d.get("year", 0) > 2023, field_types={"year": int})
+    assert sorted(r["x"] for r in rd.read_csv(str(tmp_path), partition_filter=after_2023).take_all()) == [202401, 202402]
+    mem = fsspec.filesystem("memory")
+    for label in ["cat", "dog"]:
+        mem.pipe(f"/trl-pf/data/{label}/a.txt", label.encode())
+    try:
+        for base in ["/trl-pf/data", "memory://trl-pf/data", "memory:///trl-pf/data/"]:
+            dogs = rd.PathPartitionFilter.of(lambda d: d.get("label") == "dog", style="dir", base_dir=base,
+                                             field_names=["label"])
+            assert rd.read_text("memory://trl-pf/data", partition_filter=dogs).take_all() == [{"text": "dog"}], base
+    finally:
+        mem.rm("/trl-pf", recursive=True)

@@ -38,6 +38,7 @@ from ..plan.transforms import BlockTransform, MapBatches, run_chain
 from ..seeds import epoch_seed
 from .pool import TaskPool, make_pool, shared_objects
 from .stats import ExecutionStats
+from .thread_pool import ThreadPool
 
 __all__ = ["execute", "TaskResult"]
 
@@ -142,6 +143,7 @@ class _Execution:
         self.pools: list[TaskPool] = []
         self._task_pool: TaskPool | None = None
         self.shared = shared  # every Read's shared objects: the task pool's workers get them at start
+        self._thread_pool: ThreadPool | None = None
         self._unseeded_ops = 0  # random operators without a seed met so far (their order is the plan's)
 
     def task_pool(self) -> TaskPool:
@@ -156,6 +158,17 @@ class _Execution:
             )
             self.pools.append(self._task_pool)
         return self._task_pool
+
+    def read_pool(self, read: Read) -> TaskPool:
+        """The pool for ``read``'s tasks alone (no transform fused): threads of this process when
+        every task releases the GIL (no fork, no copy of its blocks), else the task pool."""
+        nw = self.ctx.resolved_num_workers()
+        if nw == 0 or read.shared or not read.tasks or not all(t.releases_gil for t in read.tasks):
+            return self.task_pool()
+        if self._thread_pool is None:
+            self._thread_pool = ThreadPool(nw, self.ctx.memory_budget_bytes)
+            self.pools.append(self._thread_pool)
+        return self._thread_pool
 
     def read_fn(self, pool: TaskPool, transforms: tuple[BlockTransform, ...], read: Read) -> Any:
         """The task function of ``read``'s tasks on ``pool``: it carries the shared objects the
@@ -199,7 +212,7 @@ class _Execution:
 
     def iter_op(self, op: LogicalOp) -> Generator[pa.Table, None, None]:
         if isinstance(op, Read):
-            pool = self.task_pool()
+            pool = self.read_pool(op)
             yield from self.run_tasks(pool, self.read_fn(pool, (), op), op.tasks, op.name, fresh_output=op.fresh_output)
         elif isinstance(op, InputBlocks):
             for i in range(len(op.blocks)):

@@ -119,6 +119,25 @@ class TaskPool(Protocol):
     def close(self) -> None: ...
 
 
+def item_size(item: Any) -> int:
+    """Bytes an item is known to weigh before running it (Arrow/numpy ``nbytes``, ReadTask
+    ``size_bytes``, the sum over a list of blocks), else 0: what a pool counts against
+    ``DataContext.memory_budget_bytes`` for a task not yet run.
+
+    Example:
+        >>> import numpy as np
+        >>> item_size([np.zeros(4), np.zeros(2)]), item_size("x")
+        (48, 0)
+    """
+    if isinstance(item, list):
+        return sum(item_size(x) for x in item)
+    for attr in ("nbytes", "size_bytes"):
+        value = getattr(item, attr, None)
+        if isinstance(value, int):
+            return value
+    return 0
+
+
 def run_user_task(fn: Callable[[T], R], item: T) -> R:
     """Run ``fn(item)`` in this process, raising errors as the process pool does."""
     try:

@@ -80,7 +80,7 @@ from ..errors import (
 from ..exit_steps import at_exit
 from . import shm
 from .caught import pack_error, raise_packed
-from .pool import WORKER_SHARED
+from .pool import WORKER_SHARED, item_size
 
 __all__ = ["ProcessPool"]
 
@@ -464,18 +464,6 @@ class _Worker:
         self.watchdog = False  # retired into the owner's watchdog (see _become_watchdog)
 
 
-def _item_size(item: Any) -> int:
-    """Bytes an item is known to weigh before running it (Arrow/numpy ``nbytes``, ReadTask
-    ``size_bytes``, the sum over a list of blocks), else 0."""
-    if isinstance(item, list):
-        return sum(_item_size(x) for x in item)
-    for attr in ("nbytes", "size_bytes"):
-        value = getattr(item, attr, None)
-        if isinstance(value, int):
-            return value
-    return 0
-
-
 def _describe_exit(code: int | None) -> str:
     if code is None:
         return "exit status unknown"
@@ -832,7 +820,7 @@ class ProcessPool:
                 if st.cancelled:
                     return
                 task = _Task(
-                    next(self._task_ids), st, st.next_index, item, max(_item_size(item), st.estimate())
+                    next(self._task_ids), st, st.next_index, item, max(item_size(item), st.estimate())
                 )
                 st.next_index += 1
                 st.outstanding[task.index] = task

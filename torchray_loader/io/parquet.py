@@ -373,6 +373,10 @@ def plan_parquet(
         size_ratio=PARQUET_SIZE_RATIO,
         **kwargs,
     )
-    if filter is not None or not planned:  # a filter's count depends on the rows' values
+    tasks = [dataclasses.replace(t, releases_gil=True) for t in tasks]  # Arrow reads and decodes
+    skipping = ReadErrorPolicy.from_context(kwargs.get("on_read_error"), kwargs.get("read_error_budget")).mode != "raise"
+    # A filter's count depends on the rows' values; under the skip policy a file whose footer reads
+    # but whose pages do not yields no rows, which only reading tells.
+    if filter is not None or skipping or not planned:
         return tasks
     return _with_footer_counts(tasks, planned["fs"], planned["units"], reader_kwargs, ctx.allow_pickle)

@@ -483,10 +483,11 @@ def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tupl
         return ()
     dirname = posixpath.dirname(path)
     if partitioning.base_dir is not None:
-        base = partitioning.base_dir.rstrip("/")
-        if "://" in base:
-            base = base.split("://", 1)[1]
-        if dirname != base and not dirname.startswith(base + "/"):
+        # Compared without a scheme or leading "/": file systems list "bkt/key" (S3) or "/bkt/key"
+        # (memory://) for a base_dir written "scheme://bkt".
+        base = partitioning.base_dir.split("://", 1)[-1].strip("/")
+        dirname = dirname.lstrip("/")
+        if base and dirname != base and not dirname.startswith(base + "/"):
             return ()
         dirname = dirname[len(base) :]
     parts = [p for p in dirname.split("/") if p]
@@ -511,8 +512,9 @@ def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tupl
 class PathPartitionFilter:
     """``partition_filter=``: read only the files whose partition values ``filter_fn`` accepts.
 
-    ``filter_fn`` gets a file's partition keys and values as a dict of strings, as Ray passes them
-    (``{}`` for a file outside the partitioning), and returns whether to read the file. Called with
+    ``filter_fn`` gets a file's partition keys and values as a dict (strings unless the
+    partitioning's ``field_types`` types them, as in Ray; ``{}`` for a file outside the
+    partitioning), and returns whether to read the file. Called with
     a list of paths, the filter returns those it keeps, as Ray's ``PathPartitionFilter`` does (so a
     Ray one is accepted too).
 
@@ -534,15 +536,15 @@ class PathPartitionFilter:
         field_types: Any = None,
         filesystem: Any = None,
     ) -> PathPartitionFilter:
-        """A filter from Ray's flattened arguments. ``field_types`` and ``filesystem`` are accepted
-        for Ray's signature; values reach ``filter_fn`` as strings either way, as in Ray.
+        """A filter from Ray's flattened arguments: values reach ``filter_fn`` as strings, or as the
+        types ``field_types`` gives them, as in Ray. ``filesystem`` is accepted for Ray's signature.
 
         Example:
             >>> PathPartitionFilter.of(bool, style="dir", base_dir="/d", field_names=["c"])(["/d/x/a", "/d/b"])
             ['/d/x/a']
         """
         fields = None if field_names is None else tuple(field_names)
-        return PathPartitionFilter(Partitioning(style, base_dir, fields), filter_fn)  # type: ignore[arg-type]
+        return PathPartitionFilter(Partitioning(style, base_dir, fields, field_types), filter_fn)  # type: ignore[arg-type]
 
     def __call__(self, paths: Sequence[str]) -> list[str]:
         return [p for p in paths if self.filter_fn(self._values(p))]
@@ -550,8 +552,8 @@ class PathPartitionFilter:
     def _values(self, path: str) -> dict[str, str]:
         part = self.partitioning
         if part.style == "dir" and part.base_dir is not None:
-            base = part.base_dir.split("://", 1)[-1].rstrip("/")
-            if posixpath.dirname(path) == base:  # directly in base_dir: unpartitioned, as in Ray
+            base = part.base_dir.split("://", 1)[-1].strip("/")
+            if posixpath.dirname(path).strip("/") == base:  # directly in base_dir: unpartitioned, as in Ray
                 return {}
         return dict(parse_partitions(path, part))
 

@@ -43,6 +43,9 @@ class ReadTask:
     #: Counts the rows ``read_fn`` yields (before ``row_limit``) without reading them (parquet: the
     #: footers), or None; picklable like ``read_fn``, it runs in the consumer and raises when it cannot tell.
     count_rows: Callable[[], int] | None = None
+    #: ``read_fn`` spends its time in code that releases the GIL (Arrow reading parquet): it may run
+    #: on a thread of the consumer instead of in a worker process (``execution.thread_pool``).
+    releases_gil: bool = False
 
     def __call__(self) -> Iterator[pa.Table]:
         yield from as_tables(self.blocks())
