@@ -75,8 +75,18 @@ def test_parquet_reads_run_on_threads_without_worker_processes(tmp_path, live_ch
         seen.extend(batch["id"].tolist())
         assert not live_children()  # no worker was started for an Arrow-only read
     assert (seen if preserve_order else sorted(seen)) == list(range(1000))
-    # With a Python function after the read, the tasks still go to worker processes.
+    # With a Python function after the read, or a task timeout (a thread cannot be stopped), the
+    # tasks still go to worker processes.
     assert sorted(r["id"] for r in ds.map(_identity).take_all()) == list(range(1000))
+    from torchray_loader.execution.executor import _Execution
+    from torchray_loader.execution.stats import ExecutionStats
+
+    ctx.task_timeout_s = 30.0
+    execution = _Execution(ctx, ExecutionStats(), {}, None)
+    try:
+        assert not isinstance(execution.read_pool(ds._plan), ThreadPool)
+    finally:
+        execution.close()
 
 
 def _identity(row):

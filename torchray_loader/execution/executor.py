@@ -161,9 +161,16 @@ class _Execution:
 
     def read_pool(self, read: Read) -> TaskPool:
         """The pool for ``read``'s tasks alone (no transform fused): threads of this process when
-        every task releases the GIL (no fork, no copy of its blocks), else the task pool."""
+        every task releases the GIL (no fork, no copy of its blocks), else the task pool. A
+        ``task_timeout_s`` needs processes: a thread cannot be stopped."""
         nw = self.ctx.resolved_num_workers()
-        if nw == 0 or read.shared or not read.tasks or not all(t.releases_gil for t in read.tasks):
+        if (
+            nw == 0
+            or self.ctx.task_timeout_s is not None
+            or read.shared
+            or not read.tasks
+            or not all(t.releases_gil for t in read.tasks)
+        ):
             return self.task_pool()
         if self._thread_pool is None:
             self._thread_pool = ThreadPool(nw, self.ctx.memory_budget_bytes)
