@@ -4,6 +4,7 @@ transform, and the chain's output, sees Arrow tables."""
 from __future__ import annotations
 
 import pyarrow as pa
+import pytest
 
 from torchray_loader.blocks import ObjectBlock
 from torchray_loader.plan.transforms import Filter, MapBatches, MapRows, SelectColumns, run_chain
@@ -75,3 +76,25 @@ def test_an_empty_input_still_reaches_the_function_once():
     empty = pa.table({"x": pa.array([], pa.int64())})
     out = list(run_chain([MapBatches(_sizes, batch_size=4)], [empty]))
     assert [b.num_rows for b in out] == [0] and out[0].column_names == ["n", "x"]
+
+
+def _with_z(row):
+    return {**row, "z": 1}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_column_operations_after_a_row_map_of_an_empty_file(tmp_path, num_workers):
+    import pyarrow.parquet as pq
+
+    import torchray_loader as rd
+
+    rd.DataContext.get_current().num_workers = num_workers
+    pq.write_table(pa.table({"id": pa.array([], pa.int64())}), tmp_path / "a.parquet")  # sorts first: no rows
+    pq.write_table(pa.table({"id": [1, 2]}), tmp_path / "b.parquet")
+    mapped = rd.read_parquet(str(tmp_path)).map(_with_z)
+    assert mapped.drop_columns(["z"]).take_all() == [{"id": 1}, {"id": 2}]
+    assert mapped.select_columns(["z"]).take_all() == [{"z": 1}, {"z": 1}]
+    assert mapped.rename_columns({"z": "w"}).take_all() == [{"id": 1, "w": 1}, {"id": 2, "w": 1}]
+    with pytest.raises(ValueError, match="no column") as info:  # a real missing column names its operator
+        mapped.drop_columns(["nope"]).take_all()
+    assert "DropColumns" in str(info.value.__cause__)

@@ -319,6 +319,12 @@ class AddColumn(_UDFTransform):
             yield block.append_column(self.col, column)
 
 
+def _schema_unknown(block: Block) -> bool:
+    """A block of no rows and no columns: what a row function makes of no rows (it never ran, so
+    the columns it would make are unknown). Column operations pass it on unchecked."""
+    return block.num_rows == 0 and block.num_columns == 0
+
+
 @dataclass(frozen=True)
 class SelectColumns(BlockTransform):
     preserves_rows: ClassVar[bool] = True
@@ -331,9 +337,13 @@ class SelectColumns(BlockTransform):
 
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         for block in blocks:
+            if _schema_unknown(block):
+                yield block
+                continue
             missing = [c for c in self.cols if c not in block.column_names]
             if missing:
-                raise ValueError(f"select_columns: no column(s) {missing}; columns are {block.column_names}")
+                msg = f"select_columns: no column(s) {missing}; columns are {block.column_names}"
+                raise mark_operator(ValueError(msg), self.name)
             yield block.select(list(self.cols))
 
 
@@ -349,9 +359,13 @@ class DropColumns(BlockTransform):
 
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         for block in blocks:
+            if _schema_unknown(block):
+                yield block
+                continue
             missing = [c for c in self.cols if c not in block.column_names]
             if missing:
-                raise ValueError(f"drop_columns: no column(s) {missing}; columns are {block.column_names}")
+                msg = f"drop_columns: no column(s) {missing}; columns are {block.column_names}"
+                raise mark_operator(ValueError(msg), self.name)
             yield block.drop_columns(list(self.cols))
 
 
@@ -368,9 +382,13 @@ class RenameColumns(BlockTransform):
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         mapping = dict(self.mapping)
         for block in blocks:
+            if _schema_unknown(block):
+                yield block
+                continue
             missing = [c for c in mapping if c not in block.column_names]
             if missing:
-                raise ValueError(f"rename_columns: no column(s) {missing}; columns are {block.column_names}")
+                msg = f"rename_columns: no column(s) {missing}; columns are {block.column_names}"
+                raise mark_operator(ValueError(msg), self.name)
             yield block.rename_columns([mapping.get(c, c) for c in block.column_names])
 
 
