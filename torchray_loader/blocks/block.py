@@ -7,9 +7,9 @@ import importlib.util
 import os
 import sys
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -35,6 +35,7 @@ __all__ = [
     "columnless_table",
     "concat_blocks",
     "empty_block",
+    "first_rows",
     "start_arrow_warm_up",
     "take_rows",
     "warm_up_arrow",
@@ -43,6 +44,7 @@ __all__ = [
 Block = pa.Table
 BatchFormat = Literal["default", "numpy", "pandas", "pyarrow"]
 BATCH_FORMATS: tuple[str, ...] = ("default", "numpy", "pandas", "pyarrow")
+B = TypeVar("B", pa.Table, ObjectBlock)
 
 
 def check_batch_format(batch_format: Any) -> str:
@@ -310,6 +312,32 @@ def block_to_rows(block: pa.Table | ObjectBlock, *, writable: bool = False) -> I
     cols = [_row_values(_row_column(block.column(n), writable)) for n in names]
     for values in zip(*cols, strict=True):
         yield dict(zip(names, values, strict=True))
+
+
+def first_rows(blocks: Iterable[B], n: int) -> Iterator[B]:
+    """The first ``n`` rows of ``blocks`` (tables or ObjectBlocks), the last block cut to fit; no
+    block is asked for once they are out, and ``blocks`` is closed then (a reader stops reading).
+
+    Example:
+        >>> import pyarrow as pa
+        >>> [b.num_rows for b in first_rows(iter([pa.table({"a": [1, 2]})] * 3), 3)]
+        [2, 1]
+    """
+    source = iter(blocks)
+    remaining = n
+    try:
+        if remaining <= 0:
+            return
+        for block in source:
+            if block.num_rows >= remaining:
+                yield block.slice(0, remaining)
+                return
+            remaining -= block.num_rows
+            yield block
+    finally:
+        close = getattr(source, "close", None)
+        if close is not None:
+            close()
 
 
 def concat_blocks(blocks: Sequence[pa.Table]) -> pa.Table:

@@ -28,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from ..blocks import buffers, column_from_values, column_to_numpy
+from ..blocks.block import first_rows
 from ..blocks.ownership import collecting_fresh
 from ..cancellation import check_cancelled
 from ..context import DataContext
@@ -249,19 +250,8 @@ class _Execution:
         yield from self.run_tasks(pool, functools.partial(transform_blocks, op.transforms), inputs, op.name)
 
     def iter_limit(self, op: Limit) -> Iterator[pa.Table]:
-        remaining = op.n
-        if remaining <= 0:
-            return
-        upstream = self.iter_op(_limit_reads(op.input, remaining))
-        try:
-            for block in upstream:
-                if block.num_rows >= remaining:
-                    yield block.slice(0, remaining)
-                    return
-                remaining -= block.num_rows
-                yield block
-        finally:
-            upstream.close()
+        if op.n > 0:
+            yield from first_rows(self.iter_op(_limit_reads(op.input, op.n)), op.n)
 
     def _unseeded_seed(self) -> int:
         """A seed for the next random operator given none: from ``ctx.unseeded_random_seed`` (the

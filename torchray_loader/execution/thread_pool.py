@@ -7,9 +7,9 @@ and their blocks are the consumer's own memory, handed on without a copy.
 
 Invariants: results come in item order when ``ordered`` (else as they complete); at most
 ``num_workers + 1`` tasks are submitted and not yet consumed (so at most that many tasks' blocks are
-held beyond the consumer's); closing the iterator cancels the
-tasks not yet started and waits for those running (threads cannot be killed; a task is one file or
-row-group run). Exceptions are raised in the consumer as they were raised in the task.
+held beyond the consumer's); closing the iterator cancels the tasks not yet started and waits for
+those running (threads cannot be killed; a task is one file or row-group run). Exceptions are
+raised in the consumer as they were raised in the task.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -258,21 +258,16 @@ def _reference_schema(fs: Any, files: list[FileInfo], tries: int = 3) -> tuple[s
     return None
 
 
-def _plan_units(
-    target_bytes: int, reader_kwargs: dict[str, Any], planned: dict[str, Any], fs: Any, files: list[FileInfo]
-) -> list[ReadUnit]:
+def _plan_units(target_bytes: int, reader_kwargs: dict[str, Any], fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
     """``make_units`` for :func:`plan_read`: row-group units, and the reference schema, which goes
     into ``reader_kwargs`` before the tasks are built from them. With ``columns``, partition values
-    of keys not among them are dropped, so they do not become columns (as in Ray). ``planned``
-    receives the file system and the units, for :func:`_with_footer_counts`."""
+    of keys not among them are dropped, so they do not become columns (as in Ray)."""
     columns = reader_kwargs.get("columns")
     if columns is not None:
         files = [dataclasses.replace(f, partitions=tuple(kv for kv in f.partitions if kv[0] in columns)) for f in files]
     if len(files) > 1:
         reader_kwargs["reference"] = _reference_schema(fs, files)
-    units = _row_group_units(target_bytes, fs, files)
-    planned.update(fs=fs, units=units)
-    return units
+    return _row_group_units(target_bytes, fs, files)
 
 
 def _row_group_units(target_bytes: int, fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
@@ -316,26 +311,14 @@ def _row_group_units(target_bytes: int, fs: Any, files: list[FileInfo]) -> list[
     return units
 
 
-def _with_footer_counts(
-    tasks: list[ReadTask], fs: Any, units: list[ReadUnit], reader_kwargs: dict[str, Any], allow_pickle: bool
-) -> list[ReadTask]:
-    """``tasks`` with ``count_rows`` set: :func:`count_parquet_rows` over each task's units.
-
-    Tasks hold consecutive runs of ``units``, in order, and name one path per unit
-    (:func:`~.paths.plan_file_tasks`); that is checked, and where it does not hold the tasks are
-    returned as they are (``count()`` then reads the data: slower, never wrong)."""
-    out: list[ReadTask] = []
-    start = 0
-    for task in tasks:
-        group = units[start : start + len(task.paths)]
-        start += len(task.paths)
-        if task.paths != tuple(display_path(fs, u.file.path) for u in group):
-            return tasks
-        count = functools.partial(
-            count_parquet_rows, fs, ReadUnits(group), reader_kwargs["columns"], reader_kwargs.get("reference"), allow_pickle
-        )
-        out.append(dataclasses.replace(task, count_rows=count))
-    return out if start == len(units) else tasks
+def _footer_counter(
+    reader_kwargs: dict[str, Any], allow_pickle: bool, fs: Any, units: ReadUnits
+) -> Callable[[], int]:
+    """``RowCounter`` of :func:`~.paths.plan_file_tasks`: :func:`count_parquet_rows` over a task's
+    units, with the read's columns and reference schema (set by ``_plan_units`` before tasks are made)."""
+    return functools.partial(
+        count_parquet_rows, fs, units, reader_kwargs["columns"], reader_kwargs.get("reference"), allow_pickle
+    )
 
 
 def plan_parquet(
@@ -364,19 +347,14 @@ def plan_parquet(
     _as_expression(filter)  # a malformed filter fails here, in the caller
     ctx = DataContext.get_current()
     reader_kwargs = {"columns": None if columns is None else list(columns), "filter": filter}
-    planned: dict[str, Any] = {}
-    tasks = plan_read(
+    return plan_read(
         paths,
         read_parquet_unit,
         reader_kwargs,
-        make_units=functools.partial(_plan_units, ctx.target_max_block_size, reader_kwargs, planned),
+        make_units=functools.partial(_plan_units, ctx.target_max_block_size, reader_kwargs),
         size_ratio=PARQUET_SIZE_RATIO,
+        # A filter's count depends on the rows' values: only reading tells it.
+        count_rows=None if filter is not None else functools.partial(_footer_counter, reader_kwargs, ctx.allow_pickle),
+        releases_gil=True,  # Arrow reads and decodes
         **kwargs,
     )
-    tasks = [dataclasses.replace(t, releases_gil=True) for t in tasks]  # Arrow reads and decodes
-    skipping = ReadErrorPolicy.from_context(kwargs.get("on_read_error"), kwargs.get("read_error_budget")).mode != "raise"
-    # A filter's count depends on the rows' values; under the skip policy a file whose footer reads
-    # but whose pages do not yields no rows, which only reading tells.
-    if filter is not None or skipping or not planned:
-        return tasks
-    return _with_footer_counts(tasks, planned["fs"], planned["units"], reader_kwargs, ctx.allow_pickle)

@@ -39,7 +39,7 @@ from typing import Any, Literal
 import numpy as np
 import pyarrow as pa
 
-from ..blocks.block import warm_up_arrow
+from ..blocks.block import first_rows, warm_up_arrow
 from ..errors import ReadError
 from .errors import MissingPathError, ReadErrorPolicy
 from .read_task import ReadTask
@@ -816,23 +816,15 @@ def read_files_task(
     """
 
     def produce() -> Iterator[pa.Table]:
-        remaining = row_limit
         for unit in units:
             shown = display_path(fs, unit.file.path)
-            tables = policy.run_unit(
+            for table in policy.run_unit(
                 shown, functools.partial(_read_unit, reader, fs, unit, shown, policy, options, reader_kwargs)
-            )
-            for table in tables:
-                if remaining is not None and table.num_rows >= remaining:
-                    if remaining:
-                        yield _decorate(table.slice(0, remaining), unit.file, shown, options.include_paths)
-                    tables.close()
-                    return
-                if remaining is not None:
-                    remaining -= table.num_rows
+            ):
                 yield _decorate(table, unit.file, shown, options.include_paths)
 
-    yield from _coalesce(produce(), options.target_block_bytes, combine)
+    tables = produce() if row_limit is None else first_rows(produce(), row_limit)  # closes produce() then
+    yield from _coalesce(tables, options.target_block_bytes, combine)
 
 
 def _read_unit(
@@ -907,6 +899,10 @@ def _groups(
 #: It stops reading once it has produced ``row_limit`` rows (``None``: no limit).
 TaskBody = Callable[..., Iterator[pa.Table]]
 
+#: ``(fs, a task's units) -> a zero-argument row counter`` (picklable) that reads no rows: a
+#: format's :attr:`ReadTask.count_rows` (parquet: its footers).
+RowCounter = Callable[[Any, "ReadUnits"], Callable[[], int]]
+
 
 def plan_file_tasks(
     fs: Any,
@@ -922,12 +918,16 @@ def plan_file_tasks(
     combine: Combine | None = None,
     size_ratio: float = 1.0,
     task_body: TaskBody = read_files_task,
+    count_rows: RowCounter | None = None,
+    releases_gil: bool = False,
 ) -> list[ReadTask]:
     """Group ``units`` into read tasks running ``reader`` (a module-level function) in workers.
 
     The ``DataContext`` is read here, in the consumer, and captured into each task. ``size_ratio``
     estimates in-memory bytes per file byte (decoded JPEGs are ~10x their files), so a task's
-    output stays near ``target_max_block_size``.
+    output stays near ``target_max_block_size``. ``count_rows(fs, units)`` gives each task its
+    ``ReadTask.count_rows``, under the ``raise`` policy only (under ``skip`` a count must be what a
+    read yields, which only reading tells); ``releases_gil`` marks every task so.
 
     Example:
         >>> from fsspec.implementations.local import LocalFileSystem
@@ -965,6 +965,8 @@ def plan_file_tasks(
                 size_bytes=size,
                 paths=tuple(display_path(fs, u.file.path) for u in group),
                 accepts_row_limit=True,  # every task body takes row_limit=
+                count_rows=count_rows(fs, ReadUnits(group)) if count_rows and policy.mode == "raise" else None,
+                releases_gil=releases_gil,
             )
         )
     return tasks
@@ -1022,6 +1024,8 @@ def plan_read(
     make_units: Callable[[Any, list[FileInfo]], list[ReadUnit]] | None = None,
     size_ratio: float = 1.0,
     task_body: TaskBody = read_files_task,
+    count_rows: RowCounter | None = None,
+    releases_gil: bool = False,
 ) -> list[ReadTask]:
     """The whole planning of a file read: list files, cut them into units (:func:`plan_units`),
     group units into tasks (:func:`plan_file_tasks`). Every ``read_*`` function is this call with
@@ -1056,4 +1060,6 @@ def plan_read(
         combine=combine,
         size_ratio=size_ratio,
         task_body=task_body,
+        count_rows=count_rows,
+        releases_gil=releases_gil,
     )

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from ..blocks.block import first_rows
 from ..blocks.object_block import ObjectBlock, as_tables
 
 __all__ = ["ReadTask"]
@@ -80,17 +81,5 @@ class ReadTask:
         if self.row_limit is None:
             yield from self.read_fn()
             return
-        remaining = self.row_limit
-        source = iter(self.read_fn(row_limit=remaining) if self.accepts_row_limit else self.read_fn())  # type: ignore[call-arg]
-        try:
-            for block in source:
-                if block.num_rows >= remaining:
-                    if remaining:
-                        yield block.slice(0, remaining)
-                    return
-                remaining -= block.num_rows
-                yield block
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
+        source = self.read_fn(row_limit=self.row_limit) if self.accepts_row_limit else self.read_fn()  # type: ignore[call-arg]
+        yield from first_rows(source, self.row_limit)

@@ -319,10 +319,17 @@ class AddColumn(_UDFTransform):
             yield block.append_column(self.col, column)
 
 
-def _schema_unknown(block: Block) -> bool:
-    """A block of no rows and no columns: what a row function makes of no rows (it never ran, so
-    the columns it would make are unknown). Column operations pass it on unchecked."""
-    return block.num_rows == 0 and block.num_columns == 0
+def _has_columns(block: Block, cols: Iterable[str], operation: str, operator: str) -> bool:
+    """Whether a column operation applies to ``block``: ``False`` for a block of no rows and no
+    columns (what a row function makes of no rows: it never ran, so its columns are unknown), which
+    goes on unchanged; a ``ValueError`` naming ``operator`` when ``block`` lacks some of ``cols``."""
+    if block.num_rows == 0 and block.num_columns == 0:
+        return False
+    missing = [c for c in cols if c not in block.column_names]
+    if missing:
+        msg = f"{operation}: no column(s) {missing}; columns are {block.column_names}"
+        raise mark_operator(ValueError(msg), operator)
+    return True
 
 
 @dataclass(frozen=True)
@@ -337,14 +344,7 @@ class SelectColumns(BlockTransform):
 
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         for block in blocks:
-            if _schema_unknown(block):
-                yield block
-                continue
-            missing = [c for c in self.cols if c not in block.column_names]
-            if missing:
-                msg = f"select_columns: no column(s) {missing}; columns are {block.column_names}"
-                raise mark_operator(ValueError(msg), self.name)
-            yield block.select(list(self.cols))
+            yield block.select(list(self.cols)) if _has_columns(block, self.cols, "select_columns", self.name) else block
 
 
 @dataclass(frozen=True)
@@ -359,14 +359,7 @@ class DropColumns(BlockTransform):
 
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         for block in blocks:
-            if _schema_unknown(block):
-                yield block
-                continue
-            missing = [c for c in self.cols if c not in block.column_names]
-            if missing:
-                msg = f"drop_columns: no column(s) {missing}; columns are {block.column_names}"
-                raise mark_operator(ValueError(msg), self.name)
-            yield block.drop_columns(list(self.cols))
+            yield block.drop_columns(list(self.cols)) if _has_columns(block, self.cols, "drop_columns", self.name) else block
 
 
 @dataclass(frozen=True)
@@ -382,13 +375,9 @@ class RenameColumns(BlockTransform):
     def __call__(self, blocks: Iterator[Block]) -> Iterator[Block]:
         mapping = dict(self.mapping)
         for block in blocks:
-            if _schema_unknown(block):
+            if not _has_columns(block, mapping, "rename_columns", self.name):
                 yield block
                 continue
-            missing = [c for c in mapping if c not in block.column_names]
-            if missing:
-                msg = f"rename_columns: no column(s) {missing}; columns are {block.column_names}"
-                raise mark_operator(ValueError(msg), self.name)
             yield block.rename_columns([mapping.get(c, c) for c in block.column_names])
 
 
