@@ -239,6 +239,37 @@ def test_round_trip_through_parquet(tmp_path):
 # ------------------------------------------------------------------ fixed-shape reads (size + mode)
 
 
+@pytest.mark.parametrize("backend", ["simplejpeg", "torchvision"])
+def test_decoding_into_out_gives_the_pixels_of_a_plain_decode(tmp_path, monkeypatch, backend):
+    decoder = _backend(backend)
+    monkeypatch.setattr(images_mod, "_JPEG_DECODER", decoder)
+    color = save(rgb(24, 32, 1), tmp_path / "c.jpg", quality=90)
+    big = save(rgb(90, 70, 2), tmp_path / "big.jpg", quality=90)
+    gray = save(rgb(24, 32, 3)[..., 0], tmp_path / "g.jpg", quality=90)
+    png = save(rgb(24, 32, 4), tmp_path / "p.png")
+    # resized through the scratch buffer, which grows (big) and is then reused by smaller decodes;
+    # decoded in place where the size is the image's own; gray replicated to RGB; PNG through PIL
+    cases = [(color, (16, 16)), (big, (50, 40)), (color, (20, 28)), (color, (24, 32)), (gray, (24, 32)),
+             (gray, (12, 12)), (png, (16, 16))]
+    for data, size in cases:
+        want = decode_image(data, size=size, mode="RGB")
+        out = np.full((*size, 3), 7, np.uint8)
+        got = decode_image(data, size=size, mode="RGB", out=out)
+        np.testing.assert_array_equal(got, want)
+        if backend == "simplejpeg" and data is not png:
+            assert got is out  # written where the caller wanted it, not copied afterwards
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_fixed_shape_reads_of_images_already_at_size_decode_in_place_alike(tmp_path, fresh_data_context, num_workers):
+    paths = _image_tree(tmp_path)  # 2.jpg is 33 x 33: no resize
+    fresh_data_context.num_workers = num_workers
+    rows = rd.read_images(str(tmp_path), size=(33, 33), mode="RGB", include_paths=True).take_all()
+    assert [r["path"] for r in rows] == [str(p) for p in paths]
+    for r, p in zip(rows, paths, strict=True):
+        np.testing.assert_array_equal(r["image"], decode_image(p.read_bytes(), size=(33, 33), mode="RGB"))
+
+
 def _image_tree(root: pathlib.Path) -> list[pathlib.Path]:
     """Hive-partitioned JPEGs and PNGs of several sizes, one corrupt JPEG left out."""
     paths = []

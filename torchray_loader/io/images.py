@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,8 @@ def _rgb_to_l(rgb: np.ndarray) -> np.ndarray:
 
 
 def _simplejpeg_decoder() -> Any:
-    """``decode(data, rgb) -> HWC array`` from simplejpeg (libjpeg-turbo), or ``None`` without it.
+    """``decode(data, rgb, buffer=None) -> HWC array`` from simplejpeg (libjpeg-turbo), or ``None``
+    without it; with ``buffer`` (writable, C-contiguous, large enough) the pixels go there.
 
     Same libjpeg-turbo algorithms (accurate integer DCT, fancy upsampling) as PIL and torchvision,
     so the same pixels; it takes the bytes as they are and returns an HWC array. Measured on
@@ -111,10 +113,10 @@ def _simplejpeg_decoder() -> Any:
     except ImportError:
         return None
 
-    def decode(data: bytes, rgb: bool) -> np.ndarray | None:
+    def decode(data: bytes, rgb: bool, buffer: np.ndarray | None = None) -> np.ndarray | None:
         try:
             # A one-component JPEG: "GRAY" keeps it (H, W, 1); "RGB" replicates it as PIL's convert does.
-            return simplejpeg.decode_jpeg(data, colorspace="RGB" if rgb else "GRAY")
+            return simplejpeg.decode_jpeg(data, colorspace="RGB" if rgb else "GRAY", buffer=buffer)
         except ValueError:  # unusual or corrupt: PIL gives the verdict (and the error message)
             return None
 
@@ -135,7 +137,8 @@ def _torchvision_jpeg_decoder() -> Any:
         return None
     op = getattr(getattr(torch.ops, "image", None), "decode_jpeg", None)
 
-    def decode(data: bytes, rgb: bool) -> np.ndarray | None:
+    def decode(data: bytes, rgb: bool, buffer: np.ndarray | None = None) -> np.ndarray | None:
+        # ``buffer`` is not used: the kernel allocates its result.
         mode = tvio.ImageReadMode.RGB if rgb else tvio.ImageReadMode.UNCHANGED
         encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
         try:
@@ -163,21 +166,28 @@ def _bilinear_aa() -> Any:
 
     kernel = getattr(torch._C._nn, "_upsample_bilinear2d_aa", None)
     if kernel is not None:
-        return lambda t, size: kernel(t, size, False, None, None)
-    return lambda t, size: F.interpolate(  # pragma: no cover - older torch
-        t, size=size, mode="bilinear", antialias=True, align_corners=False
-    )
+        return lambda t, size, out=None: kernel(t, size, False, None, None, out=out)
+
+    def interpolate(t: Any, size: list[int], out: Any = None) -> Any:  # pragma: no cover - older torch
+        result = F.interpolate(t, size=size, mode="bilinear", antialias=True, align_corners=False)
+        return result if out is None else out.copy_(result)
+
+    return interpolate
 
 
 _BILINEAR_AA: Any = None
 
 
-def _resize_hwc(hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _resize_hwc(hwc: np.ndarray, size: tuple[int, int], out: np.ndarray | None = None) -> np.ndarray:
     """A uint8 HWC array resized to ``size`` (HWC): bilinear with PIL's antialiasing (torch's uint8
-    kernel; within one level of ``Image.resize(BILINEAR)``, at about a third of its cost)."""
+    kernel; within one level of ``Image.resize(BILINEAR)``, at about a third of its cost). With
+    ``out`` (a C-contiguous ``(*size, channels)`` uint8 array) the kernel writes there."""
     global _BILINEAR_AA
     if hwc.shape[:2] == size:
-        return hwc
+        if out is None or hwc is out:
+            return hwc
+        out[...] = hwc
+        return out
     if _BILINEAR_AA is None:
         _BILINEAR_AA = _bilinear_aa()
     import torch
@@ -185,29 +195,71 @@ def _resize_hwc(hwc: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     # Channels-last in, so channels-last out (torch's vectorised uint8 kernel): NHWC memory seen as
     # NCHW, nothing is copied, and the result's HWC view is contiguous.
     nchw = torch.from_numpy(np.ascontiguousarray(hwc)).unsqueeze(0).permute(0, 3, 1, 2)
-    return _BILINEAR_AA(nchw, list(size))[0].permute(1, 2, 0).numpy()
+    if out is None:
+        return _BILINEAR_AA(nchw, list(size))[0].permute(1, 2, 0).numpy()
+    _BILINEAR_AA(nchw, list(size), torch.from_numpy(out).unsqueeze(0).permute(0, 3, 1, 2))
+    return out
+
+
+_SCRATCH = threading.local()
+
+#: Decodes larger than this get memory of their own rather than the thread's reused scratch buffer.
+_SCRATCH_MAX_BYTES = 64 << 20
+
+
+def _decode_buffer(frame: tuple[int, int, int], size: tuple[int, int] | None, out: np.ndarray | None) -> np.ndarray | None:
+    """Where an RGB decode of ``frame`` goes on its way to ``out``: ``out`` itself when no resize
+    follows, else this thread's scratch buffer (already-faulted, cache-warm memory; a fresh array
+    per image costs page faults that are a tenth of the decode); ``None``: a new array."""
+    height, width, _ = frame
+    if out is None or not out.flags.c_contiguous:
+        return None
+    if size is None or (height, width) == size:
+        return out if out.shape == (height, width, 3) else None
+    nbytes = height * width * 3
+    if nbytes > _SCRATCH_MAX_BYTES:
+        return None
+    buf = getattr(_SCRATCH, "buf", None)
+    if buf is None or buf.nbytes < nbytes:
+        buf = _SCRATCH.buf = np.empty(nbytes, np.uint8)
+    return buf[:nbytes]
 
 
 def _decode_jpeg_fast(
-    data: bytes, mode: str | None, size: tuple[int, int] | None, components: int
+    data: bytes,
+    mode: str | None,
+    size: tuple[int, int] | None,
+    frame: tuple[int, int, int],
+    out: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """libjpeg-turbo through simplejpeg or torchvision (then ``size``: torch's antialiased bilinear
-    resize); ``None`` when this path does not apply (then PIL decides). ``components``: the count in
-    the JPEG's frame header (:func:`jpeg_frame`)."""
+    resize); ``None`` when this path does not apply (then PIL decides). ``frame``: the JPEG's frame
+    header (:func:`jpeg_frame`). With ``out`` (a C-contiguous uint8 array of the result's shape),
+    an RGB result is written there and returned, without a per-image allocation where simplejpeg
+    decodes."""
     global _JPEG_DECODER
     if _JPEG_DECODER is False:
         _JPEG_DECODER = _jpeg_decoder()
     if _JPEG_DECODER is None:
         return None  # neither installed: PIL does it all
+    components = frame[2]
     if components not in (1, 3):
         return None  # CMYK and friends: PIL keeps Ray's semantics
+    rgb = mode == "RGB" or components == 3
+    out = out if rgb and mode == "RGB" else None
     # "L" decodes to RGB and converts as PIL does: libjpeg's own gray output (the Y plane) differs
     # from PIL's luma formula by a level or two, and the output must not depend on the decode path.
-    hwc = _JPEG_DECODER(data, mode == "RGB" or components == 3)
+    buffer = _decode_buffer(frame, size, out)
+    hwc = _JPEG_DECODER(data, rgb, buffer)
     if hwc is None or hwc.ndim != 3 or hwc.shape[2] not in (1, 3):
         return None
+    if out is not None and buffer is out and np.may_share_memory(hwc, out):
+        hwc = out  # decoded in place (simplejpeg); torchvision's decoder returns an array of its own
     if size is not None:
-        hwc = _resize_hwc(hwc, size)
+        hwc = _resize_hwc(hwc, size, out)
+    elif out is not None and hwc is not out:
+        out[...] = hwc
+        hwc = out
     if hwc.shape[2] == 1:
         return hwc[..., 0]
     return _rgb_to_l(hwc) if mode == "L" else hwc
@@ -286,8 +338,14 @@ def _warm_up_decoders() -> None:
     _WARM = True
 
 
-def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str | None = None) -> np.ndarray:
+def decode_image(
+    data: bytes, *, size: tuple[int, int] | None = None, mode: str | None = None, out: np.ndarray | None = None
+) -> np.ndarray:
     """Decode one encoded image to an HWC (or HW for one channel) array.
+
+    ``out``: where the caller wants the pixels (a C-contiguous uint8 array of the result's shape);
+    the JPEG fast path decodes and resizes into it and returns it. Other paths may return an array
+    of their own, which the caller copies.
 
     Example:
         >>> import io, numpy as np
@@ -301,7 +359,7 @@ def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str 
         frame = jpeg_frame(data)
         # One or three components (PIL's "L"/"RGB"; four is CMYK) and no DCT-scaling gain.
         if frame is not None and (size is None or not _draft_pays(size, frame)):
-            arr = _decode_jpeg_fast(data, mode, size, frame[2])
+            arr = _decode_jpeg_fast(data, mode, size, frame, out)
             if arr is not None:
                 return arr
     Image = _pil()
@@ -319,8 +377,15 @@ def decode_image(data: bytes, *, size: tuple[int, int] | None = None, mode: str 
     return np.asarray(img)
 
 
-def read_image_array(fs: Any, unit: ReadUnit, *, size: tuple[int, int] | None = None, mode: str | None = None) -> np.ndarray:
-    """One image file decoded (see :func:`decode_image`).
+def read_image_array(
+    fs: Any,
+    unit: ReadUnit,
+    *,
+    size: tuple[int, int] | None = None,
+    mode: str | None = None,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """One image file decoded (see :func:`decode_image`, ``out`` included).
 
     Example:
         >>> from PIL import Image
@@ -331,7 +396,7 @@ def read_image_array(fs: Any, unit: ReadUnit, *, size: tuple[int, int] | None = 
         >>> read_image_array(fs, ReadUnit(FileInfo("/read_image_array_example.png")), mode="L").shape
         (2, 3)
     """
-    return decode_image(read_file_bytes(fs, unit.file.path), size=size, mode=mode)
+    return decode_image(read_file_bytes(fs, unit.file.path), size=size, mode=mode, out=out)
 
 
 def read_image_unit(
@@ -377,8 +442,8 @@ def fixed_image_shape(size: tuple[int, int] | None, mode: str | None) -> tuple[i
     return None
 
 
-def _one_image(reader: Any, fs: Any, unit: ReadUnit, reader_kwargs: dict[str, Any]) -> tuple[np.ndarray]:
-    return (reader(fs, unit, **reader_kwargs),)
+def _one_image(reader: Any, fs: Any, unit: ReadUnit, reader_kwargs: dict[str, Any], out: np.ndarray) -> tuple[np.ndarray]:
+    return (reader(fs, unit, out=out, **reader_kwargs),)
 
 
 def read_fixed_images_task(
@@ -429,10 +494,12 @@ def read_fixed_images_task(
         shown_paths: list[str] = []
         for unit in group:
             shown = display_path(fs, unit.file.path)
-            for arr in policy.run_unit(shown, functools.partial(_one_image, reader, fs, unit, reader_kwargs)):
+            row = out[len(files)]
+            for arr in policy.run_unit(shown, functools.partial(_one_image, reader, fs, unit, reader_kwargs, row)):
                 if arr.shape != shape or arr.dtype != np.uint8:  # decode_image's contract for these modes
                     raise RuntimeError(f"{shown}: decoded to {arr.dtype}{arr.shape}, expected uint8{shape}")
-                out[len(files)] = arr
+                if arr is not row:
+                    row[...] = arr
                 files.append(unit.file)
                 shown_paths.append(shown)
         if files:
