@@ -80,7 +80,10 @@ if mode == "shuffle-caught-sigint":
     import threading
     sent = []
     def interrupt():
-        time.sleep(1.5)
+        t0 = time.monotonic()  # Ctrl-C once the gathering runs on workers (a loaded machine starts slowly)
+        while not children() and time.monotonic() - t0 < 30:
+            time.sleep(0.05)
+        time.sleep(0.5)
         sent.append(time.monotonic())
         fault()
     threading.Thread(target=interrupt, daemon=True).start()
