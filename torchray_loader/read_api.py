@@ -270,7 +270,9 @@ def read_parquet(
 ) -> Dataset:
     """Parquet files (a file, a directory, a glob or a list) as a Dataset; tensor columns round-trip.
 
-    ``columns`` selects columns, ``filter`` is a ``pyarrow.compute`` expression or DNF filters.
+    ``columns`` selects columns, file columns or partition keys, in the order listed (each named
+    once); ``filter`` is a ``pyarrow.compute`` expression or DNF filters. Every file's rows have the
+    read's columns (those of its first files' footers, unified): a column a file lacks is ``None``.
     Hive-style ``key=value`` directories become string columns; ``partition_filter`` (a
     :class:`PathPartitionFilter`, as every ``read_*`` takes) reads only the partitions it keeps. ``on_read_error``/
     ``read_error_budget`` override ``DataContext`` for this read (see :mod:`torchray_loader.io.errors`).

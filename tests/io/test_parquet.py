@@ -502,3 +502,64 @@ def test_a_read_of_few_files_cuts_them_into_runs_of_row_groups(tmp_path, num_wor
     for i in range(1, 8):
         pq.write_table(pa.table({"v": values[:1000]}), tmp_path / f"b{i}.parquet", row_group_size=100)
     assert sum(len(t.paths) for t in plan_parquet(str(tmp_path))) == 8  # one unit (path) per file
+
+
+# ---------------------------------------------------------------------------------- columns and schemas (as Ray)
+
+
+def test_columns_naming_a_column_twice_are_refused(tmp_path):
+    pq.write_table(pa.table({"x": [1]}), tmp_path / "a.parquet")
+    with pytest.raises(ValueError, match=r"repeated: \['x'\]"):  # Ray: "duplicate column names"
+        rd.read_parquet(str(tmp_path), columns=["x", "y", "x"])
+
+
+def test_columns_order_the_output_partition_keys_included(tmp_path):
+    """Ray's order: ``columns`` as given; without ``columns``, file columns, then partition keys,
+    then ``path``."""
+    for k in ("a", "b"):
+        (tmp_path / f"k={k}").mkdir()
+        pq.write_table(pa.table({"x": [1], "y": ["p"]}), tmp_path / f"k={k}" / "f.parquet")
+    d = str(tmp_path)
+    assert list(rd.read_parquet(d, columns=["k", "x"]).take(1)[0]) == ["k", "x"]
+    assert list(rd.read_parquet(d, columns=["y", "k", "x"]).take(1)[0]) == ["y", "k", "x"]
+    assert rd.read_parquet(d, columns=["y", "k", "x"]).columns() == ["y", "k", "x"]
+    assert list(rd.read_parquet(d, columns=["k", "x"], include_paths=True).take(1)[0]) == ["k", "x", "path"]
+    assert list(rd.read_parquet(d, include_paths=True).take(1)[0]) == ["x", "y", "k", "path"]
+    assert rd.read_parquet(d, columns=["k", "nowhere"]).take_all() == [{"k": "a"}, {"k": "b"}]
+
+
+@pytest.mark.parametrize("lacking", ["first", "second"])
+def test_a_file_lacking_a_column_of_the_read_has_none_there(tmp_path, lacking):
+    """Ray unifies the footers of a read's first files into its schema: every row has every column
+    of it (``None`` where its file lacks the column), in separate blocks too."""
+    full, short = pa.table({"x": [1], "y": ["p"]}), pa.table({"x": [2]})
+    first, second = (short, full) if lacking == "first" else (full, short)
+    pq.write_table(first, tmp_path / "a.parquet")
+    pq.write_table(second, tmp_path / "b.parquet")
+    y = [None, "p"] if lacking == "first" else ["p", None]
+    for columns in (None, ["x", "y"]):
+        ds = rd.read_parquet(str(tmp_path), columns=columns, override_num_blocks=2)
+        assert [r["y"] for r in ds.take_all()] == y
+        assert ds.schema().names == ["x", "y"] and ds.schema().types == [pa.int64(), pa.string()]
+    assert rd.read_parquet(str(tmp_path), columns=["y", "x"]).take_all()[0] == {"y": y[0], "x": (1 if lacking == "second" else 2)}
+
+
+def test_files_come_out_in_the_reads_unified_schema(tmp_path):
+    pq.write_table(pa.table({"x": pa.array([1], pa.int32()), "y": ["p"]}), tmp_path / "a.parquet")
+    pq.write_table(pa.table({"z": [3.0], "y": ["q"], "x": pa.array([2], pa.int64())}), tmp_path / "b.parquet")
+    blocks = list(rd.read_parquet(str(tmp_path), override_num_blocks=2).iter_internal_blocks())
+    want = pa.schema([("x", pa.int64()), ("y", pa.string()), ("z", pa.float64())])
+    assert [b.schema for b in blocks] == [want, want]  # promoted, reordered, filled
+    assert pa.concat_tables(blocks).to_pylist() == [{"x": 1, "y": "p", "z": None}, {"x": 2, "y": "q", "z": 3.0}]
+
+
+def test_a_column_beyond_the_schema_sample_is_kept(tmp_path, monkeypatch):
+    """The read's schema is that of its first files' footers (as in Ray), but a later file's extra
+    column is kept in that file's rows (Ray leaves it out: its values would be lost)."""
+    from torchray_loader.io import parquet as parquet_mod
+
+    monkeypatch.setattr(parquet_mod, "SCHEMA_SAMPLE_FILES", 2)
+    for i in range(2):
+        pq.write_table(pa.table({"x": [i]}), tmp_path / f"{i}.parquet")
+    pq.write_table(pa.table({"x": [2], "late": ["l"]}), tmp_path / "2.parquet")
+    assert rd.read_parquet(str(tmp_path)).take_all() == [{"x": 0}, {"x": 1}, {"x": 2, "late": "l"}]

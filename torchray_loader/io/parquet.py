@@ -4,11 +4,13 @@ Tensor columns round-trip: Arrow's canonical ``fixed_shape_tensor`` and this pac
 ``torchray.variable_shape_tensor`` are extension types stored in the file's Arrow schema and come
 back as they were written. A file whose schema carries pickled Python objects is refused unless
 ``DataContext.allow_pickle`` (promise 8). A truncated or corrupt file is a :class:`ReadError`
-naming it, and so is a file whose schema conflicts with its siblings': when the read is planned the
-footer of the first readable file is read (in the consumer) and every file is checked against it
-as it is read. Missing or extra columns are allowed (they come back as nulls); a column whose type
-cannot be unified (``int64`` here, ``string`` there) is an error, or a skipped file under the skip
-policy.
+naming it, and so is a file whose schema conflicts with its siblings'. When the read is planned the
+footers of its first ``SCHEMA_SAMPLE_FILES`` files are read (in the consumer) and unified into the
+read's schema, as Ray does; every file is checked against it as it is read and comes out in it:
+a column the file lacks is all nulls, a column the read's schema lacks comes after the read's
+(Ray leaves it out: that would lose data), types are cast to the read's. A column whose type cannot be unified (``int64`` here, ``string`` there) is an
+error, or a skipped file under the skip policy. ``columns`` orders the output columns, partition
+keys among them.
 
 Files larger than ``DataContext.target_max_block_size`` have their footer read when the read is
 planned (in the consumer) and are cut into units of whole row groups of about that size, so one
@@ -30,10 +32,12 @@ Example:
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -49,6 +53,7 @@ from .paths import (
     FileReadOptions,
     ReadUnit,
     ReadUnits,
+    _constant_column,
     _is_plain_local_fs,
     display_path,
     plan_read,
@@ -65,6 +70,9 @@ PARQUET_SIZE_RATIO = 3.0
 #: A file of a read of few files is cut into runs of row groups down to about this many bytes
 #: (smaller runs would cost more in task overhead than they gain in parallelism).
 MIN_PART_BYTES = 1 << 20
+
+#: The read's schema unifies the footers of (at most) this many of its first files, as Ray's does.
+SCHEMA_SAMPLE_FILES = 16
 
 
 def _as_expression(filter: Any) -> Any:
@@ -157,9 +165,10 @@ def read_parquet_unit(
 ) -> Iterator[pa.Table]:
     """Reader for one parquet file or one run of its row groups (``unit.part``).
 
-    ``reference``: ``(display path, Arrow schema)`` of the read's first file; a conflicting schema
-    is a :class:`ReadError` naming both files. With ``columns`` only those columns' chunks (and the
-    footer) are read from storage.
+    ``reference``: ``(display path of its first file, Arrow schema)`` of the read (``None``: this
+    file's own); a conflicting schema is a :class:`ReadError` naming both files, and tables come
+    out in the read's schema (:func:`_conformed`). With ``columns`` only those columns' chunks (and
+    the footer) are read from storage; the output has them in that order (partition keys included).
 
     Example:
         >>> import tempfile, pathlib
@@ -177,6 +186,13 @@ def read_parquet_unit(
         cols = _checked_columns(schema, shown, columns, reference, options.allow_pickle)
         groups = unit.part if unit.part is not None else range(pf.num_row_groups)
         read_cols = _columns_to_read(schema, cols, filter, expr)
+        conform = functools.partial(
+            _conformed,
+            read_schema=None if reference is None else reference[1],
+            columns=columns,
+            partitions=dict(unit.file.partitions),
+            shown=shown,
+        )
         produced = False
         for rg in groups:
             table = pf.read_row_group(rg, columns=read_cols)
@@ -185,10 +201,74 @@ def read_parquet_unit(
                 if read_cols != cols:
                     table = table.select(cols)
             produced = True
-            yield table
+            yield conform(table)
         if not produced:  # an empty file still tells its schema
             empty = schema.empty_table()
-            yield empty if cols is None else empty.select(cols)
+            yield conform(empty if cols is None else empty.select(cols))
+
+
+def _output_columns(
+    table: pa.Table, read_schema: pa.Schema | None, columns: Sequence[str] | None, partitions: Mapping[str, Any]
+) -> list[str]:
+    """Names of the columns a file's ``table`` becomes, in order: ``columns`` (those the file, its
+    partition keys or the read's schema have), else the read's schema (the file's own columns in a
+    read of one file). Partition keys not asked for are added after them (``paths._decorate``)."""
+    if columns is not None:
+        known = set(table.column_names) | set(partitions) | set(read_schema.names if read_schema is not None else ())
+        return [c for c in columns if c in known]
+    if read_schema is None:
+        return table.column_names
+    # A column of a file beyond the sampled ones is kept, after the read's (Ray drops it: data loss).
+    return read_schema.names + [c for c in table.column_names if read_schema.get_field_index(c) < 0]
+
+
+def _conformed(
+    table: pa.Table,
+    *,
+    read_schema: pa.Schema | None,
+    columns: Sequence[str] | None,
+    partitions: Mapping[str, Any],
+    shown: str,
+) -> pa.Table:
+    """``table`` (a file's columns) as every file of the read yields it: the columns of
+    :func:`_output_columns`, a column the file lacks all nulls of the read's type, a file column
+    cast to the read's type, file columns the read's schema lacks kept after its own (Ray leaves
+    them out, which loses data). A file column wins over a partition value of the same name. Field
+    and schema metadata are the file's."""
+    if columns is None and (read_schema is None or table.schema.equals(read_schema)):
+        return table  # the common case: every file alike
+    fields: list[pa.Field] = []
+    arrays: list[pa.Array | pa.ChunkedArray] = []
+    for name in _output_columns(table, read_schema, columns, partitions):
+        index = -1 if read_schema is None else read_schema.get_field_index(name)
+        read_field = None if read_schema is None or index < 0 else read_schema.field(index)
+        if table.schema.get_field_index(name) >= 0:
+            column = _cast_to_read_type(table.column(name), read_field, shown)
+            fields.append(table.schema.field(name).with_type(column.type))
+            arrays.append(column)
+            continue
+        if name in partitions:
+            arrays.append(_constant_column(partitions[name], table.num_rows))
+        else:
+            assert read_field is not None  # _output_columns names nothing else
+            arrays.append(pa.nulls(table.num_rows, read_field.type))
+        fields.append(pa.field(name, arrays[-1].type))
+    if not fields:
+        return table.select([])  # keeps the row count
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=table.schema.metadata))
+
+
+def _cast_to_read_type(column: pa.ChunkedArray, field: pa.Field | None, shown: str) -> pa.ChunkedArray:
+    """``column`` as the read's type for it. Tensor columns keep theirs (blocks unify shapes), and
+    so does a column all null in the sampled files (its type is ``null``)."""
+    if field is None or column.type == field.type or pa.types.is_null(field.type):
+        return column
+    if is_tensor_type(column.type) or is_tensor_type(field.type):
+        return column
+    try:
+        return column.cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ReadError(shown, f"column {field.name!r} ({column.type}) does not cast to the read's {field.type}: {exc}") from exc
 
 
 def count_parquet_rows(
@@ -243,19 +323,53 @@ def _check_schema(schema: pa.Schema, reference: tuple[str, pa.Schema], cols: lis
     try:
         pa.unify_schemas([ref, schema], promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-        raise ReadError(shown, f"schema conflicts with the first file's ({ref_path}): {exc}") from exc
+        raise ReadError(shown, f"schema conflicts with the read's (of {ref_path} and the files after it): {exc}") from exc
 
 
-def _reference_schema(fs: Any, files: list[FileInfo], tries: int = 3) -> tuple[str, pa.Schema] | None:
-    """``(display path, Arrow schema)`` of the first of ``files`` whose footer reads; ``None`` if
-    none of the first ``tries`` does (each task then reports its own file)."""
-    for file in files[:tries]:
-        try:
-            with _open_ranged(fs, file.path) as f:
-                return display_path(fs, file.path), pq.ParquetFile(f).schema_arrow
-        except Exception:
+def _footer_schema(fs: Any, path: str) -> pa.Schema | None:
+    """The Arrow schema in ``path``'s footer; ``None`` if it does not read (its task reports it)."""
+    try:
+        with _open_ranged(fs, path) as f:
+            return pq.ParquetFile(f).schema_arrow
+    except Exception:
+        return None
+
+
+def _unified(schema: pa.Schema, other: pa.Schema) -> pa.Schema | None:
+    """``schema`` widened by ``other`` (new columns after its own, types promoted); ``None`` when
+    they conflict. A tensor column keeps ``schema``'s type: blocks unify tensor shapes."""
+    tensors = {f.name for f in schema if is_tensor_type(f.type)}
+    other = pa.schema([f for f in other if f.name not in tensors or not is_tensor_type(f.type)])
+    try:
+        return pa.unify_schemas([schema, other], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
+def _read_schema(fs: Any, files: list[FileInfo]) -> tuple[str, pa.Schema] | None:
+    """``(display path of the first readable file, unified schema)`` of the footers of the first
+    ``SCHEMA_SAMPLE_FILES`` files, as Ray infers a read's schema; ``None`` if no footer reads.
+
+    A file whose footer does not read or whose schema conflicts with the files before it is left
+    out: its own task reports it. Remote footers are read in parallel (one request's latency each)."""
+    sample = files[:SCHEMA_SAMPLE_FILES]
+    paths = [f.path for f in sample]
+    if _is_plain_local_fs(fs) or len(sample) == 1:
+        schemas = [_footer_schema(fs, p) for p in paths]
+    else:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=len(sample)) as pool:
+            schemas = list(pool.map(functools.partial(_footer_schema, fs), paths))
+    read: tuple[str, pa.Schema] | None = None
+    for path, schema in zip(paths, schemas, strict=True):
+        if schema is None:
             continue
-    return None
+        if read is None:
+            read = display_path(fs, path), schema
+            continue
+        widened = _unified(read[1], schema)
+        if widened is not None:
+            read = read[0], widened
+    return read
 
 
 def _plan_units(target_bytes: int, reader_kwargs: dict[str, Any], fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
@@ -266,7 +380,7 @@ def _plan_units(target_bytes: int, reader_kwargs: dict[str, Any], fs: Any, files
     if columns is not None:
         files = [dataclasses.replace(f, partitions=tuple(kv for kv in f.partitions if kv[0] in columns)) for f in files]
     if len(files) > 1:
-        reader_kwargs["reference"] = _reference_schema(fs, files)
+        reader_kwargs["reference"] = _read_schema(fs, files)
     return _row_group_units(target_bytes, fs, files)
 
 
@@ -344,6 +458,9 @@ def plan_parquet(
 
     if columns is not None and (isinstance(columns, str) or not all(isinstance(c, str) for c in columns)):
         raise TypeError(f"columns must be a list of column names, got {columns!r}")
+    repeated = sorted(name for name, n in collections.Counter(columns or ()).items() if n > 1)
+    if repeated:
+        raise ValueError(f"columns must name each column once; repeated: {repeated} in {list(columns or ())}")
     _as_expression(filter)  # a malformed filter fails here, in the caller
     ctx = DataContext.get_current()
     reader_kwargs = {"columns": None if columns is None else list(columns), "filter": filter}
