@@ -492,3 +492,37 @@ def test_partition_filter_types_values_and_matches_base_dirs_with_a_scheme(tmp_p
             assert rd.read_text("memory://trl-pf/data", partition_filter=dogs).take_all() == [{"text": "dog"}], base
     finally:
         mem.rm("/trl-pf", recursive=True)
+
+
+def test_hive_directory_with_two_equals_signs_is_not_a_partition(tmp_path):
+    """As in Ray, a hive directory holds exactly one ``=`` (a written value's ``=`` is ``%3D``):
+    ``k=a=b`` is an ordinary directory."""
+    assert parse_partitions("/d/k=a=b/j=c%3Dd/f.csv", Partitioning("hive")) == (("j", "c=d"),)
+    make_tree(tmp_path, ["k=a=b/f.bin"])
+    assert rd.read_binary_files(str(tmp_path), partitioning="hive").columns() == ["bytes"]
+    keep_all = rd.PathPartitionFilter.of(record_partition_values)
+    assert keep_all([f"{tmp_path}/k=a=b/f.bin"]) == [f"{tmp_path}/k=a=b/f.bin"]
+
+
+def record_partition_values(values: dict) -> bool:
+    return values == {}
+
+
+def test_hive_field_names_must_be_the_directory_keys(tmp_path):
+    """As in Ray: with ``field_names``, a file's ``key=value`` directories must name those keys, in
+    order (a file with none is unpartitioned); otherwise a ValueError, which here names the file."""
+    part = Partitioning("hive", field_names=("year", "month"))
+    assert parse_partitions("/d/year=2024/month=05/f.csv", part) == (("year", "2024"), ("month", "05"))
+    assert parse_partitions("/d/plain/f.csv", part) == ()
+    with pytest.raises(ValueError, match=r"/d/month=05/year=2024/f\.csv: .*\['year', 'month'\].*\['month', 'year'\]"):
+        parse_partitions("/d/month=05/year=2024/f.csv", part)
+    with pytest.raises(ValueError, match=r"/d/year=2024/f\.csv: .*found \['year'\]"):
+        parse_partitions("/d/year=2024/f.csv", part)
+    make_tree(tmp_path, ["year=2024/f.bin"])
+    with pytest.raises(ValueError, match=r"year=2024/f\.bin: hive partitioning expects the keys \['month'\]"):
+        rd.read_binary_files(str(tmp_path), partitioning=Partitioning("hive", field_names=("month",)))
+    ds = rd.read_binary_files(str(tmp_path), partitioning=Partitioning("hive", field_names=("year",)))
+    assert ds.take_all()[0]["year"] == "2024"
+    wrong = rd.PathPartitionFilter.of(bool, field_names=["month"])
+    with pytest.raises(ValueError, match=r"year=2024/f\.bin: "):
+        wrong([f"{tmp_path}/year=2024/f.bin"])

@@ -96,7 +96,9 @@ class Partitioning:
     """How directory names become columns.
 
     ``"hive"``: every ``key=value`` directory component of a file's path (below ``base_dir`` when
-    given) adds column ``key`` with the (URL-decoded) string ``value``. ``"dir"``: the directory
+    given; exactly one ``=``, as in Ray) adds column ``key`` with the (URL-decoded) string ``value``;
+    with ``field_names``, a file's keys must be those, in that order (a file with none is
+    unpartitioned), or listing raises a ``ValueError`` naming it. ``"dir"``: the directory
     components below ``base_dir`` are the values of ``field_names``, in order. ``field_types``
     (as in Ray) maps a key to ``int``, ``float``, ``bool`` or ``str``: its column has that type.
 
@@ -469,7 +471,23 @@ def _find_local(base: str) -> list[tuple[str, int | None]]:
     return out
 
 
-_HIVE_RE = re.compile(r"^([^=/]+)=([^/]*)$")
+#: A hive directory holds exactly one ``=`` (as Ray parses it): ``k=a=b`` is an ordinary directory,
+#: not partition ``k`` (a writer URL-encodes a value's ``=`` as ``%3D``).
+_HIVE_RE = re.compile(r"^([^=/]+)=([^=/]*)$")
+
+
+def _hive_pairs(path: str, parts: Sequence[str], partitioning: Partitioning) -> tuple[tuple[str, Any], ...]:
+    """The ``key=value`` pairs of the directory components ``parts`` of ``path``, checked against
+    ``field_names`` (when given, and the path has any): the same keys in the same order, as Ray
+    checks them; a ``ValueError`` naming ``path`` otherwise."""
+    matches = [m for m in map(_HIVE_RE.match, parts) if m]
+    keys = [urllib.parse.unquote(m.group(1)) for m in matches]
+    names = partitioning.field_names
+    if names and keys and keys != list(names):
+        raise ValueError(f"{path}: hive partitioning expects the keys {list(names)} (field_names), found {keys}")
+    return tuple(
+        (key, partitioning.typed(key, urllib.parse.unquote(m.group(2)))) for key, m in zip(keys, matches, strict=True)
+    )
 
 
 def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tuple[str, Any], ...]:
@@ -492,13 +510,7 @@ def parse_partitions(path: str, partitioning: Partitioning | None) -> tuple[tupl
         dirname = dirname[len(base) :]
     parts = [p for p in dirname.split("/") if p]
     if partitioning.style == "hive":
-        out = []
-        for p in parts:
-            m = _HIVE_RE.match(p)
-            if m:
-                key = urllib.parse.unquote(m.group(1))
-                out.append((key, partitioning.typed(key, urllib.parse.unquote(m.group(2)))))
-        return tuple(out)
+        return _hive_pairs(path, parts, partitioning)
     names = partitioning.field_names or ()
     if len(parts) != len(names):
         raise ValueError(
