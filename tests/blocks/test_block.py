@@ -88,3 +88,53 @@ def test_rows_hold_python_scalars_of_every_column_kind():
         block_from_rows([{"a": 1}, [1]])
     arrays = block_from_rows([{"x": np.zeros(2)}, {"x": 1.0}])  # mixed arrays and scalars: objects
     assert [r["x"] for r in block_to_rows(arrays)][1] == 1.0
+
+
+def temporal_table() -> pa.Table:
+    import datetime
+
+    return pa.table({
+        "ns": pa.array([1_700_000_000_123_456_789], pa.timestamp("ns")),
+        "ns_utc": pa.array([1_700_000_000_123_456_789], pa.timestamp("ns", tz="UTC")),
+        "us": pa.array([1_700_000_000_123_456], pa.timestamp("us")),
+        "us_utc": pa.array([1_700_000_000_123_456], pa.timestamp("us", tz="UTC")),
+        "date": pa.array([datetime.date(2024, 1, 2)], pa.date32()),
+        "dur_ns": pa.array([123_456_789], pa.duration("ns")),
+        "dur_us": pa.array([123_456], pa.duration("us")),
+    })
+
+
+def describe_row(row: dict) -> dict:
+    """``map`` UDF: each value's type and value, as the UDF sees them."""
+    return {k: repr((type(v).__name__, v)) for k, v in row.items()}
+
+
+def same_row(row: dict) -> dict:
+    return row
+
+
+def test_temporal_rows_hold_arrows_python_values_as_rays_do():
+    """Ray's rows (``take``, ``iter_rows``, the row ``map`` gets) hold Arrow's ``as_py`` values:
+    ``pd.Timestamp``/``pd.Timedelta`` for nanoseconds, ``datetime``/``date``/``timedelta`` otherwise,
+    time zones kept; numpy's ``tolist`` would make a ``timestamp[ns]`` an int and drop zones."""
+    import torchray_loader as rd
+
+    t = temporal_table()
+    want = t.to_pylist()
+    assert want[0]["ns"].nanosecond == 789 and type(want[0]["ns"]).__name__ == "Timestamp"
+    assert want[0]["us_utc"].tzinfo is not None and type(want[0]["dur_ns"]).__name__ == "Timedelta"
+    ds = rd.from_arrow(t)
+    assert ds.take(1) == want and list(ds.iter_rows()) == want
+    assert [type(v) for v in ds.take(1)[0].values()] == [type(v) for v in want[0].values()]
+    assert ds.map(describe_row).take(1) == [describe_row(want[0])]
+
+
+def test_temporal_values_returned_by_map_keep_unit_and_zone():
+    import torchray_loader as rd
+
+    t = temporal_table()
+    back = rd.from_arrow(t).map(same_row)
+    assert back.take(1) == t.to_pylist()
+    types = dict(zip(back.schema().names, back.schema().types, strict=True))
+    assert types["ns"] == pa.timestamp("ns") and types["ns_utc"] == pa.timestamp("ns", tz="UTC")
+    assert types["us_utc"] == pa.timestamp("us", tz="UTC") and types["dur_ns"] == pa.duration("ns")

@@ -273,11 +273,21 @@ def _arrow_native(t: pa.DataType) -> bool:
     return not isinstance(t, pa.ExtensionType)
 
 
+def _python_valued(t: pa.DataType) -> bool:
+    """Whether row values of type ``t`` are Arrow's Python values (``as_py``) rather than numpy's:
+    lists, and temporal types, whose numpy ``tolist`` loses the type (``timestamp[ns]`` becomes an
+    int, a time zone is dropped). Ray's rows hold ``as_py`` values: ``pd.Timestamp`` and
+    ``pd.Timedelta`` for nanosecond units, ``datetime``/``date``/``time``/``timedelta`` otherwise."""
+    return (
+        pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_temporal(t)
+    )
+
+
 def _row_column(col: pa.ChunkedArray, writable: bool) -> Any:
-    """A column's row values: Python values, as Ray's rows hold them, for list columns (lists) and
-    columns with nulls (``None``, not NaN); numpy for the rest (tensors stay arrays)."""
+    """A column's row values: Python values, as Ray's rows hold them, for list and temporal columns
+    and columns with nulls (``None``, not NaN); numpy for the rest (tensors stay arrays)."""
     t = col.type
-    if _arrow_native(t) and (col.null_count or pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)):
+    if _arrow_native(t) and (col.null_count or _python_valued(t)):
         return col.to_pylist()
     return _numpy_column(col, writable)
 

@@ -169,6 +169,25 @@ def _is_arraylike_type(t: type) -> bool:
     return issubclass(t, np.ndarray) or (t.__module__.startswith("torch") and hasattr(t, "detach"))
 
 
+def _is_pandas_temporal_type(t: type) -> bool:
+    return t.__module__.startswith("pandas") and t.__name__ in ("Timestamp", "Timedelta")
+
+
+def _pandas_temporal_column(values: list[Any]) -> pa.Array | None:
+    """``pd.Timestamp``/``pd.Timedelta`` values (``None`` among them) as a column in their own unit
+    (nanoseconds, where pyarrow's inference would cut them to microseconds), time zone kept; ``None``
+    when pandas cannot make one typed column of them (mixed time zones, other values)."""
+    import pandas as pd
+
+    series = pd.Series(values)
+    if series.dtype == object:
+        return None
+    try:
+        return pa.array(series)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+
+
 def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
     """Build one Arrow column from what a UDF returned for it.
 
@@ -196,7 +215,12 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
         values = list(values)
     elif not isinstance(values, list):
         values = list(values)
-    arraylike = [_is_arraylike_type(t) for t in set(map(type, values))]  # per type, not per value
+    types = set(map(type, values))
+    arraylike = [_is_arraylike_type(t) for t in types]  # per type, not per value
+    if any(map(_is_pandas_temporal_type, types)):
+        temporal = _pandas_temporal_column(values)
+        if temporal is not None:
+            return temporal
     if arraylike and all(arraylike):
         arrays = [np.asarray(_as_numpy(v)) for v in values]
         if all(a.dtype.kind in "biuf" and a.dtype != np.bool_ for a in arrays):
