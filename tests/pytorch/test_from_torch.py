@@ -276,3 +276,94 @@ def test_a_udf_changing_items_in_place_never_changes_the_dataset(data_root, sour
     rows = rd.from_torch(torch_ds).map_batches(_zero_images_in_place, batch_size=4).take_all()
     assert all(not np.asarray(r["image"]).any() for r in rows)
     assert all(torch.equal(torch_ds[i][0], b) for i, b in enumerate(before))
+
+
+class LayoutDataset(torch.utils.data.Dataset):
+    """Samples of one layout (``kind``), or of two alternating ones (``"mixed"``)."""
+
+    def __init__(self, kind: str, n: int = 2100) -> None:
+        self.kind, self.n = kind, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int):
+        x = torch.arange(4, dtype=torch.float32) + i
+        if self.kind == "tuple":
+            return x, i - 1000
+        if self.kind == "dict":
+            return {"x": x.reshape(2, 2), "y": torch.tensor(i), "w": float(i) / 7}
+        if self.kind == "nested":
+            return [np.full(3, i, dtype=np.int16), (x.to(torch.bool), {}), ()]
+        if self.kind == "tensor":
+            return x
+        return (x, i) if i % 2 else (x[:3], i)  # "mixed": two shapes
+
+
+LAYOUTS = ["tuple", "dict", "nested", "tensor", "mixed"]
+
+
+@pytest.mark.parametrize("nw", [0, 2])
+@pytest.mark.parametrize("kind", LAYOUTS)
+def test_samples_of_one_layout_come_back_equal(kind, nw, fresh_data_context):
+    fresh_data_context.num_workers = nw
+    torch_ds = LayoutDataset(kind)
+    ds = rd.from_torch(torch_ds)
+    assert str(ds.schema()) == "Column  Type\n------  ----\nitem    <class 'object'>"
+    items = [row["item"] for row in ds.iter_rows()]
+    assert len(items) == ds.count() == len(torch_ds)
+    for i in (0, 1, 1023, 1024, len(torch_ds) - 1):
+        assert_same(torch_ds[i], items[i], f"{kind}[{i}]")
+    assert_same(torch_ds[5], ds.take(6)[5]["item"])
+    batches = list(ds.iter_torch_batches(batch_size=100))
+    assert [type(b["item"]) for b in batches] == [list] * 21
+    assert_same(torch_ds[250], batches[2]["item"][50])
+    if kind != "tensor":  # a UDF's tensor becomes a tensor column (ndarray rows), as in Ray
+        assert_same([torch_ds[i] for i in range(6)], [r["item"] for r in ds.map(_identity_item).take(6)])
+
+
+def _identity_item(row):
+    return row
+
+
+def _first_leaf_tensor(sample) -> torch.Tensor:
+    return sample[0] if isinstance(sample, tuple) else sample["x"]
+
+
+@pytest.mark.parametrize("kind", ["tuple", "dict"])
+def test_items_of_one_layout_are_read_in_bulk_not_pickled_one_by_one(kind, monkeypatch, fresh_data_context):
+    fresh_data_context.num_workers = 0  # the read runs in this process, where the spies see it
+    import pickle as pickle_module
+
+    from torchray_loader.blocks import object_block
+
+    pickled, unpickled = [], []
+    original_column, original_loads = object_block._object_column, pickle_module.loads
+    monkeypatch.setattr(object_block, "_object_column", lambda values: (pickled.append(1), original_column(values))[1])
+    monkeypatch.setattr(pickle_module, "loads", lambda *a, **k: (unpickled.append(1), original_loads(*a, **k))[1])
+    torch_ds = LayoutDataset(kind)
+    batches = list(rd.from_torch(torch_ds).iter_torch_batches(batch_size=64))
+    items = [item for batch in batches for item in batch["item"]]
+    assert not pickled and not unpickled
+    assert_same([torch_ds[i] for i in range(len(torch_ds))], items)
+
+
+def test_items_read_in_bulk_are_fresh_and_independent(fresh_data_context):
+    fresh_data_context.num_workers = 0
+    torch_ds = StoredRows()
+    items = [row["item"] for row in rd.from_torch(torch_ds).iter_rows()]
+    items[3][0].fill_(-1.0)  # changes that sample only: not its neighbours, not the dataset
+    assert items[3][0].tolist() == [-1.0, -1.0]
+    assert [items[i][0].tolist() for i in (2, 4)] == [[2.0, 2.0], [4.0, 4.0]]
+    assert torch_ds[3][0].tolist() == [3.0, 3.0]
+
+
+@pytest.mark.parametrize("nw", [0, 2])
+def test_pil_samples_stay_objects(data_root, nw, fresh_data_context):
+    fresh_data_context.num_workers = nw
+    mnist = torchvision.datasets.MNIST(data_root, download=False)
+    batch = next(iter(rd.from_torch(mnist).iter_torch_batches(batch_size=5)))
+    assert len(batch["item"]) == 5
+    for i, item in enumerate(batch["item"]):
+        assert isinstance(item[0], Image.Image)
+        assert_same(mnist[i], item, f"mnist[{i}]")

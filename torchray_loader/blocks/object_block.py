@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .tensors import _object_column
+from .tensors import _object_column, uniform_object_column
 
 __all__ = ["ObjectBlock", "as_table", "as_tables"]
 
@@ -57,8 +57,9 @@ class ObjectBlock:
         return ObjectBlock(self.column, self.values[offset:stop])
 
     def to_table(self) -> pa.Table:
-        """The Arrow block: an object column (each value pickled)."""
-        return pa.table({self.column: _object_column(self.values)})
+        """The Arrow block: an object column (each value pickled; values of one layout in bulk)."""
+        column = uniform_object_column(self.values)
+        return pa.table({self.column: column if column is not None else _object_column(self.values)})
 
     def to_batch(self) -> dict[str, np.ndarray]:
         """The ``numpy`` batch: a 1-D object array of the values themselves."""

@@ -6,6 +6,9 @@ into index ranges read in parallel by the worker processes; a torch ``IterableDa
 task (its order is only defined sequentially). The dataset reaches each worker once per execution
 (``Read.shared``), not with every task. Datasets :func:`.batched_fetch.batched_samples` knows
 (``TensorDataset``, torchvision's in-memory MNIST and CIFAR families) gather a range as one batch.
+A block's samples of one layout (tuples, lists, dicts of equal-shape tensors, ints, floats) are
+pickled and unpickled in bulk (:mod:`..blocks.uniform_pickle`), not one by one; others, PIL images
+among them, take one pickle each.
 
 Invariant: the rows come out in index order (``dataset[0]``, ``dataset[1]``, ...) whatever the number
 of workers; block boundaries depend only on ``len(dataset)`` and ``override_num_blocks``.
