@@ -369,28 +369,6 @@ def test_bare_samples_get_the_arrow_type_ray_infers(kind, type_name, fifth, nw, 
         assert torch.equal(batch[1], torch.as_tensor(np.asarray(BareDataset(kind)[1])))
 
 
-def _bfloat16_sample(i: int) -> torch.Tensor:
-    return torch.full((2,), float(i), dtype=torch.bfloat16)
-
-
-def test_bare_tensors_arrow_cannot_hold_stay_objects():
-    ds = rd.from_torch(FunctionDataset(_bfloat16_sample, 5))
-    assert str(ds.schema()) == "Column  Type\n------  ----\nitem    <class 'object'>"
-    items = [r["item"] for r in ds.take_all()]
-    assert all(t.dtype == torch.bfloat16 and torch.equal(t, _bfloat16_sample(i)) for i, t in enumerate(items))
-
-
-class FunctionDataset(torch.utils.data.Dataset):
-    def __init__(self, fn, n: int) -> None:
-        self.fn, self.n = fn, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        return self.fn(i)
-
-
 def test_an_iterable_dataset_of_bare_tensors_is_a_tensor_column():
     class Stream(torch.utils.data.IterableDataset):
         def __iter__(self):

@@ -83,11 +83,8 @@ def _samples_table(samples: list[Any]) -> pa.Table:
     one shape a fixed-shape tensor column, ragged ones a variable-shape one, ints ``int64``...),
     else an object column."""
     if samples and all(map(_is_bare_value, samples)):
-        try:
-            column = column_from_values(samples)
-        except (TypeError, ValueError, RuntimeError, NotImplementedError, pa.ArrowException):
-            column = None  # no Arrow type (bfloat16, sparse or meta tensors...): kept as objects
-        if column is not None and not isinstance(column.type, PythonObjectType):
+        column = column_from_values(samples)
+        if not isinstance(column.type, PythonObjectType):
             return pa.table({"item": column})
     return ObjectBlock("item", samples).to_table()
 
