@@ -300,7 +300,7 @@ class LayoutDataset(torch.utils.data.Dataset):
         return (x, i) if i % 2 else (x[:3], i)  # "mixed": two shapes
 
 
-LAYOUTS = ["tuple", "dict", "nested", "mixed"]
+LAYOUTS = ["tuple", "dict", "nested", "tensor", "mixed"]
 
 
 @pytest.mark.parametrize("nw", [0, 2])
@@ -318,65 +318,8 @@ def test_samples_of_one_layout_come_back_equal(kind, nw, fresh_data_context):
     batches = list(ds.iter_torch_batches(batch_size=100))
     assert [type(b["item"]) for b in batches] == [list] * 21
     assert_same(torch_ds[250], batches[2]["item"][50])
-    assert_same([torch_ds[i] for i in range(6)], [r["item"] for r in ds.map(_identity_item).take(6)])
-
-
-class BareDataset(torch.utils.data.Dataset):
-    """Samples that are bare values, not tuples or dicts: Ray gives them an Arrow type."""
-
-    def __init__(self, kind: str, n: int = 1100) -> None:
-        self.kind, self.n = kind, n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int):
-        return {
-            "tensor": lambda: torch.arange(3, dtype=torch.float32) + i,
-            "ragged": lambda: torch.ones(i % 3 + 1),
-            "ndarray": lambda: np.full((2, 2), i, np.int32),
-            "scalar tensor": lambda: torch.tensor(i),
-            "int": lambda: i,
-            "str": lambda: f"s{i}",
-            "list": lambda: [i, i],
-        }[self.kind]()
-
-
-#: (kind, schema type as Ray 2.60 prints it for ``from_torch`` of such samples, a row's value)
-BARE = [
-    ("tensor", "numpy.ndarray(shape=(3,), dtype=float)", np.array([5.0, 6.0, 7.0], np.float32)),
-    ("ragged", "numpy.ndarray(ndim=1, dtype=float)", np.ones(3, np.float32)),
-    ("ndarray", "numpy.ndarray(shape=(2, 2), dtype=int32)", np.full((2, 2), 5, np.int32)),
-    ("scalar tensor", "int64", 5),
-    ("int", "int64", 5),
-    ("str", "string", "s5"),
-    ("list", "list<item: int64>", [5, 5]),
-]
-
-
-@pytest.mark.parametrize("nw", [0, 2])
-@pytest.mark.parametrize("kind,type_name,fifth", BARE, ids=[b[0] for b in BARE])
-def test_bare_samples_get_the_arrow_type_ray_infers(kind, type_name, fifth, nw, fresh_data_context):
-    fresh_data_context.num_workers = nw
-    ds = rd.from_torch(BareDataset(kind))
-    assert str(ds.schema()) == f"Column  Type\n------  ----\nitem    {type_name}"
-    value = ds.take(6)[5]["item"]
-    assert type(value) is type(fifth) and np.array_equal(value, fifth)
-    assert ds.count() == 1100 and len(ds.take_all()) == 1100
-    if kind in ("tensor", "ndarray", "int", "scalar tensor", "list"):  # stacked, as Ray's batches
-        batch = next(iter(ds.iter_torch_batches(batch_size=4)))["item"]
-        assert isinstance(batch, torch.Tensor) and batch.shape[0] == 4
-        assert torch.equal(batch[1], torch.as_tensor(np.asarray(BareDataset(kind)[1])))
-
-
-def test_an_iterable_dataset_of_bare_tensors_is_a_tensor_column():
-    class Stream(torch.utils.data.IterableDataset):
-        def __iter__(self):
-            return (torch.full((2,), float(i)) for i in range(5))
-
-    ds = rd.from_torch(Stream())
-    assert str(ds.schema()) == "Column  Type\n------  ----\nitem    numpy.ndarray(shape=(2,), dtype=float)"
-    assert torch.equal(next(iter(ds.iter_torch_batches(batch_size=5)))["item"][:, 0], torch.arange(5.0))
+    if kind != "tensor":  # a UDF's tensor becomes a tensor column (ndarray rows), as in Ray
+        assert_same([torch_ds[i] for i in range(6)], [r["item"] for r in ds.map(_identity_item).take(6)])
 
 
 def _identity_item(row):

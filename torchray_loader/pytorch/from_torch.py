@@ -1,9 +1,7 @@
 """``from_torch``: a torch dataset as a torchray :class:`~torchray_loader.Dataset` with column ``item``.
 
-As in Ray, each sample becomes one row of column ``item``. A tuple, a dict or any other object (a
-PIL image) is held as a Python object (schema ``item  <class 'object'>``); bare tensors, ndarrays,
-numbers, strings and lists of them get the Arrow type Ray infers (a tensor column, ``int64``,
-``string``...), so ``iter_torch_batches`` stacks them. Unlike Ray (one sequential read task), a map-style dataset is cut
+As in Ray, each sample becomes one row whose ``item`` column holds the sample as a Python object
+(schema ``item  <class 'object'>``). Unlike Ray (one sequential read task), a map-style dataset is cut
 into index ranges read in parallel by the worker processes; a torch ``IterableDataset`` is read by one
 task (its order is only defined sequentially). The dataset reaches each worker once per execution
 (``Read.shared``), not with every task. Datasets :func:`.batched_fetch.batched_samples` knows
@@ -23,12 +21,11 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 from torch.utils.data import IterableDataset
 
 from ..blocks.object_block import ObjectBlock
-from ..blocks.tensors import PythonObjectType, column_from_values
+from ..blocks.tensors import PythonObjectType
 from ..dataset import Dataset
 from ..execution.pool import SharedRef
 from ..io.read_task import ReadTask
@@ -55,7 +52,7 @@ def _read_range(dataset_ref: SharedRef, start: int, stop: int) -> Iterator[pa.Ta
         samples = list(getitems(indices))
     else:
         samples = [dataset[i] for i in indices]
-    yield _samples_table(samples)  # pickled or converted: the dataset may return objects it keeps
+    yield ObjectBlock("item", samples).to_table()  # pickled: the dataset may return objects it keeps
 
 
 def _read_iterable(dataset: Any) -> Iterator[pa.Table]:
@@ -63,30 +60,10 @@ def _read_iterable(dataset: Any) -> Iterator[pa.Table]:
     for sample in dataset:
         pending.append(sample)
         if len(pending) >= _ROWS_PER_BLOCK:
-            yield _samples_table(pending)
+            yield ObjectBlock("item", pending).to_table()
             pending = []
     if pending:
-        yield _samples_table(pending)
-
-
-def _is_bare_value(sample: Any) -> bool:
-    """Whether Ray gives ``sample`` an Arrow type of its own (not an object): a tensor, an ndarray, a
-    number, a string or a list (of such values). Tuples, dicts and other objects stay objects."""
-    cls = type(sample)
-    if cls in (int, float, bool, str, list) or sample is None or isinstance(sample, (np.ndarray, np.generic)):
-        return True
-    return cls.__module__ == "torch" and cls.__name__ == "Tensor"
-
-
-def _samples_table(samples: list[Any]) -> pa.Table:
-    """The block of ``samples``: column ``item`` typed as Ray infers it for bare values (tensors of
-    one shape a fixed-shape tensor column, ragged ones a variable-shape one, ints ``int64``...),
-    else an object column."""
-    if samples and all(map(_is_bare_value, samples)):
-        column = column_from_values(samples)
-        if not isinstance(column.type, PythonObjectType):
-            return pa.table({"item": column})
-    return ObjectBlock("item", samples).to_table()
+        yield ObjectBlock("item", pending).to_table()
 
 
 def from_torch(dataset: Any, *, override_num_blocks: int | None = None) -> Dataset:
@@ -106,9 +83,9 @@ def from_torch(dataset: Any, *, override_num_blocks: int | None = None) -> Datas
         >>> ds.map(lambda row: {"x": int(row["item"][0])}).take_all()
         [{'x': 0}, {'x': 1}, {'x': 2}]
     """
-    # No schema before a read: it depends on the samples (objects, or a type Ray infers for bare ones).
+    schema = pa.schema([("item", PythonObjectType())])
     if isinstance(dataset, IterableDataset):
-        return Dataset(Read((ReadTask(functools.partial(_read_iterable, dataset)),), "ReadTorch"))
+        return Dataset(Read((ReadTask(functools.partial(_read_iterable, dataset)),), "ReadTorch", schema))
     if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
         raise TypeError(
             f"from_torch expects a torch Dataset with __getitem__ and __len__, or an IterableDataset; "
@@ -123,4 +100,4 @@ def from_torch(dataset: Any, *, override_num_blocks: int | None = None) -> Datas
         for a, b in _block_bounds(n, override_num_blocks, rows_per_block=_ROWS_PER_BLOCK)
         if b > a
     )
-    return Dataset(Read(tasks, "ReadTorch", shared={ref.key: dataset}))
+    return Dataset(Read(tasks, "ReadTorch", schema, shared={ref.key: dataset}))
