@@ -111,3 +111,7 @@ def test_tensors_read_in_bulk_are_writable_and_independent():
     read = loads_uniform(memoryview(data), offsets)
     read[1].add_(1)
     assert [t.tolist() for t in read] == [[0.0] * 3, [1.0] * 3, [0.0] * 3, [0.0] * 3]
+
+
+def test_keys_json_cannot_encode_fall_back_to_plain_pickles():
+    assert dumps_uniform([{"\ud800": 1}, {"\ud800": 2}]) is None

@@ -260,9 +260,9 @@ def dumps_uniform(values: Sequence[Any]) -> tuple[np.ndarray, np.ndarray] | None
     leaves: list[np.ndarray] = []
     try:
         tree = _flatten(values, leaves)
+        layout = _layout(_description(tree))  # a key JSON/UTF-8 cannot hold (a lone surrogate): ValueError
     except (_NotUniform, OverflowError, TypeError, ValueError):
         return None
-    layout = _layout(_description(tree))
     rows = np.empty((len(values), len(layout.template)), dtype=np.uint8)
     rows[:] = layout.template
     for (offset, width), leaf in zip(layout.slots, leaves, strict=True):
