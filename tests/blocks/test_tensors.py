@@ -120,3 +120,11 @@ def test_concat_unifies_tensor_shapes():
     out = concat_blocks([a, b])
     assert isinstance(out.schema.field("t").type, VariableShapeTensorType)
     assert [v.shape for v in column_to_numpy(out.column("t"))] == [(2,), (3,)]
+
+
+def test_tensors_numpy_cannot_hold_become_object_columns():
+    rows = [torch.full((2,), float(i), dtype=torch.bfloat16) for i in range(3)]
+    for values in (rows, torch.stack(rows)):  # a list of tensors, or one batch tensor
+        column = column_from_values(values)
+        back = column_to_numpy(column)
+        assert len(back) == 3 and all(t.dtype == torch.bfloat16 and torch.equal(t, r) for t, r in zip(back, rows, strict=True))

@@ -114,6 +114,10 @@ def type_display_name(t: pa.DataType) -> str:
 # ----------------------------------------------------------------------------- numpy/torch -> Arrow
 
 
+#: What ``Tensor.numpy()`` raises for a tensor numpy has no type or layout for (bfloat16, sparse, meta).
+_NOT_NUMPY_ERRORS = (TypeError, RuntimeError, NotImplementedError)
+
+
 def _as_numpy(value: Any) -> Any:
     """torch tensors -> numpy (CPU, detached); everything else unchanged."""
     mod = type(value).__module__
@@ -220,7 +224,10 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
     """
     if isinstance(values, (pa.Array, pa.ChunkedArray)):
         return values
-    values = _as_numpy(values)
+    try:
+        values = _as_numpy(values)
+    except _NOT_NUMPY_ERRORS:  # a tensor numpy cannot hold (bfloat16, sparse): its rows as objects
+        return _object_column(list(values))
     if isinstance(values, np.ndarray):
         if values.dtype != object:
             if values.ndim == 0:
@@ -240,7 +247,10 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
         if temporal is not None:
             return temporal
     if arraylike and all(arraylike):
-        arrays = [np.asarray(_as_numpy(v)) for v in values]
+        try:
+            arrays = [np.asarray(_as_numpy(v)) for v in values]
+        except _NOT_NUMPY_ERRORS:
+            return _object_column(values)
         if all(a.dtype.kind in "biuf" and a.dtype != np.bool_ for a in arrays):
             shapes = {a.shape for a in arrays}
             dtypes = {a.dtype for a in arrays}
