@@ -563,3 +563,21 @@ def test_a_column_beyond_the_schema_sample_is_kept(tmp_path, monkeypatch):
         pq.write_table(pa.table({"x": [i]}), tmp_path / f"{i}.parquet")
     pq.write_table(pa.table({"x": [2], "late": ["l"]}), tmp_path / "2.parquet")
     assert rd.read_parquet(str(tmp_path)).take_all() == [{"x": 0}, {"x": 1}, {"x": 2, "late": "l"}]
+
+
+def test_include_paths_fills_path_for_files_without_a_path_column(tmp_path):
+    pq.write_table(pa.table({"a": [1]}), tmp_path / "f0.parquet")
+    pq.write_table(pa.table({"a": [5], "path": ["own"]}), tmp_path / "f1.parquet")
+    rows = rd.read_parquet(str(tmp_path), include_paths=True).take_all()
+    assert rows == [{"a": 1, "path": str(tmp_path / "f0.parquet")}, {"a": 5, "path": "own"}]  # file columns win
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_partition_key_some_files_hold_as_a_column_has_one_type(tmp_path, fresh_data_context, num_workers):
+    fresh_data_context.num_workers = num_workers
+    for key, table in (("9", pa.table({"x": [1]})), ("8", pa.table({"y": [2]}))):
+        (tmp_path / f"x={key}").mkdir()
+        pq.write_table(table, tmp_path / f"x={key}" / "p.parquet")
+    ds = rd.read_parquet(str(tmp_path), partitioning="hive")
+    assert sorted(ds.to_pandas()["x"].tolist()) == [1, 8]  # the file's 1 wins in x=9; x=8's key as int64
+    assert sorted((r["x"], r["y"]) for r in ds.take_all()) == [(1, None), (8, 2)]

@@ -192,6 +192,7 @@ def read_parquet_unit(
             columns=columns,
             partitions=dict(unit.file.partitions),
             shown=shown,
+            include_paths=options.include_paths,
         )
         produced = False
         for rg in groups:
@@ -229,12 +230,15 @@ def _conformed(
     columns: Sequence[str] | None,
     partitions: Mapping[str, Any],
     shown: str,
+    include_paths: bool = False,
 ) -> pa.Table:
     """``table`` (a file's columns) as every file of the read yields it: the columns of
     :func:`_output_columns`, a column the file lacks all nulls of the read's type, a file column
     cast to the read's type, file columns the read's schema lacks kept after its own (Ray leaves
-    them out, which loses data). A file column wins over a partition value of the same name. Field
-    and schema metadata are the file's."""
+    them out, which loses data). A file column wins over a partition value of the same name; a
+    partition value stands in (cast to the read's type) where the file lacks that column, and so
+    does the file's path for a ``path`` column under ``include_paths``. Field and schema metadata
+    are the file's."""
     if columns is None and (read_schema is None or table.schema.equals(read_schema)):
         return table  # the common case: every file alike
     fields: list[pa.Field] = []
@@ -247,8 +251,11 @@ def _conformed(
             fields.append(table.schema.field(name).with_type(column.type))
             arrays.append(column)
             continue
-        if name in partitions:
-            arrays.append(_constant_column(partitions[name], table.num_rows))
+        if name in partitions:  # the key's value, typed as the files that hold the column have it
+            value = pa.chunked_array([_constant_column(partitions[name], table.num_rows)])
+            arrays.append(_cast_to_read_type(value, read_field, shown))
+        elif name == "path" and include_paths:  # where other files hold a column "path": this file's
+            arrays.append(_constant_column(shown, table.num_rows))
         else:
             assert read_field is not None  # _output_columns names nothing else
             arrays.append(pa.nulls(table.num_rows, read_field.type))
