@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from torchray_loader.blocks import column_from_values, take_rows
+from torchray_loader.blocks import block_from_batch, block_to_batch, column_from_values, take_rows
 
 
 def _chunked_table(sizes):
@@ -138,3 +138,19 @@ def test_temporal_values_returned_by_map_keep_unit_and_zone():
     types = dict(zip(back.schema().names, back.schema().types, strict=True))
     assert types["ns"] == pa.timestamp("ns") and types["ns_utc"] == pa.timestamp("ns", tz="UTC")
     assert types["us_utc"] == pa.timestamp("us", tz="UTC") and types["dur_ns"] == pa.duration("ns")
+
+
+def test_pandas_batches_keep_a_timestamps_zone_and_a_dates_type():
+    import datetime
+
+    import pandas as pd
+
+    stamp = pd.Timestamp("2024-01-02 12:04:05", tz="Asia/Tokyo")
+    table = pa.table({
+        "t": pa.array([stamp.to_pydatetime()], pa.timestamp("us", tz="Asia/Tokyo")),
+        "d": pa.array([datetime.date(2024, 1, 2)], pa.date32()),
+    })
+    df = block_to_batch(table, "pandas")
+    assert df["t"][0] == stamp and str(df["t"][0].tz) == "Asia/Tokyo"
+    assert df["d"][0] == datetime.date(2024, 1, 2)
+    assert block_from_batch(df).schema == table.schema  # an identity map_batches keeps the types

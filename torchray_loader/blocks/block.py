@@ -257,9 +257,10 @@ def block_to_batch(block: pa.Table | ObjectBlock, batch_format: str, *, writable
     data = {}
     for name in block.column_names:
         col = block.column(name)
-        if col.null_count and _arrow_native(col.type):
+        if _arrow_native(col.type) and (col.null_count or pa.types.is_temporal(col.type)):
             # A column with nulls keeps them, in the pyarrow-backed dtype Ray's pandas batches use
-            # (numpy would make ints floats and strings NaN-filled objects).
+            # (numpy would make ints floats and strings NaN-filled objects); so does a temporal
+            # column its time zone and unit (numpy's datetime64 has neither a zone nor dates).
             data[name] = col.to_pandas(types_mapper=pd.ArrowDtype)
             continue
         arr = column_to_numpy(col)
