@@ -6,11 +6,11 @@ back as they were written. A file whose schema carries pickled Python objects is
 ``DataContext.allow_pickle`` (promise 8). A truncated or corrupt file is a :class:`ReadError`
 naming it, and so is a file whose schema conflicts with its siblings'. When the read is planned the
 footers of its first ``SCHEMA_SAMPLE_FILES`` files are read (in the consumer) and unified into the
-read's schema, as Ray does; every file is checked against it as it is read and comes out in it:
-a column the file lacks is all nulls, a column the read's schema lacks comes after the read's
-(Ray leaves it out: that would lose data), types are cast to the read's. A column whose type cannot be unified (``int64`` here, ``string`` there) is an
-error, or a skipped file under the skip policy. ``columns`` orders the output columns, partition
-keys among them.
+read's schema, as Ray does; every file is checked against it as it is read and comes out in it: a
+column the file lacks is all nulls, a column the read's schema lacks comes after the read's (Ray
+leaves it out: that would lose data), types are cast to the read's. A column whose type cannot be
+unified (``int64`` here, ``string`` there) is an error, or a skipped file under the skip policy.
+``columns`` orders the output columns, partition keys among them.
 
 Files larger than ``DataContext.target_max_block_size`` have their footer read when the read is
 planned (in the consumer) and are cut into units of whole row groups of about that size, so one
