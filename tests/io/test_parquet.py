@@ -10,6 +10,7 @@ import tempfile
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
@@ -581,3 +582,20 @@ def test_a_partition_key_some_files_hold_as_a_column_has_one_type(tmp_path, fres
     ds = rd.read_parquet(str(tmp_path), partitioning="hive")
     assert sorted(ds.to_pandas()["x"].tolist()) == [1, 8]  # the file's 1 wins in x=9; x=8's key as int64
     assert sorted((r["x"], r["y"]) for r in ds.take_all()) == [(1, None), (8, 2)]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_filter_sees_a_missing_column_as_nulls_and_hive_keys_as_columns(tmp_path, fresh_data_context, num_workers):
+    fresh_data_context.num_workers = num_workers
+    for year, table in (("2023", pa.table({"a": [1, 2], "b": [4, 9]})), ("2024", pa.table({"a": [3]}))):
+        (tmp_path / f"year={year}").mkdir()
+        pq.write_table(table, tmp_path / f"year={year}" / "p.parquet")
+
+    def read(filter, **kw):
+        return sorted(r["a"] for r in rd.read_parquet(str(tmp_path), partitioning="hive", filter=filter, **kw).take_all())
+
+    assert read(pc.field("b") > 5) == [2]  # the file without b: all null, so no row passes
+    assert read(pc.field("b").is_null()) == [3]
+    assert read([("b", ">", 5)]) == [2]
+    assert read(pc.field("year") == "2024") == [3]
+    assert read(pc.field("year") == "2023", columns=["a", "year"]) == [1, 2]

@@ -194,18 +194,37 @@ def read_parquet_unit(
             shown=shown,
             include_paths=options.include_paths,
         )
+        testable = functools.partial(
+            _with_filter_columns, read_schema=None if reference is None else reference[1], partitions=unit.file.partitions
+        )
         produced = False
         for rg in groups:
             table = pf.read_row_group(rg, columns=read_cols)
             if expr is not None:
-                table = table.filter(expr)
-                if read_cols != cols:
-                    table = table.select(cols)
+                names = table.column_names if cols is None else cols
+                table = testable(table).filter(expr).select(names)
             produced = True
             yield conform(table)
         if not produced:  # an empty file still tells its schema
             empty = schema.empty_table()
             yield conform(empty if cols is None else empty.select(cols))
+
+
+def _with_filter_columns(
+    table: pa.Table, *, read_schema: pa.Schema | None, partitions: Sequence[tuple[str, Any]]
+) -> pa.Table:
+    """``table`` with what a filter may test and the file lacks: its partition keys (their values)
+    and the read's other columns (nulls), so a filter sees every file as the read yields it."""
+    typed = read_schema if read_schema is not None else pa.schema([])
+    for key, value in partitions:
+        if key not in table.column_names:
+            field = typed.field(key) if typed.get_field_index(key) >= 0 else None
+            column = pa.chunked_array([_constant_column(value, table.num_rows)])
+            table = table.append_column(key, _cast_to_read_type(column, field, key))
+    for field in typed:
+        if field.name not in table.column_names:
+            table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
+    return table
 
 
 def _output_columns(
