@@ -186,17 +186,17 @@ def read_parquet_unit(
         cols = _checked_columns(schema, shown, columns, reference, options.allow_pickle)
         groups = unit.part if unit.part is not None else range(pf.num_row_groups)
         read_cols = _columns_to_read(schema, cols, filter, expr)
+        read_schema = None if reference is None else reference[1]
+        partitions = dict(unit.file.partitions)
         conform = functools.partial(
             _conformed,
-            read_schema=None if reference is None else reference[1],
+            read_schema=read_schema,
             columns=columns,
-            partitions=dict(unit.file.partitions),
+            partitions=partitions,
             shown=shown,
             include_paths=options.include_paths,
         )
-        testable = functools.partial(
-            _with_filter_columns, read_schema=None if reference is None else reference[1], partitions=unit.file.partitions
-        )
+        testable = functools.partial(_with_filter_columns, read_schema=read_schema, partitions=partitions, shown=shown)
         produced = False
         for rg in groups:
             table = pf.read_row_group(rg, columns=read_cols)
@@ -211,20 +211,28 @@ def read_parquet_unit(
 
 
 def _with_filter_columns(
-    table: pa.Table, *, read_schema: pa.Schema | None, partitions: Sequence[tuple[str, Any]]
+    table: pa.Table, *, read_schema: pa.Schema | None, partitions: Mapping[str, Any], shown: str
 ) -> pa.Table:
     """``table`` with what a filter may test and the file lacks: its partition keys (their values)
     and the read's other columns (nulls), so a filter sees every file as the read yields it."""
-    typed = read_schema if read_schema is not None else pa.schema([])
-    for key, value in partitions:
+    for key, value in partitions.items():
         if key not in table.column_names:
-            field = typed.field(key) if typed.get_field_index(key) >= 0 else None
-            column = pa.chunked_array([_constant_column(value, table.num_rows)])
-            table = table.append_column(key, _cast_to_read_type(column, field, key))
-    for field in typed:
+            column = _partition_column(value, _read_field(read_schema, key), table.num_rows, shown)
+            table = table.append_column(key, column)
+    for field in read_schema if read_schema is not None else ():
         if field.name not in table.column_names:
             table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
     return table
+
+
+def _read_field(read_schema: pa.Schema | None, name: str) -> pa.Field | None:
+    index = -1 if read_schema is None else read_schema.get_field_index(name)
+    return None if read_schema is None or index < 0 else read_schema.field(index)
+
+
+def _partition_column(value: Any, read_field: pa.Field | None, num_rows: int, shown: str) -> pa.ChunkedArray:
+    """A partition key's value for every row, typed as the files that hold the key as a column have it."""
+    return _cast_to_read_type(pa.chunked_array([_constant_column(value, num_rows)]), read_field, shown)
 
 
 def _output_columns(
@@ -263,16 +271,14 @@ def _conformed(
     fields: list[pa.Field] = []
     arrays: list[pa.Array | pa.ChunkedArray] = []
     for name in _output_columns(table, read_schema, columns, partitions):
-        index = -1 if read_schema is None else read_schema.get_field_index(name)
-        read_field = None if read_schema is None or index < 0 else read_schema.field(index)
+        read_field = _read_field(read_schema, name)
         if table.schema.get_field_index(name) >= 0:
             column = _cast_to_read_type(table.column(name), read_field, shown)
             fields.append(table.schema.field(name).with_type(column.type))
             arrays.append(column)
             continue
-        if name in partitions:  # the key's value, typed as the files that hold the column have it
-            value = pa.chunked_array([_constant_column(partitions[name], table.num_rows)])
-            arrays.append(_cast_to_read_type(value, read_field, shown))
+        if name in partitions:
+            arrays.append(_partition_column(partitions[name], read_field, table.num_rows, shown))
         elif name == "path" and include_paths:  # where other files hold a column "path": this file's
             arrays.append(_constant_column(shown, table.num_rows))
         else:
