@@ -310,7 +310,9 @@ def read_csv(
     """CSV files as a Dataset, parsed by ``pyarrow.csv`` (its ``read_options``/``parse_options``/
     ``convert_options`` pass through). A ragged row raises a ``ReadError`` naming file and line.
     As in Ray, every file found is read whatever its name (``file_extensions=["csv"]`` to filter);
-    ``.gz``/``.bz2``/``.zst``/``.lz4`` names are decompressed.
+    ``.gz``/``.bz2``/``.zst``/``.lz4`` names are decompressed. A file of 64 MiB or more is parsed as it
+    is read, as Ray parses every file: column types then come from its first 16 MiB (give others in
+    ``convert_options=pyarrow.csv.ConvertOptions(column_types=...)``), and ``take``/``limit`` stop early.
 
     Example:
         >>> import tempfile, pathlib, torchray_loader as rd
@@ -376,7 +378,8 @@ def read_text(
     read_error_budget: int | None = None,
     **ray_args: Any,
 ) -> Dataset:
-    """Text files as a Dataset with one row per line in column ``text`` (blank lines dropped).
+    """Text files as a Dataset with one row per line in column ``text`` (blank lines dropped). A file
+    of 64 MiB or more is read and cut into lines a chunk at a time (UTF-8, ASCII, Latin-1, cp1252).
 
     Example:
         >>> import tempfile, pathlib, torchray_loader as rd

@@ -122,3 +122,74 @@ def test_every_file_is_read_whatever_its_name_as_in_ray(tmp_path):
     assert rd.read_csv(str(tmp_path / "part-00000")).take_all() == [{"x": 1, "y": 2}]
     assert sorted(r["x"] for r in rd.read_csv(str(tmp_path)).take_all()) == [1, 3]
     assert rd.read_csv(str(tmp_path), file_extensions=["txt"]).take_all() == [{"x": 3, "y": 4}]
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Files of 1 kB or more are parsed as they are read, 1,000 bytes at a time."""
+    from torchray_loader.io import paths
+
+    monkeypatch.setattr(paths, "STREAM_MIN_BYTES", 1024)
+    monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 1000)
+
+
+def _long_csv(rows: int = 2000) -> str:
+    return "id,score,name\n" + "".join(f"{i},{i / 4},n{i}\n" for i in range(rows))
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_streamed_file_gives_the_rows_of_a_whole_read(tmp_path, monkeypatch, fresh_data_context, num_workers):
+    from torchray_loader.io import paths
+
+    fresh_data_context.num_workers = num_workers
+    (tmp_path / "a.csv").write_text(_long_csv())
+    with gzip.open(tmp_path / "b.csv.gz", "wt") as f:
+        f.write(_long_csv(1500))
+    whole = rd.read_csv(str(tmp_path))
+    monkeypatch.setattr(paths, "STREAM_MIN_BYTES", 1024)
+    monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 1000)
+    streamed = rd.read_csv(str(tmp_path))
+    assert streamed.take_all() == whole.take_all()
+    assert streamed.schema() == whole.schema()
+    assert len(streamed.take_all()) == 3500
+
+
+@pytest.mark.parametrize("mode", ["raise", "skip"])
+def test_a_ragged_row_of_a_streamed_file_is_named_by_its_line(tmp_path, streamed, mode):
+    lines = _long_csv().splitlines()
+    lines[1500] = "7,8"
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    if mode == "raise":
+        with pytest.raises(ReadError, match=r"a\.csv: row 1501: expected 3 columns, got 2: '7,8'"):
+            rd.read_csv(str(tmp_path)).take_all()
+        return
+    ds = rd.read_csv(str(tmp_path), on_read_error="skip", read_error_budget=1)
+    assert len(ds.take_all()) == 1999
+    assert [s.row for s in read_skips(ds)] == [1501]
+
+
+def test_a_streamed_file_takes_its_types_from_its_first_chunk(tmp_path, streamed):
+    """As Ray's open_csv: a later value of another type is an error that says what to do."""
+    lines = _long_csv().splitlines()
+    lines[1800] = "x,1.0,n"
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ReadError, match=r"a\.csv: .*invalid value 'x'.*column_types"):
+        rd.read_csv(str(tmp_path)).take_all()
+    typed = rd.read_csv(str(tmp_path), convert_options=pacsv.ConvertOptions(column_types={"id": pa.string()}))
+    assert typed.take_all()[1799:1801] == [{"id": "x", "score": 1.0, "name": "n"}, {"id": "1800", "score": 450.0, "name": "n1800"}]
+
+
+def test_a_row_limit_stops_reading_a_streamed_file(tmp_path, streamed):
+    (tmp_path / "a.csv").write_text(_long_csv() + "1,2\n")
+    assert rd.read_csv(str(tmp_path)).take(2) == [{"id": 0, "score": 0.0, "name": "n0"}, {"id": 1, "score": 0.25, "name": "n1"}]
+    with pytest.raises(ReadError, match="expected 3 columns"):
+        rd.read_csv(str(tmp_path)).take_all()
+
+
+def test_a_streamed_header_only_file_has_its_columns(tmp_path, streamed, monkeypatch):
+    from torchray_loader.io import paths
+
+    monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 4096)  # the header fits in the first chunk
+    (tmp_path / "a.csv").write_text("a," + "b" * 2000 + "\n")
+    ds = rd.read_csv(str(tmp_path))
+    assert ds.take_all() == [] and ds.schema().names == ["a", "b" * 2000]

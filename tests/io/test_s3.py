@@ -174,3 +174,22 @@ def test_reads_in_worker_processes(s3, fresh_data_context):
     assert [r["x"] for r in ds.take_all()] == list(range(6))
     ds.write_parquet(s3.url(f"{p}/out"))
     assert rd.read_parquet(s3.url(f"{p}/out")).take_all() == [{"x": i} for i in range(6)]
+
+
+def test_large_text_and_csv_objects_are_read_as_streams(s3, url, monkeypatch):
+    """Objects of STREAM_MIN_BYTES or more are read in ranges as they are parsed: same rows."""
+    import gzip
+
+    from torchray_loader.io import paths
+
+    p = s3.prefix()
+    csv = "id,name\n" + "".join(f"{i},n{i}\n" for i in range(3000))
+    s3.put(f"{p}/csv/a.csv", csv.encode())
+    s3.put(f"{p}/text/a.txt.gz", gzip.compress(csv.encode()))
+    whole_csv = rd.read_csv(url(f"{p}/csv")).take_all()
+    whole_text = rd.read_text(url(f"{p}/text")).take_all()
+    monkeypatch.setattr(paths, "STREAM_MIN_BYTES", 1024)
+    monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 4000)
+    assert rd.read_csv(url(f"{p}/csv")).take_all() == whole_csv
+    assert rd.read_text(url(f"{p}/text")).take_all() == whole_text
+    assert len(whole_csv) == 3000 and len(whole_text) == 3001

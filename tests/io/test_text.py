@@ -55,3 +55,64 @@ def test_lines_are_cut_as_str_splitlines_cuts_them(tmp_path):
     (tmp_path / "a.txt").write_text("a\rb\r\nc\u2028d\n\ne", newline="")
     rows = rd.read_text(str(tmp_path), drop_empty_lines=False).take_all()
     assert [r["text"] for r in rows] == ["a", "b", "c", "d", "", "e"]
+
+
+@pytest.fixture
+def streamed(monkeypatch):
+    """Files of 1 kB or more are streamed, 1,000 bytes at a time (pieces end mid-line)."""
+    from torchray_loader.io import paths
+
+    monkeypatch.setattr(paths, "STREAM_MIN_BYTES", 1024)
+    monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 1000)
+
+
+def _long_text() -> str:
+    lines = [f"line {i} " + "x" * (i % 13) for i in range(3000)]
+    lines[10] = lines[2000] = ""
+    lines[11] = "  "
+    return "\r\n".join(lines[:50]) + "\r\n" + "\n".join(lines[50:]) + "\n"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("drop_empty_lines", [True, False])
+def test_a_streamed_file_gives_the_lines_of_a_whole_read(tmp_path, monkeypatch, fresh_data_context, num_workers,
+                                                         drop_empty_lines):
+    from torchray_loader.io import paths
+
+    fresh_data_context.num_workers = num_workers
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbf" + _long_text().encode())
+    (tmp_path / "b.txt.bz2").write_bytes(bz2.compress(_long_text().encode()))
+    whole = rd.read_text(str(tmp_path), drop_empty_lines=drop_empty_lines).take_all()
+    monkeypatch.setattr(paths, "STREAM_MIN_BYTES", 1024)
+    monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 1000)
+    assert rd.read_text(str(tmp_path), drop_empty_lines=drop_empty_lines).take_all() == whole
+    assert whole[0] == {"text": "line 0 "} and len(whole) == 2 * (3000 - 3 * drop_empty_lines)
+
+
+def test_a_streamed_file_names_the_line_that_does_not_decode(tmp_path, streamed):
+    data = bytearray(_long_text().encode())
+    bad_line = 2500
+    at = data.index(f"line {bad_line - 1} ".encode())
+    data[at] = 0xFF
+    (tmp_path / "a.txt").write_bytes(bytes(data))
+    with pytest.raises(ReadError, match=rf"a\.txt: row {bad_line}: cannot decode as utf-8"):
+        rd.read_text(str(tmp_path)).take_all()
+    ds = rd.read_text(str(tmp_path), on_read_error="skip", read_error_budget=1)
+    assert len(ds.take_all()) == 3000 - 3 - 1
+    assert [s.row for s in read_skips(ds)] == [bad_line]
+
+
+def test_a_row_limit_stops_reading_a_streamed_file(tmp_path, streamed):
+    """take() reads the first pieces only: a bad byte near the end of the file is never decoded."""
+    (tmp_path / "a.txt").write_bytes(_long_text().encode() + b"bad \xff\n")
+    assert rd.read_text(str(tmp_path)).take(3) == [{"text": f"line {i} " + "x" * i} for i in range(3)]
+    with pytest.raises(ReadError, match="cannot decode"):
+        rd.read_text(str(tmp_path)).take_all()
+
+
+def test_utf16_files_are_not_cut_at_line_feed_bytes(tmp_path, streamed):
+    """A 0x0A byte inside a UTF-16 character is no line end: such a file is read whole."""
+    text = "\n".join(f"\u0a0a{i}" for i in range(500)) + "\n"
+    (tmp_path / "a.txt").write_bytes(text.encode("utf-16"))
+    rows = rd.read_text(str(tmp_path), encoding="utf-16").take_all()
+    assert [r["text"] for r in rows] == [f"\u0a0a{i}" for i in range(500)]

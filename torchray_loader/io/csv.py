@@ -6,6 +6,10 @@ number (the header is line 1), or, under the skip policy, a skipped row. Line nu
 pyarrow's single-threaded parser, which is what a task uses unless the caller passes
 ``read_options`` (parallelism comes from reading several files at once).
 
+A file of ``STREAM_MIN_BYTES`` or more (:mod:`.paths`) is parsed as it is read (``open_csv``, as Ray
+does), a table per ``STREAM_CHUNK_BYTES`` chunk (or ``read_options.block_size``); its column types
+then come from its first chunk, where a smaller file's come from all of it.
+
 Example:
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp()); _ = (d / "a.csv").write_text("x,y\\n1,2\\n3,4\\n")
@@ -15,7 +19,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -24,7 +29,7 @@ import pyarrow.csv as pacsv
 
 from ..errors import ErrorBudgetExceeded, ReadError
 from .errors import ReadErrorPolicy
-from .paths import FileReadOptions, ReadUnit, plan_read, read_input_bytes
+from .paths import FileReadOptions, ReadUnit, open_input, plan_read, read_input_bytes
 from .read_task import ReadTask
 
 __all__ = ["plan_csv", "read_csv_unit", "CSV_EXTENSIONS"]
@@ -39,11 +44,14 @@ class _RowHandler:
     budget running out) is stored here, ``"error"`` tells pyarrow to stop, and the caller re-raises.
     """
 
-    def __init__(self, policy: ReadErrorPolicy, shown: str, data: bytes = b"", encoding: str = "utf8") -> None:
+    def __init__(
+        self, policy: ReadErrorPolicy, shown: str, load: Callable[[], bytes], encoding: str = "utf8"
+    ) -> None:
         self.policy = policy
         self.shown = shown
         self.error: BaseException | None = None
-        self._data = data
+        self._load = load  # the file's bytes, loaded at the first bad row (a streamed file: read again)
+        self._data: bytes | None = None
         self._encoding = encoding
         self._line_starts: Any = None
         self._last_line = 0
@@ -65,6 +73,8 @@ class _RowHandler:
         skip blank lines and span the line breaks of quoted values, so a record starts on line
         ``record`` or later; bad records come in file order, so after the previous one too. The
         first such line holding exactly the record's text is its line (``record`` if none does)."""
+        if self._data is None:
+            self._data = self._load()
         data = self._data
         if self._line_starts is None:
             breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
@@ -112,7 +122,7 @@ def read_csv_unit(
     convert_options: pacsv.ConvertOptions | None = None,
     compression: str | None = "infer",
 ) -> Iterator[pa.Table]:
-    """Reader for one CSV file.
+    """Reader for one CSV file: one table, or (a file ``options`` streams) a table per parsed chunk.
 
     Example:
         >>> import tempfile, pathlib
@@ -123,27 +133,65 @@ def read_csv_unit(
         >>> [t.to_pydict() for t in read_csv_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
         [{'x': [1]}]
     """
+    path = unit.file.path
+    if options.streams(unit.file):
+        ro = read_options or pacsv.ReadOptions(use_threads=False, block_size=options.stream_chunk_bytes)
+        handler = _RowHandler(policy, shown, lambda: read_input_bytes(fs, path, compression=compression), ro.encoding)
+        with open_input(fs, path, compression=compression) as stream:
+            with _parse_errors(shown, handler, streamed_block=ro.block_size):
+                reader = pacsv.open_csv(
+                    stream,
+                    read_options=ro,
+                    parse_options=_with_handler(parse_options, handler),
+                    convert_options=convert_options,
+                )
+                _check_header(reader.schema, shown)
+                tables = 0
+                for batch in reader:
+                    tables += 1
+                    yield pa.Table.from_batches([batch])
+                if not tables:
+                    yield reader.schema.empty_table()
+        return
     ro = read_options if read_options is not None else pacsv.ReadOptions(use_threads=False)
-    data = read_input_bytes(fs, unit.file.path, compression=compression)
-    handler = _RowHandler(policy, shown, data, ro.encoding)
-    try:
+    data = read_input_bytes(fs, path, compression=compression)
+    handler = _RowHandler(policy, shown, lambda: data, ro.encoding)
+    with _parse_errors(shown, handler):
         table = pacsv.read_csv(
             pa.BufferReader(data),
             read_options=ro,
             parse_options=_with_handler(parse_options, handler),
             convert_options=convert_options,
         )
+    _check_header(table.schema, shown)
+    yield table
+
+
+@contextlib.contextmanager
+def _parse_errors(shown: str, handler: _RowHandler, streamed_block: int | None = None) -> Iterator[None]:
+    """pyarrow's parse errors as a :class:`ReadError` naming the file (or the row handler's own
+    error); ``streamed_block``: a streamed file's inference bytes, named in a conversion error."""
+    try:
+        yield
     except pa.ArrowInvalid as exc:
         if handler.error is not None:
             raise handler.error from exc
-        raise ReadError(shown, str(exc).removeprefix("CSV parse error: ")) from exc
+        reason = str(exc).removeprefix("CSV parse error: ")
+        if streamed_block is not None and "conversion error" in reason:
+            reason += (
+                f" (a large file is parsed as it is read: column types come from its first {streamed_block} bytes;"
+                " give the column's type in convert_options=pyarrow.csv.ConvertOptions(column_types=...))"
+            )
+        raise ReadError(shown, reason) from exc
     if handler.error is not None:  # pragma: no cover - pyarrow always raises after "error"
         raise handler.error
+
+
+def _check_header(schema: pa.Schema, shown: str) -> None:
     try:
-        _ = table.schema.names  # pyarrow keeps a header that is not UTF-8; any later use would fail
+        _ = schema.names  # pyarrow keeps a header that is not UTF-8; any later use would fail
     except UnicodeDecodeError as exc:
         raise ReadError(shown, f"row 1: column names are not {exc.encoding}: {exc.reason}") from exc
-    yield table
 
 
 def plan_csv(

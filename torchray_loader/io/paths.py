@@ -62,6 +62,9 @@ __all__ = [
     "file_units",
     "display_path",
     "read_input_bytes",
+    "open_input",
+    "STREAM_MIN_BYTES",
+    "STREAM_CHUNK_BYTES",
     "MIN_READ_TASKS",
     "MAX_FILES_PER_TASK",
     "RAMP_UP_TASKS",
@@ -213,6 +216,15 @@ def _unpack_units(
     )
 
 
+#: Files at least this large (as listed) are read as a stream by the formats that can cut a file into
+#: rows as it arrives (``read_text``, ``read_csv``, JSON Lines): a task holds about its output rather
+#: than the file's bytes as well, and a row limit (``take``, ``limit``) stops the read early. Smaller
+#: files are one whole-object read (on S3 one GET).
+STREAM_MIN_BYTES = 64 << 20
+#: Decompressed bytes a streamed read parses at a time.
+STREAM_CHUNK_BYTES = 16 << 20
+
+
 @dataclass(frozen=True)
 class FileReadOptions:
     """Options every file reader shares, captured in the consumer at ``read_*`` time.
@@ -226,6 +238,19 @@ class FileReadOptions:
     #: Target size of the blocks a task yields (``DataContext.target_max_block_size`` at read time).
     target_block_bytes: int = 128 * 1024 * 1024
     allow_pickle: bool = False
+    #: Files listed at least this large are read as a stream where the format can ...
+    stream_min_bytes: int = STREAM_MIN_BYTES
+    #: ... this many decompressed bytes at a time.
+    stream_chunk_bytes: int = STREAM_CHUNK_BYTES
+
+    def streams(self, file: FileInfo) -> bool:
+        """Whether ``file`` is read a chunk at a time rather than in one whole-object read.
+
+        Example:
+            >>> FileReadOptions(stream_min_bytes=10).streams(FileInfo("a.csv", 10))
+            True
+        """
+        return file.size is not None and file.size >= self.stream_min_bytes
 
 
 # ----------------------------------------------------------------------------------------------
@@ -683,6 +708,34 @@ def expand_paths(
 # 3. read tasks
 
 
+def _compression_of(path: str, compression: str | None) -> str | None:
+    """The fsspec compression name for ``path`` (``"infer"``: by extension); ``None``: none."""
+    if compression == "infer":
+        from fsspec.utils import infer_compression
+
+        compression = infer_compression(path)
+    if compression:
+        from fsspec.compression import compr
+
+        if compression not in compr:
+            raise ValueError(f"unknown compression {compression!r}; known: {sorted(k for k in compr if k)}")
+    return compression or None
+
+
+def open_input(fs: Any, path: str, *, compression: str | None = "infer") -> Any:
+    """``path`` opened for reading as a binary stream, decompressed as :func:`read_input_bytes` does.
+
+    Example:
+        >>> import gzip, tempfile, os
+        >>> from fsspec.implementations.local import LocalFileSystem
+        >>> p = os.path.join(tempfile.mkdtemp(), "a.txt.gz")
+        >>> with gzip.open(p, "wb") as f: _ = f.write(b"hi")
+        >>> with open_input(LocalFileSystem(), p) as f: f.read()
+        b'hi'
+    """
+    return fs.open(path, "rb", compression=_compression_of(path, compression))
+
+
 def read_input_bytes(fs: Any, path: str, *, compression: str | None = "infer") -> bytes:
     """All bytes of ``path``, decompressed by extension (``.gz``, ``.bz2``...) when ``compression="infer"``.
 
@@ -696,16 +749,11 @@ def read_input_bytes(fs: Any, path: str, *, compression: str | None = "infer") -
         >>> read_input_bytes(LocalFileSystem(), p)
         b'hi'
     """
+    compression = _compression_of(path, compression)
     data = fs.cat_file(path)
-    if compression == "infer":
-        from fsspec.utils import infer_compression
-
-        compression = infer_compression(path)
     if compression:
         from fsspec.compression import compr
 
-        if compression not in compr:
-            raise ValueError(f"unknown compression {compression!r}; known: {sorted(k for k in compr if k)}")
         with compr[compression](io.BytesIO(data), mode="rb") as f:
             return f.read()
     return data
@@ -955,6 +1003,8 @@ def plan_file_tasks(
         include_paths=bool(include_paths),
         target_block_bytes=ctx.target_max_block_size,
         allow_pickle=ctx.allow_pickle,
+        stream_min_bytes=STREAM_MIN_BYTES,
+        stream_chunk_bytes=STREAM_CHUNK_BYTES,
     )
     tasks = []
     for group in _groups(units, override_num_blocks, size_ratio):

@@ -22,10 +22,14 @@ from typing import Any
 import pyarrow as pa
 
 from .errors import ReadErrorPolicy
-from .paths import FileReadOptions, ReadUnit, plan_read, read_input_bytes
+from .paths import FileReadOptions, ReadUnit, open_input, plan_read, read_input_bytes
 from .read_task import ReadTask
 
-__all__ = ["plan_text", "read_text_unit", "split_lines"]
+__all__ = ["plan_text", "read_text_unit", "split_lines", "line_feed_pieces"]
+
+#: Encodings (``codecs`` names) in which every ``0x0A`` byte is a line feed, so a byte stream can be
+#: cut after any of them without splitting a character.
+_LINE_FEED_SAFE = frozenset({"utf-8", "utf-8-sig", "ascii", "iso8859-1", "cp1252"})
 
 
 def split_lines(text: str, drop_empty_lines: bool) -> list[str]:
@@ -43,13 +47,43 @@ def split_lines(text: str, drop_empty_lines: bool) -> list[str]:
     return lines
 
 
+def line_feed_pieces(stream: Any, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
+    """``stream``'s bytes in consecutive pieces of about ``chunk_bytes`` that end just after a line
+    feed (the last one: where the stream ends), each with the 1-based number of its first line.
+
+    Joined, the pieces are the stream's bytes; a ``\\r\\n`` pair is never split.
+
+    Example:
+        >>> import io
+        >>> list(line_feed_pieces(io.BytesIO(b"ab\\ncd\\nef"), 4))
+        [(b'ab\\n', 1), (b'cd\\n', 2), (b'ef', 3)]
+    """
+    tail = b""
+    line = 1
+    while block := stream.read(chunk_bytes):
+        data = tail + block if tail else block
+        cut = data.rfind(b"\n") + 1
+        piece, tail = data[:cut], data[cut:]
+        if piece:
+            yield piece, line
+            line += piece.count(b"\n")
+    if tail:
+        yield tail, line
+
+
 def _decode_lines(
-    data: bytes, encoding: str, drop_empty_lines: bool, shown: str, policy: ReadErrorPolicy
+    data: bytes,
+    encoding: str,
+    drop_empty_lines: bool,
+    shown: str,
+    policy: ReadErrorPolicy,
+    first_line: int = 1,
 ) -> list[str]:
+    """``data`` decoded and cut into lines; ``first_line``: the file's line number of its first line."""
     try:
         return split_lines(data.decode(encoding), drop_empty_lines)
     except UnicodeDecodeError as exc:
-        first_bad = data.count(b"\n", 0, exc.start) + 1
+        first_bad = first_line + data.count(b"\n", 0, exc.start)
         if policy.mode == "raise":
             policy.bad_row(shown, first_bad, f"cannot decode as {encoding}: {exc.reason}")
     # Skip mode: decode line by line, dropping (and counting) only the lines that fail.
@@ -57,7 +91,7 @@ def _decode_lines(
     raw_lines = data.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()
-    for lineno, raw in enumerate(raw_lines, start=1):
+    for lineno, raw in enumerate(raw_lines, start=first_line):
         try:
             out.extend(split_lines(raw.decode(encoding) + "\n", drop_empty_lines))
         except UnicodeDecodeError as exc:
@@ -76,7 +110,8 @@ def read_text_unit(
     drop_empty_lines: bool = True,
     compression: str | None = "infer",
 ) -> Iterator[pa.Table]:
-    """Reader for one file: a table with one string row per line.
+    """Reader for one file: tables with one string row per line (a file ``options`` streams, in an
+    ASCII-compatible encoding: a table per chunk of lines).
 
     Example:
         >>> import tempfile, pathlib
@@ -87,10 +122,25 @@ def read_text_unit(
         >>> [t.to_pydict() for t in read_text_unit(LocalFileSystem(), unit, str(p), ReadErrorPolicy(), FileReadOptions())]
         [{'text': ['x', 'y']}]
     """
+    codec = codecs.lookup(encoding).name
+    strip_bom = codec in ("utf-8", "utf-8-sig")
+    if options.streams(unit.file) and codec in _LINE_FEED_SAFE:
+        # A BOM is taken off the first piece only: "utf-8-sig" would strip one at every piece.
+        piece_encoding = "utf-8" if strip_bom else encoding
+        yielded = False
+        with open_input(fs, unit.file.path, compression=compression) as stream:
+            for piece, first_line in line_feed_pieces(stream, options.stream_chunk_bytes):
+                if first_line == 1 and strip_bom and piece.startswith(codecs.BOM_UTF8):
+                    piece = piece[len(codecs.BOM_UTF8) :]
+                lines = _decode_lines(piece, piece_encoding, drop_empty_lines, shown, policy, first_line)
+                if lines or not yielded:
+                    yield pa.table({"text": pa.array(lines, type=pa.string())})
+                    yielded = True
+        if not yielded:
+            yield pa.table({"text": pa.array([], type=pa.string())})
+        return
     data = read_input_bytes(fs, unit.file.path, compression=compression)
-    if encoding.lower().replace("-", "").replace("_", "") in ("utf8", "utf8sig") and data.startswith(
-        codecs.BOM_UTF8
-    ):
+    if strip_bom and data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     lines = _decode_lines(data, encoding, drop_empty_lines, shown, policy)
     typ = pa.string() if len(data) < 2**31 - 1 else pa.large_string()
