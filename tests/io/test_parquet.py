@@ -574,14 +574,18 @@ def test_include_paths_fills_path_for_files_without_a_path_column(tmp_path):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_a_partition_key_some_files_hold_as_a_column_has_one_type(tmp_path, fresh_data_context, num_workers):
+def test_a_partition_value_stands_in_for_a_file_column_of_its_key(tmp_path, fresh_data_context, num_workers):
+    """As in Ray and pyarrow: the path's x=9 wins over the file's column x (1), typed as that column."""
     fresh_data_context.num_workers = num_workers
     for key, table in (("9", pa.table({"x": [1]})), ("8", pa.table({"y": [2]}))):
         (tmp_path / f"x={key}").mkdir()
         pq.write_table(table, tmp_path / f"x={key}" / "p.parquet")
     ds = rd.read_parquet(str(tmp_path), partitioning="hive")
-    assert sorted(ds.to_pandas()["x"].tolist()) == [1, 8]  # the file's 1 wins in x=9; x=8's key as int64
-    assert sorted((r["x"], r["y"]) for r in ds.take_all()) == [(1, None), (8, 2)]
+    assert sorted(ds.to_pandas()["x"].tolist()) == [8, 9]  # one type: int64
+    assert sorted((r["x"], r["y"]) for r in ds.take_all()) == [(8, 2), (9, None)]
+    assert rd.read_parquet(str(tmp_path), partitioning="hive", filter=pc.field("x") == 9).take_all() == [{"x": 9, "y": None}]
+    one = rd.read_parquet(str(tmp_path / "x=9"), partitioning=rd.Partitioning("hive", base_dir=str(tmp_path)))
+    assert one.take_all() == [{"x": 9}]
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -599,3 +603,83 @@ def test_a_filter_sees_a_missing_column_as_nulls_and_hive_keys_as_columns(tmp_pa
     assert read([("b", ">", 5)]) == [2]
     assert read(pc.field("year") == "2024") == [3]
     assert read(pc.field("year") == "2023", columns=["a", "year"]) == [1, 2]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("filter_", ["expression", "dnf"])
+def test_a_filter_on_a_hive_key_left_out_of_columns(tmp_path, fresh_data_context, num_workers, filter_):
+    fresh_data_context.num_workers = num_workers
+    for year in (2023, 2024):
+        (tmp_path / f"year={year}").mkdir()
+        pq.write_table(pa.table({"x": [year, year + 1]}), tmp_path / f"year={year}" / "p.parquet")
+    test = pc.field("year") == "2024" if filter_ == "expression" else [("year", "=", "2024")]
+    ds = rd.read_parquet(str(tmp_path), partitioning="hive", columns=["x"], filter=test)
+    assert ds.take_all() == [{"x": 2024}, {"x": 2025}]  # filtered on the key, which is not a column
+
+
+def files_with_a_late_column(path: pathlib.Path, late: pa.Table) -> None:
+    """Files 0 and 1 with a column x (and y all null); file 2 (past a sample of 2) ``late``."""
+    for i in range(2):
+        pq.write_table(pa.table({"x": [i], "y": pa.nulls(1)}), path / f"{i}.parquet")
+    pq.write_table(late, path / "2.parquet")
+
+
+def test_a_column_asked_for_that_only_files_past_the_sample_have_is_in_every_block(tmp_path, monkeypatch):
+    from torchray_loader.io import parquet as parquet_mod
+
+    monkeypatch.setattr(parquet_mod, "SCHEMA_SAMPLE_FILES", 2)
+    files_with_a_late_column(tmp_path, pa.table({"x": [2], "late": ["l"]}))
+    ds = rd.read_parquet(str(tmp_path), columns=["late", "x"], override_num_blocks=3)
+    want = pa.schema([("late", pa.string()), ("x", pa.int64())])
+    assert [b.schema for b in ds.iter_internal_blocks()] == [want] * 3
+    assert ds.schema().names == ["late", "x"]
+    assert ds.select_columns(["late"]).take_all() == [{"late": None}, {"late": None}, {"late": "l"}]
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_a_column_all_null_in_the_sample_takes_a_later_files_type(tmp_path, monkeypatch, fresh_data_context, num_workers):
+    from torchray_loader.io import parquet as parquet_mod
+
+    fresh_data_context.num_workers = num_workers
+    monkeypatch.setattr(parquet_mod, "SCHEMA_SAMPLE_FILES", 2)
+    files_with_a_late_column(tmp_path, pa.table({"x": [2], "y": [5]}))
+    ds = rd.read_parquet(str(tmp_path), override_num_blocks=3)
+    assert {b.schema.field("y").type for b in ds.iter_internal_blocks()} == {pa.int64()}
+    ds.write_parquet(str(tmp_path / "out"))
+    assert pq.read_table(tmp_path / "out").column("y").to_pylist() == [None, None, 5]
+
+
+def test_tensor_columns_of_two_dtypes_are_an_error_naming_the_file(tmp_path):
+    """Ray refuses them too ("Can't unify tensor types with divergent scalar types")."""
+    rd.from_items([{"t": np.ones((2, 2), np.float32)}]).write_parquet(str(tmp_path / "a"))
+    rd.from_items([{"t": np.ones((2, 2), np.float64)}]).write_parquet(str(tmp_path / "b"))
+    paths = [str(tmp_path / "a"), str(tmp_path / "b")]
+    with pytest.raises(ReadError, match=r"b/part-000000.parquet: tensor column 't' .*dtype=double.*dtype=float\)"):
+        rd.read_parquet(paths).to_pandas()
+    ds = rd.read_parquet(paths, on_read_error="skip", read_error_budget=1)
+    assert ds.to_pandas().shape == (1, 1)
+
+
+def test_only_the_selected_columns_of_files_must_unify(tmp_path):
+    pq.write_table(pa.table({"a": [1], "b": [1]}), tmp_path / "f0.parquet")
+    pq.write_table(pa.table({"a": ["s"], "b": [1.5]}), tmp_path / "f1.parquet")  # a: string here
+    ds = rd.read_parquet(str(tmp_path), columns=["b"])
+    assert ds.take_all() == [{"b": 1.0}, {"b": 1.5}]
+    with pytest.raises(ReadError, match="f1.parquet: schema conflicts"):
+        rd.read_parquet(str(tmp_path)).take_all()
+
+
+def test_the_scan_for_a_columns_type_reads_a_bounded_number_of_footers(tmp_path, monkeypatch):
+    """A column null in every file would otherwise have every footer read at planning time."""
+    from torchray_loader.io import parquet as parquet_mod
+
+    monkeypatch.setattr(parquet_mod, "SCHEMA_SAMPLE_FILES", 2)
+    monkeypatch.setattr(parquet_mod, "SCHEMA_SCAN_MAX_FILES", 4)
+    for i in range(10):
+        pq.write_table(pa.table({"x": [i], "y": pa.nulls(1)}), tmp_path / f"{i}.parquet")
+    read = []
+    footer_schema = parquet_mod._footer_schema
+    monkeypatch.setattr(parquet_mod, "_footer_schema", lambda fs, path: read.append(path) or footer_schema(fs, path))
+    ds = rd.read_parquet(str(tmp_path))
+    assert len(read) == 2 + 4
+    assert ds.count() == 10 and ds.schema().types[1] == pa.null()

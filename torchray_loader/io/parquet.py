@@ -6,11 +6,14 @@ back as they were written. A file whose schema carries pickled Python objects is
 ``DataContext.allow_pickle`` (promise 8). A truncated or corrupt file is a :class:`ReadError`
 naming it, and so is a file whose schema conflicts with its siblings'. When the read is planned the
 footers of its first ``SCHEMA_SAMPLE_FILES`` files are read (in the consumer) and unified into the
-read's schema, as Ray does; every file is checked against it as it is read and comes out in it: a
-column the file lacks is all nulls, a column the read's schema lacks comes after the read's (Ray
-leaves it out: that would lose data), types are cast to the read's. A column whose type cannot be
-unified (``int64`` here, ``string`` there) is an error, or a skipped file under the skip policy.
-``columns`` orders the output columns, partition keys among them.
+read's schema, as Ray does (with ``columns``, only theirs must unify); a column the read yields
+that the sample lacks (asked for in ``columns``) or has all null is typed from the footers after
+it that have it (up to ``SCHEMA_SCAN_MAX_FILES`` of them). Every file is checked against the read's schema as it is read and comes out in
+it: a column the file lacks is all nulls, a column the read's schema lacks comes after the read's
+(Ray leaves it out: that would lose data), types are cast to the read's. A column whose type
+cannot be unified (``int64`` here, ``string`` there; tensors of two dtypes) is an error, or a
+skipped file under the skip policy. ``columns`` orders the output columns, partition keys among
+them; a partition value stands in for a file column of its key's name (as in Ray).
 
 Files larger than ``DataContext.target_max_block_size`` have their footer read when the read is
 planned (in the consumer) and are cut into units of whole row groups of about that size, so one
@@ -37,25 +40,28 @@ import concurrent.futures
 import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import blocks as _blocks  # noqa: F401 - registers the tensor extension types before reading
-from ..blocks.tensors import is_tensor_type
+from ..blocks.tensors import is_tensor_type, type_display_name
 from ..errors import ReadError
 from .errors import ReadErrorPolicy, refuse_pickled
 from .paths import (
     MIN_READ_TASKS,
     FileInfo,
     FileReadOptions,
+    Partitioning,
     ReadUnit,
     ReadUnits,
+    _as_partitioning,
     _constant_column,
     _is_plain_local_fs,
     display_path,
+    parse_partitions,
     plan_read,
 )
 from .read_task import ReadTask
@@ -73,6 +79,9 @@ MIN_PART_BYTES = 1 << 20
 
 #: The read's schema unifies the footers of (at most) this many of its first files, as Ray's does.
 SCHEMA_SAMPLE_FILES = 16
+#: At most this many files after the sample have their footers read to type a column the sample
+#: leaves untyped (a bound on planning time: on S3 each footer is a request).
+SCHEMA_SCAN_MAX_FILES = 256
 
 
 def _as_expression(filter: Any) -> Any:
@@ -162,6 +171,7 @@ def read_parquet_unit(
     columns: Sequence[str] | None = None,
     filter: Any = None,
     reference: tuple[str, pa.Schema] | None = None,
+    filter_partitioning: Partitioning | None = None,
 ) -> Iterator[pa.Table]:
     """Reader for one parquet file or one run of its row groups (``unit.part``).
 
@@ -169,6 +179,8 @@ def read_parquet_unit(
     file's own); a conflicting schema is a :class:`ReadError` naming both files, and tables come
     out in the read's schema (:func:`_conformed`). With ``columns`` only those columns' chunks (and
     the footer) are read from storage; the output has them in that order (partition keys included).
+    ``filter_partitioning``: the read's, where ``columns`` leave out partition keys (``unit.file``
+    holds only those among them) that ``filter`` may test: their values come from the path.
 
     Example:
         >>> import tempfile, pathlib
@@ -188,6 +200,7 @@ def read_parquet_unit(
         read_cols = _columns_to_read(schema, cols, filter, expr)
         read_schema = None if reference is None else reference[1]
         partitions = dict(unit.file.partitions)
+        tested = partitions if filter_partitioning is None else dict(parse_partitions(unit.file.path, filter_partitioning))
         conform = functools.partial(
             _conformed,
             read_schema=read_schema,
@@ -196,7 +209,7 @@ def read_parquet_unit(
             shown=shown,
             include_paths=options.include_paths,
         )
-        testable = functools.partial(_with_filter_columns, read_schema=read_schema, partitions=partitions, shown=shown)
+        testable = functools.partial(_with_filter_columns, read_schema=read_schema, partitions=tested, shown=shown)
         produced = False
         for rg in groups:
             table = pf.read_row_group(rg, columns=read_cols)
@@ -213,12 +226,13 @@ def read_parquet_unit(
 def _with_filter_columns(
     table: pa.Table, *, read_schema: pa.Schema | None, partitions: Mapping[str, Any], shown: str
 ) -> pa.Table:
-    """``table`` with what a filter may test and the file lacks: its partition keys (their values)
-    and the read's other columns (nulls), so a filter sees every file as the read yields it."""
+    """``table`` with what a filter may test: its partition keys (their values, in place of a file
+    column of that name) and the read's columns the file lacks (nulls), so a filter sees every file
+    as the read yields it."""
     for key, value in partitions.items():
-        if key not in table.column_names:
-            column = _partition_column(value, _read_field(read_schema, key), table.num_rows, shown)
-            table = table.append_column(key, column)
+        column = _partition_column(table, key, value, read_schema, shown)
+        index = table.schema.get_field_index(key)
+        table = table.append_column(key, column) if index < 0 else table.set_column(index, key, column)
     for field in read_schema if read_schema is not None else ():
         if field.name not in table.column_names:
             table = table.append_column(field.name, pa.nulls(table.num_rows, field.type))
@@ -230,9 +244,13 @@ def _read_field(read_schema: pa.Schema | None, name: str) -> pa.Field | None:
     return None if read_schema is None or index < 0 else read_schema.field(index)
 
 
-def _partition_column(value: Any, read_field: pa.Field | None, num_rows: int, shown: str) -> pa.ChunkedArray:
-    """A partition key's value for every row, typed as the files that hold the key as a column have it."""
-    return _cast_to_read_type(pa.chunked_array([_constant_column(value, num_rows)]), read_field, shown)
+def _partition_column(
+    table: pa.Table, key: str, value: Any, read_schema: pa.Schema | None, shown: str
+) -> pa.ChunkedArray:
+    """Partition ``key``'s ``value`` for every row of ``table``, typed as the read's column ``key``
+    (files that hold the key as a column), else as ``table``'s own column of that name."""
+    field = _read_field(read_schema, key) or _read_field(table.schema, key)
+    return _cast_to_read_type(pa.chunked_array([_constant_column(value, table.num_rows)]), field, shown)
 
 
 def _output_columns(
@@ -262,29 +280,29 @@ def _conformed(
     """``table`` (a file's columns) as every file of the read yields it: the columns of
     :func:`_output_columns`, a column the file lacks all nulls of the read's type, a file column
     cast to the read's type, file columns the read's schema lacks kept after its own (Ray leaves
-    them out, which loses data). A file column wins over a partition value of the same name; a
-    partition value stands in (cast to the read's type) where the file lacks that column, and so
-    does the file's path for a ``path`` column under ``include_paths``. Field and schema metadata
-    are the file's."""
-    if columns is None and (read_schema is None or table.schema.equals(read_schema)):
+    them out, which loses data). A partition value (cast to the read's type) stands in for a
+    column of its key, the file's own too (as in Ray and pyarrow); the file's path does for a
+    ``path`` column the file lacks under ``include_paths``. Field and schema metadata are the file's."""
+    shadowed = not partitions.keys().isdisjoint(table.column_names)
+    if columns is None and not shadowed and (read_schema is None or table.schema.equals(read_schema)):
         return table  # the common case: every file alike
     fields: list[pa.Field] = []
     arrays: list[pa.Array | pa.ChunkedArray] = []
     for name in _output_columns(table, read_schema, columns, partitions):
         read_field = _read_field(read_schema, name)
-        if table.schema.get_field_index(name) >= 0:
-            column = _cast_to_read_type(table.column(name), read_field, shown)
-            fields.append(table.schema.field(name).with_type(column.type))
-            arrays.append(column)
-            continue
+        own = _read_field(table.schema, name)
+        column: pa.Array | pa.ChunkedArray
         if name in partitions:
-            arrays.append(_partition_column(partitions[name], read_field, table.num_rows, shown))
+            column = _partition_column(table, name, partitions[name], read_schema, shown)
+        elif own is not None:
+            column = _cast_to_read_type(table.column(name), read_field, shown)
         elif name == "path" and include_paths:  # where other files hold a column "path": this file's
-            arrays.append(_constant_column(shown, table.num_rows))
+            column = _constant_column(shown, table.num_rows)
         else:
             assert read_field is not None  # _output_columns names nothing else
-            arrays.append(pa.nulls(table.num_rows, read_field.type))
-        fields.append(pa.field(name, arrays[-1].type))
+            column = pa.nulls(table.num_rows, read_field.type)
+        fields.append((own or pa.field(name, column.type)).with_type(column.type))
+        arrays.append(column)
     if not fields:
         return table.select([])  # keeps the row count
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=table.schema.metadata))
@@ -292,7 +310,7 @@ def _conformed(
 
 def _cast_to_read_type(column: pa.ChunkedArray, field: pa.Field | None, shown: str) -> pa.ChunkedArray:
     """``column`` as the read's type for it. Tensor columns keep theirs (blocks unify shapes), and
-    so does a column all null in the sampled files (its type is ``null``)."""
+    so does a column all null in every footer the plan read (its type is ``null``)."""
     if field is None or column.type == field.type or pa.types.is_null(field.type):
         return column
     if is_tensor_type(column.type) or is_tensor_type(field.type):
@@ -344,9 +362,19 @@ def count_parquet_rows(
 
 
 def _check_schema(schema: pa.Schema, reference: tuple[str, pa.Schema], cols: list[str] | None, shown: str) -> None:
+    """Raise a :class:`ReadError` naming ``shown`` and both types where a column of ``cols`` (all:
+    ``None``) does not unify with the read's. Tensor columns of different shapes are fine (blocks
+    unify them into a variable-shape column); of different dtypes they are not (as in Ray)."""
     ref_path, ref = reference
-    # Tensor columns of different shapes are fine: blocks unify them into a variable-shape column.
     tensors = {f.name for f in ref if is_tensor_type(f.type)} & {f.name for f in schema if is_tensor_type(f.type)}
+    for name in sorted(tensors & set(schema.names if cols is None else cols)):
+        ours, theirs = schema.field(name).type, ref.field(name).type
+        if ours.value_type != theirs.value_type:
+            raise ReadError(
+                shown,
+                f"tensor column {name!r} is {type_display_name(ours)}, the read's (of {ref_path} and the files "
+                f"after it) {type_display_name(theirs)}: a column's tensors must have one dtype",
+            )
 
     def kept(s: pa.Schema) -> pa.Schema:
         return pa.schema([f for f in s if f.name not in tensors and (cols is None or f.name in cols)])
@@ -367,44 +395,77 @@ def _footer_schema(fs: Any, path: str) -> pa.Schema | None:
         return None
 
 
-def _unified(schema: pa.Schema, other: pa.Schema) -> pa.Schema | None:
+def _footer_schemas(fs: Any, files: Sequence[FileInfo]) -> list[pa.Schema | None]:
+    """:func:`_footer_schema` of each of ``files``; remote footers are read in parallel (one
+    request's latency each)."""
+    paths = [f.path for f in files]
+    if _is_plain_local_fs(fs) or len(paths) <= 1:
+        return [_footer_schema(fs, p) for p in paths]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(paths)) as pool:
+        return list(pool.map(functools.partial(_footer_schema, fs), paths))
+
+
+def _unified(schema: pa.Schema, other: pa.Schema, columns: Sequence[str] | None = None) -> pa.Schema | None:
     """``schema`` widened by ``other`` (new columns after its own, types promoted); ``None`` when
-    they conflict. A tensor column keeps ``schema``'s type: blocks unify tensor shapes."""
+    a column of ``columns`` (all: ``None``) conflicts. A column not among ``columns`` that conflicts
+    keeps ``schema``'s type (only a filter sees it). A tensor column keeps ``schema``'s type: blocks
+    unify tensor shapes, and each file's task checks its dtype (:func:`_check_schema`)."""
     tensors = {f.name for f in schema if is_tensor_type(f.type)}
     other = pa.schema([f for f in other if f.name not in tensors or not is_tensor_type(f.type)])
-    try:
-        return pa.unify_schemas([schema, other], promote_options="permissive")
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
+    tries = [other]
+    if columns is not None:
+        tries.append(pa.schema([f for f in other if f.name in columns or schema.get_field_index(f.name) < 0]))
+    for candidate in tries:
+        try:
+            return pa.unify_schemas([schema, candidate], promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            continue
+    return None
 
 
-def _read_schema(fs: Any, files: list[FileInfo]) -> tuple[str, pa.Schema] | None:
+def _untyped(schema: pa.Schema, columns: Sequence[str] | None, known: Collection[str]) -> set[str]:
+    """Columns the read yields (``columns``, else ``schema``'s) whose type ``schema`` does not
+    tell: absent from it (and not ``known``: partition keys, ``path``), or all null (type ``null``)."""
+    fields = {name: _read_field(schema, name) for name in (schema.names if columns is None else columns)}
+    return {name for name, field in fields.items() if name not in known and (field is None or pa.types.is_null(field.type))}
+
+
+def _read_schema(
+    fs: Any, files: list[FileInfo], columns: Sequence[str] | None = None, known: Collection[str] = ()
+) -> tuple[str, pa.Schema] | None:
     """``(display path of the first readable file, unified schema)`` of the footers of the first
     ``SCHEMA_SAMPLE_FILES`` files, as Ray infers a read's schema; ``None`` if no footer reads.
 
-    A file whose footer does not read or whose schema conflicts with the files before it is left
-    out: its own task reports it. Remote footers are read in parallel (one request's latency each)."""
-    sample = files[:SCHEMA_SAMPLE_FILES]
-    paths = [f.path for f in sample]
-    if _is_plain_local_fs(fs) or len(sample) == 1:
-        schemas = [_footer_schema(fs, p) for p in paths]
-    else:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(sample)) as pool:
-            schemas = list(pool.map(functools.partial(_footer_schema, fs), paths))
+    A file whose footer does not read, or whose schema conflicts with the files before it in
+    ``columns`` (all: ``None``), is left out: its own task reports it. A column of the read that the
+    sample does not type (:func:`_untyped`: asked for in ``columns`` but absent, or all null) takes
+    its type from the footers of the files after it that have one, read ``SCHEMA_SAMPLE_FILES`` at
+    a time until every such column has one (so each column of a read has one type in all its
+    blocks) or ``SCHEMA_SCAN_MAX_FILES`` more were read."""
     read: tuple[str, pa.Schema] | None = None
-    for path, schema in zip(paths, schemas, strict=True):
-        if schema is None:
-            continue
-        if read is None:
-            read = display_path(fs, path), schema
-            continue
-        widened = _unified(read[1], schema)
-        if widened is not None:
-            read = read[0], widened
+    scanned = min(len(files), SCHEMA_SAMPLE_FILES + SCHEMA_SCAN_MAX_FILES)
+    for start in range(0, scanned, SCHEMA_SAMPLE_FILES):
+        pending = None if read is None or start == 0 else _untyped(read[1], columns, known)
+        if start > 0 and not pending:
+            break
+        chunk = files[start : start + SCHEMA_SAMPLE_FILES]
+        for file, schema in zip(chunk, _footer_schemas(fs, chunk), strict=True):
+            if schema is None:
+                continue
+            if read is None:
+                read = display_path(fs, file.path), schema
+                continue
+            if pending is not None:
+                schema = pa.schema([f for f in schema if f.name in pending])
+            widened = _unified(read[1], schema, columns)
+            if widened is not None:
+                read = read[0], widened
     return read
 
 
-def _plan_units(target_bytes: int, reader_kwargs: dict[str, Any], fs: Any, files: list[FileInfo]) -> list[ReadUnit]:
+def _plan_units(
+    target_bytes: int, reader_kwargs: dict[str, Any], include_paths: bool, fs: Any, files: list[FileInfo]
+) -> list[ReadUnit]:
     """``make_units`` for :func:`plan_read`: row-group units, and the reference schema, which goes
     into ``reader_kwargs`` before the tasks are built from them. With ``columns``, partition values
     of keys not among them are dropped, so they do not become columns (as in Ray)."""
@@ -412,7 +473,8 @@ def _plan_units(target_bytes: int, reader_kwargs: dict[str, Any], fs: Any, files
     if columns is not None:
         files = [dataclasses.replace(f, partitions=tuple(kv for kv in f.partitions if kv[0] in columns)) for f in files]
     if len(files) > 1:
-        reader_kwargs["reference"] = _read_schema(fs, files)
+        known = {k for f in files for k, _ in f.partitions} | ({"path"} if include_paths else set())
+        reader_kwargs["reference"] = _read_schema(fs, files, columns, known)
     return _row_group_units(target_bytes, fs, files)
 
 
@@ -496,11 +558,15 @@ def plan_parquet(
     _as_expression(filter)  # a malformed filter fails here, in the caller
     ctx = DataContext.get_current()
     reader_kwargs = {"columns": None if columns is None else list(columns), "filter": filter}
+    if filter is not None and columns is not None:
+        reader_kwargs["filter_partitioning"] = _as_partitioning(kwargs.get("partitioning"))
     return plan_read(
         paths,
         read_parquet_unit,
         reader_kwargs,
-        make_units=functools.partial(_plan_units, ctx.target_max_block_size, reader_kwargs),
+        make_units=functools.partial(
+            _plan_units, ctx.target_max_block_size, reader_kwargs, bool(kwargs.get("include_paths"))
+        ),
         size_ratio=PARQUET_SIZE_RATIO,
         # A filter's count depends on the rows' values: only reading tells it.
         count_rows=None if filter is not None else functools.partial(_footer_counter, reader_kwargs, ctx.allow_pickle),
