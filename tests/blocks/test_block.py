@@ -6,7 +6,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from torchray_loader.blocks import block_from_batch, block_to_batch, column_from_values, take_rows
+from torchray_loader.blocks import (
+    block_from_batch,
+    block_to_batch,
+    column_from_values,
+    column_to_numpy,
+    concat_blocks,
+    take_rows,
+)
 
 
 def _chunked_table(sizes):
@@ -154,3 +161,55 @@ def test_pandas_batches_keep_a_timestamps_zone_and_a_dates_type():
     assert df["t"][0] == stamp and str(df["t"][0].tz) == "Asia/Tokyo"
     assert df["d"][0] == datetime.date(2024, 1, 2)
     assert block_from_batch(df).schema == table.schema  # an identity map_batches keeps the types
+
+
+STAMP_NS = 1_704_164_645_123_456_789  # 2024-01-02 03:04:05.123456789 UTC
+
+
+def stamp_in_zone_by_block(row: dict) -> dict:
+    """``map`` UDF: the same instant in UTC for rows 0-1, in Tokyo for rows 2-3 (other blocks)."""
+    import pandas as pd
+
+    return {"v": pd.Timestamp(STAMP_NS + row["id"], tz="UTC" if row["id"] < 2 else "Asia/Tokyo")}
+
+
+def stamp_zoned_then_naive(row: dict) -> dict:
+    import pandas as pd
+
+    stamp = pd.Timestamp(STAMP_NS + row["id"])
+    return {"v": stamp.tz_localize("UTC") if row["id"] < 2 else stamp}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("num_blocks", [1, 2])
+@pytest.mark.parametrize("udf", [stamp_in_zone_by_block, stamp_zoned_then_naive])
+def test_map_timestamps_of_several_zones_merge_as_naive_utc_instants_as_rays(udf, num_blocks, num_workers):
+    """Ray's row ``map`` makes zoned ``pd.Timestamp``s naive UTC ``timestamp[ns]``; here a zone is
+    kept while one zone is all there is, and where zones differ (in one block, or between blocks that
+    a batch or ``to_pandas`` merges) the values become Ray's naive UTC instants."""
+    import pandas as pd
+
+    import torchray_loader as rd
+
+    rd.DataContext.get_current().num_workers = num_workers
+    ds = rd.range(4, override_num_blocks=num_blocks).map(udf)
+    want = [pd.Timestamp(STAMP_NS + i) for i in range(4)]
+    [batch] = ds.iter_batches(batch_size=4, batch_format="pyarrow")
+    assert batch.schema.field("v").type == pa.timestamp("ns") and batch.column("v").to_pylist() == want
+    [batch] = ds.iter_batches(batch_size=4)
+    assert batch["v"].tolist() == [t.value for t in want]  # datetime64[ns] as ints
+    assert ds.to_pandas()["v"].tolist() == want
+    assert [r["v"].value for r in ds.take_all()] == [t.value for t in want]  # each row's instant
+
+
+def test_concat_blocks_unifies_zones_and_ragged_tensors_and_names_what_it_cannot():
+    zoned = pa.table({"v": pa.array([STAMP_NS], pa.timestamp("ns", tz="Asia/Tokyo"))})
+    naive_us = pa.table({"v": pa.array([STAMP_NS // 1000], pa.timestamp("us"))})
+    merged = concat_blocks([zoned, naive_us])
+    assert merged.schema.field("v").type == pa.timestamp("ns")
+    assert merged.column("v").cast(pa.int64()).to_pylist() == [STAMP_NS, STAMP_NS // 1000 * 1000]
+    ragged = block_from_batch({"t": [np.zeros(1), np.zeros(2)]})
+    fixed = block_from_batch({"t": np.ones((1, 3))})
+    assert [a.shape for a in column_to_numpy(concat_blocks([ragged, fixed]).column("t"))] == [(1,), (2,), (3,)]
+    with pytest.raises(ValueError, match=r"Field v .*timestamp\[ns, tz=Asia/Tokyo\] vs string"):
+        concat_blocks([zoned, pa.table({"v": ["x"]})])

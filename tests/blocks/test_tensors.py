@@ -128,3 +128,75 @@ def test_tensors_numpy_cannot_hold_become_object_columns():
         column = column_from_values(values)
         back = column_to_numpy(column)
         assert len(back) == 3 and all(t.dtype == torch.bfloat16 and torch.equal(t, r) for t, r in zip(back, rows, strict=True))
+
+
+# ------------------------------------------------------------------ bool tensors, as Ray's tensor columns
+
+
+def test_bool_arrays_and_tensors_become_bool_tensor_columns():
+    """Ray makes bool arrays a bool tensor column (``ArrowTensorTypeV2(shape=..., dtype=bool)``);
+    Arrow packs the values into bits, so they come back as a copy, exactly."""
+    masks = np.random.default_rng(0).random((7, 2, 3)) > 0.5
+    for values in (masks, torch.from_numpy(masks), list(masks), [torch.from_numpy(m) for m in masks]):
+        column = column_from_values(values)
+        assert isinstance(column.type, pa.FixedShapeTensorType)
+        back = column_to_numpy(column)
+        assert back.dtype == np.bool_ and back.shape == (7, 2, 3) and np.array_equal(back, masks)
+        assert np.array_equal(column_to_numpy(column.slice(3, 3)), masks[3:6])  # not byte-aligned
+    ragged = column_to_numpy(column_from_values([np.ones(2, bool), np.zeros(3, bool)]))
+    assert [(r.dtype, r.tolist()) for r in ragged] == [(np.bool_, [True, True]), (np.bool_, [False] * 3)]
+    assert column_from_values([torch.tensor(True), torch.tensor(False)]).to_pylist() == [True, False]
+    assert str(Schema(block_from_batch({"m": masks}).schema)).endswith("m       numpy.ndarray(shape=(2, 3), dtype=bool)")
+
+
+class BoolSamples(torch.utils.data.Dataset):
+    """A segmentation-style dataset: ``(image, mask)`` samples, the mask a bool tensor."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return torch.full((2,), float(i)), bool_mask(i)
+
+
+def bool_mask(i: int) -> torch.Tensor:
+    return torch.tensor([[i % 2 == 0, True, False], [i % 3 == 0, False, True]])
+
+
+def mask_of_sample(row: dict) -> dict:
+    return {"mask": row["item"][1]}
+
+
+def masks_of_batch(batch: dict) -> dict:
+    return {"mask": torch.stack([bool_mask(int(i)) for i in batch["id"]])}
+
+
+def mask_array_of_row(row: dict) -> dict:
+    return {"mask": bool_mask(row["id"]).numpy()}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("pipeline", ["from_torch_map", "map_batches", "map"])
+def test_bool_tensor_columns_round_trip_in_every_consumer(pipeline, num_workers, tmp_path):
+    import torchray_loader as rd
+
+    rd.DataContext.get_current().num_workers = num_workers
+    if pipeline == "from_torch_map":
+        ds = rd.from_torch(BoolSamples(), override_num_blocks=2).map(mask_of_sample)
+    elif pipeline == "map_batches":
+        ds = rd.range(6, override_num_blocks=2).map_batches(masks_of_batch, batch_size=2)
+    else:
+        ds = rd.range(6, override_num_blocks=2).map(mask_array_of_row)
+    want = torch.stack([bool_mask(i) for i in range(6)])
+    assert str(ds.schema()).endswith("mask    numpy.ndarray(shape=(2, 3), dtype=bool)")
+    [batch] = ds.iter_batches(batch_size=6)
+    assert batch["mask"].dtype == np.bool_ and np.array_equal(batch["mask"], want.numpy())
+    [tensors] = ds.iter_torch_batches(batch_size=6)
+    assert tensors["mask"].dtype == torch.bool and torch.equal(tensors["mask"], want)
+    rows = ds.take_all()
+    assert all(r["mask"].dtype == np.bool_ and np.array_equal(r["mask"], m) for r, m in zip(rows, want.numpy(), strict=True))
+    cells = ds.to_pandas()["mask"]
+    assert all(c.dtype == np.bool_ and np.array_equal(c, m) for c, m in zip(cells, want.numpy(), strict=True))
+    ds.write_parquet(str(tmp_path))
+    [back] = rd.read_parquet(str(tmp_path)).iter_batches(batch_size=6)
+    assert back["mask"].dtype == np.bool_ and np.array_equal(np.sort(back["mask"], axis=0), np.sort(want.numpy(), axis=0))

@@ -21,6 +21,7 @@ from .tensors import (
     column_from_values,
     column_to_numpy,
     is_tensor_type,
+    without_time_zone,
 )
 
 __all__ = [
@@ -352,7 +353,9 @@ def first_rows(blocks: Iterable[B], n: int) -> Iterator[B]:
 
 
 def concat_blocks(blocks: Sequence[pa.Table]) -> pa.Table:
-    """Concatenate blocks with compatible schemas (null-typed columns promote).
+    """Concatenate blocks with compatible schemas (null-typed columns promote, a tensor column whose
+    shape differs between blocks becomes variable-shape, and a timestamp column whose time zone
+    differs between blocks naive UTC, as Ray's row ``map`` makes such values).
 
     Example:
         >>> import pyarrow as pa
@@ -368,7 +371,7 @@ def concat_blocks(blocks: Sequence[pa.Table]) -> pa.Table:
         return pa.concat_tables(blocks)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         pass
-    blocks = _unify_tensor_columns(blocks)
+    blocks = _unify_time_zones(_unify_tensor_columns(blocks))
     try:
         return pa.concat_tables(blocks, promote_options="permissive")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -421,13 +424,23 @@ def take_rows(block: pa.Table, indices: np.ndarray) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=block.schema)
 
 
+def _column_types(blocks: Sequence[pa.Table]) -> dict[str, list[pa.DataType]]:
+    """Each column name (in first-appearance order) -> the distinct types the blocks holding it give
+    it (a list: extension types need not be hashable)."""
+    types: dict[str, list[pa.DataType]] = {}
+    for b in blocks:
+        for field in b.schema:
+            seen = types.setdefault(field.name, [])
+            if field.type not in seen:
+                seen.append(field.type)
+    return types
+
+
 def _unify_tensor_columns(blocks: Sequence[pa.Table]) -> list[pa.Table]:
     """Tensor columns whose shapes differ between blocks become variable-shape in every block."""
-    ragged = set()
-    for name in blocks[0].column_names:
-        types = {b.schema.field(name).type for b in blocks if name in b.column_names}
-        if len(types) > 1 and any(is_tensor_type(t) for t in types):
-            ragged.add(name)
+    ragged = {
+        name for name, types in _column_types(blocks).items() if len(types) > 1 and any(map(is_tensor_type, types))
+    }
     if not ragged:
         return list(blocks)
     out = []
@@ -437,5 +450,25 @@ def _unify_tensor_columns(blocks: Sequence[pa.Table]) -> list[pa.Table]:
             values = list(arr) if arr.dtype != object else list(arr)
             col = _variable_tensor_column([np.asarray(v) for v in values]) if values else b.column(name)
             b = b.set_column(b.column_names.index(name), name, col)
+        out.append(b)
+    return out
+
+
+def _unify_time_zones(blocks: Sequence[pa.Table]) -> list[pa.Table]:
+    """Timestamp columns whose time zone differs between blocks (zoned in some, naive in others
+    included) become naive in every block, each value keeping its UTC instant: Ray's row ``map``
+    makes every zoned ``pd.Timestamp`` so."""
+    naive = {
+        name for name, types in _column_types(blocks).items()
+        if len({t.tz for t in types if pa.types.is_timestamp(t)}) > 1
+    }
+    if not naive:
+        return list(blocks)
+    out = []
+    for b in blocks:
+        for name in naive & set(b.column_names):
+            index = b.column_names.index(name)
+            if pa.types.is_timestamp(b.schema.field(index).type):
+                b = b.set_column(index, name, without_time_zone(b.column(index)))
         out.append(b)
     return out

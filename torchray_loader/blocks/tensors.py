@@ -32,6 +32,7 @@ __all__ = [
     "is_tensor_type",
     "type_display_name",
     "uniform_object_column",
+    "without_time_zone",
 ]
 
 VARIABLE_SHAPE_TENSOR_NAME = "torchray.variable_shape_tensor"
@@ -132,12 +133,13 @@ def _fixed_tensor_type(dtype: np.dtype, shape: tuple[int, ...]) -> pa.DataType:
 
 
 def _fixed_tensor_column(arr: np.ndarray) -> pa.Array:
-    """A row-major fixed-shape tensor column over ``arr``'s memory (no copy when C-contiguous).
+    """A row-major fixed-shape tensor column over ``arr``'s memory (no copy when C-contiguous, except
+    for bool, whose values Arrow packs into bits as Ray's bool tensor columns hold them).
 
     Built from its storage directly: a fraction of ``FixedShapeTensorArray.from_numpy_ndarray``'s
     cost, which matters for the one-row tables a per-file reader makes."""
     arr = np.ascontiguousarray(arr)
-    if arr.dtype == np.bool_ or arr.dtype.kind not in "biuf":
+    if arr.dtype.kind not in "biuf":
         raise TypeError(f"unsupported tensor dtype {arr.dtype}")
     tensor_type = _fixed_tensor_type(arr.dtype, arr.shape[1:])
     row_size = int(np.prod(arr.shape[1:]))
@@ -195,27 +197,47 @@ def _is_pandas_temporal_type(t: type) -> bool:
     return t.__module__.startswith("pandas") and t.__name__ in ("Timestamp", "Timedelta")
 
 
-def _pandas_temporal_column(values: list[Any]) -> pa.Array | None:
+def _pandas_temporal_column(values: list[Any], types: set[type]) -> pa.Array | None:
     """``pd.Timestamp``/``pd.Timedelta`` values (``None`` among them) as a column in their own unit
-    (nanoseconds, where pyarrow's inference would cut them to microseconds), time zone kept; ``None``
-    when pandas cannot make one typed column of them (mixed time zones, other values)."""
+    (nanoseconds, where pyarrow's inference would cut them to microseconds), time zone kept;
+    timestamps of several zones (or zoned and naive ones) as naive UTC instants, as Ray's row ``map``
+    gives them (:func:`without_time_zone`). ``None`` when pandas cannot make one typed column of
+    them (other values among them)."""
     import pandas as pd
 
     series = pd.Series(values)
-    if series.dtype == object:
-        return None
     try:
-        return pa.array(series)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-        return None
+        if series.dtype != object:
+            return pa.array(series)
+        if types <= {pd.Timestamp, type(pd.NaT), type(None)}:
+            return without_time_zone(pa.array(pd.to_datetime(series, utc=True)))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, ValueError, OverflowError):
+        pass
+    return None
+
+
+def without_time_zone(col: pa.Array | pa.ChunkedArray) -> pa.Array | pa.ChunkedArray:
+    """A timestamp column as naive timestamps of the same unit holding the same UTC instants (a
+    zone-less column is returned as is). What Ray's row ``map`` makes of zoned ``pd.Timestamp``s,
+    and how columns whose zones differ between blocks are merged.
+
+    Example:
+        >>> import pyarrow as pa
+        >>> col = pa.array([0], pa.timestamp("ns", tz="Asia/Tokyo"))
+        >>> without_time_zone(col).type, without_time_zone(col)[0].value
+        (TimestampType(timestamp[ns]), 0)
+    """
+    t = col.type
+    return col if t.tz is None else col.cast(pa.timestamp(t.unit))
 
 
 def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
     """Build one Arrow column from what a UDF returned for it.
 
     ndarrays/tensors of ndim 1 become primitive columns, of ndim > 1 fixed-shape tensor columns; a list
-    of equal-shape arrays becomes a fixed-shape tensor column, of unequal shapes a variable-shape one;
-    scalars, strings, bytes and nested lists become native Arrow types; anything else an object column.
+    of equal-shape arrays becomes a fixed-shape tensor column, of unequal shapes a variable-shape one
+    (bool ones too, as Ray's bool tensor columns); scalars, strings, bytes and nested lists become
+    native Arrow types; anything else an object column.
 
     Example:
         >>> import numpy as np
@@ -234,7 +256,7 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
                 raise ValueError("a column must have one value per row, got a 0-d array")
             if values.ndim == 1:
                 return pa.array(values)
-            if values.dtype.kind in "biuf" and values.dtype != np.bool_:
+            if values.dtype.kind in "biuf":
                 return _fixed_tensor_column(values)
             return _object_column(list(values))
         values = list(values)
@@ -243,7 +265,7 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
     types = set(map(type, values))
     arraylike = [_is_arraylike_type(t) for t in types]  # per type, not per value
     if any(map(_is_pandas_temporal_type, types)):
-        temporal = _pandas_temporal_column(values)
+        temporal = _pandas_temporal_column(values, types)
         if temporal is not None:
             return temporal
     if arraylike and all(arraylike):
@@ -251,7 +273,7 @@ def column_from_values(values: Any) -> pa.Array | pa.ChunkedArray:
             arrays = [np.asarray(_as_numpy(v)) for v in values]
         except _NOT_NUMPY_ERRORS:
             return _object_column(values)
-        if all(a.dtype.kind in "biuf" and a.dtype != np.bool_ for a in arrays):
+        if all(a.dtype.kind in "biuf" for a in arrays):
             shapes = {a.shape for a in arrays}
             dtypes = {a.dtype for a in arrays}
             if len(shapes) == 1 and len(dtypes) == 1:
@@ -303,6 +325,19 @@ def _unpickle_objects(arr: pa.Array) -> np.ndarray:
     return out
 
 
+def _bool_tensor_to_numpy(arr: pa.Array) -> np.ndarray:
+    """A fixed-shape tensor column of bools as an ``(n, *shape)`` bool array, unpacked from Arrow's
+    bits (a copy; Arrow's own tensor conversion refuses bools). Null values read as their bits."""
+    t = arr.type
+    storage = arr.storage
+    row_size = int(np.prod(t.shape))
+    start = storage.values.offset + storage.offset * row_size
+    count = len(storage) * row_size
+    bits = np.frombuffer(storage.values.buffers()[1], dtype=np.uint8)[start // 8 :]
+    flat = np.unpackbits(bits, count=start % 8 + count, bitorder="little")[start % 8 :]
+    return flat.view(np.bool_).reshape(len(arr), *t.shape)
+
+
 def _variable_to_numpy(arr: pa.Array) -> np.ndarray:
     storage = arr.storage
     data = storage.field("data")
@@ -316,7 +351,8 @@ def _variable_to_numpy(arr: pa.Array) -> np.ndarray:
 
 
 def column_to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """One Arrow column as a numpy array (zero-copy for fixed-width columns without nulls).
+    """One Arrow column as a numpy array (zero-copy for fixed-width columns without nulls, except
+    bool tensors, whose values Arrow packs into bits).
 
     Fixed-shape tensors come back as an ``(n, *shape)`` array; ragged tensors, strings, lists and
     objects as 1-d object arrays.
@@ -329,7 +365,12 @@ def column_to_numpy(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     arr = _combine(col)
     t = arr.type
     if isinstance(t, pa.FixedShapeTensorType):
-        return arr.to_numpy_ndarray()
+        try:
+            return arr.to_numpy_ndarray()
+        except pa.ArrowTypeError:
+            if not pa.types.is_boolean(t.value_type):
+                raise
+            return _bool_tensor_to_numpy(arr)
     if isinstance(t, VariableShapeTensorType):
         return _variable_to_numpy(arr)
     if isinstance(t, PythonObjectType):
