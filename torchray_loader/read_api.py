@@ -310,8 +310,9 @@ def read_csv(
     """CSV files as a Dataset, parsed by ``pyarrow.csv`` (its ``read_options``/``parse_options``/
     ``convert_options`` pass through). A ragged row raises a ``ReadError`` naming file and line.
     As in Ray, every file found is read whatever its name (``file_extensions=["csv"]`` to filter);
-    ``.gz``/``.bz2``/``.zst``/``.lz4`` names are decompressed. A file of 64 MiB or more is parsed as it
-    is read, as Ray parses every file: column types then come from its first 16 MiB (give others in
+    ``.gz``/``.bz2``/``.zst``/``.lz4`` names are decompressed. Under the default ``on_read_error="raise"``
+    a file of 64 MiB or more is parsed as it is read, as Ray parses every file: column types then
+    come from its first 16 MiB (or ``read_options.block_size``; give others in
     ``convert_options=pyarrow.csv.ConvertOptions(column_types=...)``), and ``take``/``limit`` stop early.
 
     Example:

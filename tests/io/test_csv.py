@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -193,3 +194,55 @@ def test_a_streamed_header_only_file_has_its_columns(tmp_path, streamed, monkeyp
     (tmp_path / "a.csv").write_text("a," + "b" * 2000 + "\n")
     ds = rd.read_csv(str(tmp_path))
     assert ds.take_all() == [] and ds.schema().names == ["a", "b" * 2000]
+
+
+def test_under_the_skip_policy_a_large_file_is_read_whole(tmp_path, streamed):
+    """Skip mode holds a file's rows until its end anyway: a late wider value widens the column
+    (as for a small file) instead of skipping the whole file."""
+    lines = _long_csv().splitlines()
+    lines[1800] = "2.5,1.0,n"
+    (tmp_path / "a.csv").write_text("\n".join(lines) + "\n")
+    rows = rd.read_csv(str(tmp_path), on_read_error="skip", read_error_budget=1).take_all()
+    assert len(rows) == 2000 and rows[1799]["id"] == 2.5 and rows[1800]["id"] == 1800.0
+
+
+def test_a_streamed_error_says_what_streaming_changes_and_only_then(tmp_path, streamed):
+    long_row = "1," + "v" * 3000 + ",n\n"
+    (tmp_path / "a.csv").write_text(_long_csv() + long_row)
+    with pytest.raises(ReadError, match=r"a\.csv: .*read_options=pyarrow.csv.ReadOptions\(block_size=\.\.\.\)"):
+        rd.read_csv(str(tmp_path)).take_all()
+    (tmp_path / "a.csv").write_text("id,score,name\nx,1,n\n" + _long_csv()[14:])
+    typed = pacsv.ConvertOptions(column_types={"id": pa.int64()})
+    with pytest.raises(ReadError, match=r"invalid value 'x'$"):  # no hint: the caller gave the type
+        rd.read_csv(str(tmp_path), convert_options=typed).take_all()
+
+
+def test_a_corrupt_streamed_gzip_file_is_a_read_error(tmp_path, streamed, monkeypatch, fresh_data_context):
+    """Garbage rows before the decompressor notices: a ReadError naming the file, and the row
+    handler's look-up of the line (which re-reads the file) does not fail inside pyarrow."""
+    data = bytearray(gzip.compress(("a,b\n" + "".join(f"{i},q{i}\n" for i in range(20000))).encode()))
+    data[len(data) // 2 : len(data) // 2 + 50] = bytes(50)
+    (tmp_path / "a.csv.gz").write_bytes(bytes(data))
+    from torchray_loader.io import paths
+
+    monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 4096)
+    fresh_data_context.num_workers = 0  # the hook below sees this process only
+    unraisable: list = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)  # pyarrow reports a callback's error so
+    with pytest.raises(ReadError, match=r"a\.csv\.gz: "):
+        rd.read_csv(str(tmp_path)).take_all()
+    assert unraisable == []
+
+
+@pytest.mark.parametrize("ext, codec", [("zst", "zstd"), ("lz4", "lz4")])
+@pytest.mark.parametrize("stream", [False, True])
+def test_zstd_and_lz4_files_are_decompressed(tmp_path, monkeypatch, ext, codec, stream):
+    """pyarrow's codecs, where fsspec would need the zstandard / lz4 packages."""
+    from torchray_loader.io import paths
+
+    if stream:
+        monkeypatch.setattr(paths, "STREAM_MIN_BYTES", 1)
+    with pa.CompressedOutputStream(str(tmp_path / f"a.csv.{ext}"), codec) as f:
+        f.write(_long_csv(50).encode())
+    assert rd.read_csv(str(tmp_path)).take(2) == [{"id": 0, "score": 0.0, "name": "n0"}, {"id": 1, "score": 0.25, "name": "n1"}]
+    assert rd.read_text(str(tmp_path)).count() == 51

@@ -6,9 +6,11 @@ number (the header is line 1), or, under the skip policy, a skipped row. Line nu
 pyarrow's single-threaded parser, which is what a task uses unless the caller passes
 ``read_options`` (parallelism comes from reading several files at once).
 
-A file of ``STREAM_MIN_BYTES`` or more (:mod:`.paths`) is parsed as it is read (``open_csv``, as Ray
-does), a table per ``STREAM_CHUNK_BYTES`` chunk (or ``read_options.block_size``); its column types
-then come from its first chunk, where a smaller file's come from all of it.
+Under the ``raise`` policy, a file of ``STREAM_MIN_BYTES`` or more (:mod:`.paths`) is parsed as it is
+read (``open_csv``, as Ray does), a table per ``STREAM_CHUNK_BYTES`` chunk (or the caller's
+``read_options.block_size``); its column types then come from its first chunk, where a smaller
+file's come from all of it. (The ``skip`` policy holds a file's rows until it is read to the end
+anyway, so streaming would save nothing there, and one late value would skip the whole file.)
 
 Example:
     >>> import tempfile, pathlib
@@ -74,7 +76,10 @@ class _RowHandler:
         ``record`` or later; bad records come in file order, so after the previous one too. The
         first such line holding exactly the record's text is its line (``record`` if none does)."""
         if self._data is None:
-            self._data = self._load()
+            try:
+                self._data = self._load()
+            except Exception:  # noqa: BLE001 - the stream's own read reports what is wrong with the file
+                return record
         data = self._data
         if self._line_starts is None:
             breaks = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10) + 1
@@ -134,11 +139,11 @@ def read_csv_unit(
         [{'x': [1]}]
     """
     path = unit.file.path
-    if options.streams(unit.file):
+    if policy.mode == "raise" and options.streams(unit.file):
         ro = read_options or pacsv.ReadOptions(use_threads=False, block_size=options.stream_chunk_bytes)
         handler = _RowHandler(policy, shown, lambda: read_input_bytes(fs, path, compression=compression), ro.encoding)
         with open_input(fs, path, compression=compression) as stream:
-            with _parse_errors(shown, handler, streamed_block=ro.block_size):
+            with _parse_errors(shown, handler, streamed=(ro.block_size, convert_options)):
                 reader = pacsv.open_csv(
                     stream,
                     read_options=ro,
@@ -168,23 +173,39 @@ def read_csv_unit(
 
 
 @contextlib.contextmanager
-def _parse_errors(shown: str, handler: _RowHandler, streamed_block: int | None = None) -> Iterator[None]:
+def _parse_errors(
+    shown: str, handler: _RowHandler, streamed: tuple[int, pacsv.ConvertOptions | None] | None = None
+) -> Iterator[None]:
     """pyarrow's parse errors as a :class:`ReadError` naming the file (or the row handler's own
-    error); ``streamed_block``: a streamed file's inference bytes, named in a conversion error."""
+    error); ``streamed``: a streamed file's ``(block_size, convert_options)``, for what to do about
+    an error that streaming causes."""
     try:
         yield
     except pa.ArrowInvalid as exc:
         if handler.error is not None:
             raise handler.error from exc
         reason = str(exc).removeprefix("CSV parse error: ")
-        if streamed_block is not None and "conversion error" in reason:
-            reason += (
-                f" (a large file is parsed as it is read: column types come from its first {streamed_block} bytes;"
-                " give the column's type in convert_options=pyarrow.csv.ConvertOptions(column_types=...))"
-            )
-        raise ReadError(shown, reason) from exc
+        raise ReadError(shown, reason + _streaming_hint(reason, streamed)) from exc
     if handler.error is not None:  # pragma: no cover - pyarrow always raises after "error"
         raise handler.error
+
+
+def _streaming_hint(reason: str, streamed: tuple[int, pacsv.ConvertOptions | None] | None) -> str:
+    """What a streamed read's error owes to streaming, and what the caller can do ("" if nothing)."""
+    if streamed is None:
+        return ""
+    block_size, convert_options = streamed
+    if "conversion error" in reason and not (convert_options is not None and convert_options.column_types):
+        return (
+            f" (a large file is parsed as it is read: column types come from its first {block_size} bytes;"
+            " give the column's type in convert_options=pyarrow.csv.ConvertOptions(column_types=...))"
+        )
+    if "straddl" in reason or "Empty CSV file or block" in reason:
+        return (
+            f" (a large file is parsed in blocks of {block_size} bytes, and a row or the header must fit in one:"
+            " give a larger read_options=pyarrow.csv.ReadOptions(block_size=...))"
+        )
+    return ""
 
 
 def _check_header(schema: pa.Schema, shown: str) -> None:
