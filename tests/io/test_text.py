@@ -116,3 +116,26 @@ def test_utf16_files_are_not_cut_at_line_feed_bytes(tmp_path, streamed):
     (tmp_path / "a.txt").write_bytes(text.encode("utf-16"))
     rows = rd.read_text(str(tmp_path), encoding="utf-16").take_all()
     assert [r["text"] for r in rows] == [f"\u0a0a{i}" for i in range(500)]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_lone_carriage_returns_and_a_last_line_without_line_feed(tmp_path, monkeypatch, stream):
+    """Old Mac files (lone CR) are cut into pieces too; under skip, a last line ending in another
+    line boundary gives no extra empty line."""
+    from torchray_loader.io import paths
+
+    if stream:
+        monkeypatch.setattr(paths, "STREAM_MIN_BYTES", 16)
+        monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 7)
+    text = "\r".join(f"line {i}" for i in range(200)) + "\r"
+    (tmp_path / "a.txt").write_text(text, newline="")
+    assert [r["text"] for r in rd.read_text(str(tmp_path)).take_all()] == [f"line {i}" for i in range(200)]
+    (tmp_path / "a.txt").write_bytes(b"bad \xff\nok\x0b")
+    ds = rd.read_text(str(tmp_path), drop_empty_lines=False, on_read_error="skip", read_error_budget=1)
+    assert ds.take_all() == [{"text": "ok"}]
+
+
+def test_a_decode_error_names_the_encoding_the_caller_gave(tmp_path, streamed):
+    (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbf" + _long_text().encode() + b"bad \xff\n")
+    with pytest.raises(ReadError, match="cannot decode as utf-8-sig"):
+        rd.read_text(str(tmp_path), encoding="utf-8-sig").take_all()

@@ -49,26 +49,31 @@ def split_lines(text: str, drop_empty_lines: bool) -> list[str]:
 
 def line_feed_pieces(stream: Any, chunk_bytes: int) -> Iterator[tuple[bytes, int]]:
     """``stream``'s bytes in consecutive pieces of about ``chunk_bytes`` that end just after a line
-    feed (the last one: where the stream ends), each with the 1-based number of its first line.
+    end (a line feed; else a carriage return that no line feed follows; the last piece: where the
+    stream ends), each with the 1-based number (counted in line feeds) of its first line.
 
-    Joined, the pieces are the stream's bytes; a ``\\r\\n`` pair is never split.
+    Joined, the pieces are the stream's bytes; a ``\\r\\n`` pair is never split; a piece is copied
+    once however long its lines are.
 
     Example:
         >>> import io
         >>> list(line_feed_pieces(io.BytesIO(b"ab\\ncd\\nef"), 4))
         [(b'ab\\n', 1), (b'cd\\n', 2), (b'ef', 3)]
     """
-    tail = b""
+    held: list[bytes] = []  # the bytes after the last cut
     line = 1
     while block := stream.read(chunk_bytes):
-        data = tail + block if tail else block
-        cut = data.rfind(b"\n") + 1
-        piece, tail = data[:cut], data[cut:]
-        if piece:
-            yield piece, line
-            line += piece.count(b"\n")
-    if tail:
-        yield tail, line
+        # After the last LF, else after the last CR that is not the block's last byte (so no LF follows it).
+        cut = block.rfind(b"\n") + 1 or block.rfind(b"\r", 0, len(block) - 1) + 1
+        if not cut:
+            held.append(block)
+            continue
+        piece = b"".join([*held, block[:cut]])
+        held = [block[cut:]] if cut < len(block) else []
+        yield piece, line
+        line += piece.count(b"\n")
+    if held:
+        yield b"".join(held), line
 
 
 def _decode_lines(
@@ -78,24 +83,27 @@ def _decode_lines(
     shown: str,
     policy: ReadErrorPolicy,
     first_line: int = 1,
+    named: str | None = None,
 ) -> list[str]:
-    """``data`` decoded and cut into lines; ``first_line``: the file's line number of its first line."""
+    """``data`` decoded and cut into lines; ``first_line``: the file's line number of its first
+    line; ``named``: the encoding as the caller named it (errors say so), if not ``encoding``."""
+    named = named or encoding
     try:
         return split_lines(data.decode(encoding), drop_empty_lines)
     except UnicodeDecodeError as exc:
         first_bad = first_line + data.count(b"\n", 0, exc.start)
         if policy.mode == "raise":
-            policy.bad_row(shown, first_bad, f"cannot decode as {encoding}: {exc.reason}")
-    # Skip mode: decode line by line, dropping (and counting) only the lines that fail.
+            policy.bad_row(shown, first_bad, f"cannot decode as {named}: {exc.reason}")
+    # Skip mode: decode line by line, dropping (and counting) only the lines that fail. A line keeps
+    # its line feed, so its other line boundaries cut it as they cut the whole text.
     out: list[str] = []
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()
+    raw_lines = [raw + b"\n" for raw in data.split(b"\n")]
+    raw_lines[-1] = raw_lines[-1][:-1]  # the text after the last line feed has none
     for lineno, raw in enumerate(raw_lines, start=first_line):
         try:
-            out.extend(split_lines(raw.decode(encoding) + "\n", drop_empty_lines))
+            out.extend(split_lines(raw.decode(encoding), drop_empty_lines))
         except UnicodeDecodeError as exc:
-            policy.bad_row(shown, lineno, f"cannot decode as {encoding}: {exc.reason}")
+            policy.bad_row(shown, lineno, f"cannot decode as {named}: {exc.reason}")
     return out
 
 
@@ -124,15 +132,15 @@ def read_text_unit(
     """
     codec = codecs.lookup(encoding).name
     strip_bom = codec in ("utf-8", "utf-8-sig")
+    # The BOM is taken off the file's start; "utf-8-sig" would strip one at every piece or line.
+    decoding = "utf-8" if strip_bom else encoding
     if options.streams(unit.file) and codec in _LINE_FEED_SAFE:
-        # A BOM is taken off the first piece only: "utf-8-sig" would strip one at every piece.
-        piece_encoding = "utf-8" if strip_bom else encoding
         yielded = False
         with open_input(fs, unit.file.path, compression=compression) as stream:
             for piece, first_line in line_feed_pieces(stream, options.stream_chunk_bytes):
                 if first_line == 1 and strip_bom and piece.startswith(codecs.BOM_UTF8):
                     piece = piece[len(codecs.BOM_UTF8) :]
-                lines = _decode_lines(piece, piece_encoding, drop_empty_lines, shown, policy, first_line)
+                lines = _decode_lines(piece, decoding, drop_empty_lines, shown, policy, first_line, encoding)
                 if lines or not yielded:
                     yield pa.table({"text": pa.array(lines, type=pa.string())})
                     yielded = True
@@ -142,7 +150,7 @@ def read_text_unit(
     data = read_input_bytes(fs, unit.file.path, compression=compression)
     if strip_bom and data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
-    lines = _decode_lines(data, encoding, drop_empty_lines, shown, policy)
+    lines = _decode_lines(data, decoding, drop_empty_lines, shown, policy, named=encoding)
     typ = pa.string() if len(data) < 2**31 - 1 else pa.large_string()
     yield pa.table({"text": pa.array(lines, type=typ)})
 
