@@ -683,3 +683,16 @@ def test_the_scan_for_a_columns_type_reads_a_bounded_number_of_footers(tmp_path,
     ds = rd.read_parquet(str(tmp_path))
     assert len(read) == 2 + 4
     assert ds.count() == 10 and ds.schema().types[1] == pa.null()
+
+
+def test_a_list_or_struct_column_empty_in_the_sample_takes_a_later_files_type(tmp_path, monkeypatch):
+    from torchray_loader.io import parquet as parquet_mod
+
+    monkeypatch.setattr(parquet_mod, "SCHEMA_SAMPLE_FILES", 2)
+    for i in range(2):
+        empty = pa.table({"l": pa.array([[]], pa.list_(pa.null())), "s": pa.array([{"a": None}], pa.struct([("a", pa.null())]))})
+        pq.write_table(empty, tmp_path / f"{i}.parquet")
+    pq.write_table(pa.table({"l": [[1, 2]], "s": [{"a": 5}]}), tmp_path / "2.parquet")
+    ds = rd.read_parquet(str(tmp_path), override_num_blocks=3)
+    assert [r["l"] for r in ds.take_all()] == [[], [], [1, 2]]
+    assert {b.schema.field("s").type for b in ds.iter_internal_blocks()} == {pa.struct([("a", pa.int64())])}

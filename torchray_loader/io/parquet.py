@@ -7,13 +7,14 @@ back as they were written. A file whose schema carries pickled Python objects is
 naming it, and so is a file whose schema conflicts with its siblings'. When the read is planned the
 footers of its first ``SCHEMA_SAMPLE_FILES`` files are read (in the consumer) and unified into the
 read's schema, as Ray does (with ``columns``, only theirs must unify); a column the read yields
-that the sample lacks (asked for in ``columns``) or has all null is typed from the footers after
-it that have it (up to ``SCHEMA_SCAN_MAX_FILES`` of them). Every file is checked against the read's schema as it is read and comes out in
-it: a column the file lacks is all nulls, a column the read's schema lacks comes after the read's
-(Ray leaves it out: that would lose data), types are cast to the read's. A column whose type
-cannot be unified (``int64`` here, ``string`` there; tensors of two dtypes) is an error, or a
-skipped file under the skip policy. ``columns`` orders the output columns, partition keys among
-them; a partition value stands in for a file column of its key's name (as in Ray).
+that the sample lacks (asked for in ``columns``) or has all null (or empty lists) is typed from
+the footers after it that have it, up to ``SCHEMA_SCAN_MAX_FILES`` of them. Every file is checked
+against the read's schema as it is read and comes out in it: a column the file lacks is all nulls,
+a column the read's schema lacks comes after the read's (Ray leaves it out: that would lose
+data), types are cast to the read's. A column whose type cannot be unified (``int64`` here,
+``string`` there; tensors of two dtypes) is an error, or a skipped file under the skip policy.
+``columns`` orders the output columns, partition keys among them; a partition value stands in for
+a file column of its key's name (as in Ray).
 
 Files larger than ``DataContext.target_max_block_size`` have their footer read when the read is
 planned (in the consumer) and are cut into units of whole row groups of about that size, so one
@@ -81,7 +82,7 @@ MIN_PART_BYTES = 1 << 20
 SCHEMA_SAMPLE_FILES = 16
 #: At most this many files after the sample have their footers read to type a column the sample
 #: leaves untyped (a bound on planning time: on S3 each footer is a request).
-SCHEMA_SCAN_MAX_FILES = 256
+SCHEMA_SCAN_MAX_FILES = 64
 
 
 def _as_expression(filter: Any) -> Any:
@@ -310,8 +311,8 @@ def _conformed(
 
 def _cast_to_read_type(column: pa.ChunkedArray, field: pa.Field | None, shown: str) -> pa.ChunkedArray:
     """``column`` as the read's type for it. Tensor columns keep theirs (blocks unify shapes), and
-    so does a column all null in every footer the plan read (its type is ``null``)."""
-    if field is None or column.type == field.type or pa.types.is_null(field.type):
+    so does a column all null in every footer the plan read (its type is or nests ``null``)."""
+    if field is None or column.type == field.type or _holds_null_type(field.type):
         return column
     if is_tensor_type(column.type) or is_tensor_type(field.type):
         return column
@@ -427,7 +428,15 @@ def _untyped(schema: pa.Schema, columns: Sequence[str] | None, known: Collection
     """Columns the read yields (``columns``, else ``schema``'s) whose type ``schema`` does not
     tell: absent from it (and not ``known``: partition keys, ``path``), or all null (type ``null``)."""
     fields = {name: _read_field(schema, name) for name in (schema.names if columns is None else columns)}
-    return {name for name, field in fields.items() if name not in known and (field is None or pa.types.is_null(field.type))}
+    return {name for name, field in fields.items() if name not in known and (field is None or _holds_null_type(field.type))}
+
+
+def _holds_null_type(t: pa.DataType) -> bool:
+    """Whether ``t`` is ``null`` or nests it (``list<null>``, ``struct<a: null>``...): the type of
+    values that were all null or empty, which tells nothing of the column's type."""
+    if pa.types.is_null(t):
+        return True
+    return any(_holds_null_type(t.field(i).type) for i in range(t.num_fields))
 
 
 def _read_schema(

@@ -217,7 +217,7 @@ def _unpack_units(
 
 
 #: Files at least this large (as listed) are read as a stream by the formats that can cut a file into
-#: rows as it arrives (``read_text``, ``read_csv``, JSON Lines): a task holds about its output rather
+#: rows as it arrives (``read_text``; ``read_csv`` under the raise policy): a task holds about its output rather
 #: than the file's bytes as well, and a row limit (``take``, ``limit``) stops the read early. Smaller
 #: files are one whole-object read (on S3 one GET).
 STREAM_MIN_BYTES = 64 << 20
@@ -708,18 +708,29 @@ def expand_paths(
 # 3. read tasks
 
 
-def _compression_of(path: str, compression: str | None) -> str | None:
-    """The fsspec compression name for ``path`` (``"infer"``: by extension); ``None``: none."""
+#: Compressions pyarrow decompresses itself (fsspec's need the ``zstandard``/``lz4`` packages).
+_ARROW_CODECS = {"zst": "zstd", "zstd": "zstd", "lz4": "lz4"}
+
+
+def _codec_of(path: str, compression: str | None) -> tuple[str, str] | None:
+    """``(library, codec)`` that decompresses ``path`` (``"infer"``: by its extension): fsspec's
+    codecs, else pyarrow's for zstd and lz4; ``None``: not compressed."""
+    from fsspec.compression import compr
+
     if compression == "infer":
         from fsspec.utils import infer_compression
 
         compression = infer_compression(path)
-    if compression:
-        from fsspec.compression import compr
-
-        if compression not in compr:
-            raise ValueError(f"unknown compression {compression!r}; known: {sorted(k for k in compr if k)}")
-    return compression or None
+        if compression is None:
+            ext = posixpath.basename(path).rpartition(".")[2].lower()
+            return ("arrow", _ARROW_CODECS[ext]) if "." in posixpath.basename(path) and ext in _ARROW_CODECS else None
+    if not compression:
+        return None
+    if compression in compr:
+        return "fsspec", compression
+    if compression in _ARROW_CODECS:
+        return "arrow", _ARROW_CODECS[compression]
+    raise ValueError(f"unknown compression {compression!r}; known: {sorted({*compr, *_ARROW_CODECS} - {None})}")
 
 
 def open_input(fs: Any, path: str, *, compression: str | None = "infer") -> Any:
@@ -733,11 +744,15 @@ def open_input(fs: Any, path: str, *, compression: str | None = "infer") -> Any:
         >>> with open_input(LocalFileSystem(), p) as f: f.read()
         b'hi'
     """
-    return fs.open(path, "rb", compression=_compression_of(path, compression))
+    codec = _codec_of(path, compression)
+    if codec is None or codec[0] == "fsspec":
+        return fs.open(path, "rb", compression=None if codec is None else codec[1])
+    return pa.CompressedInputStream(fs.open(path, "rb"), codec[1])
 
 
 def read_input_bytes(fs: Any, path: str, *, compression: str | None = "infer") -> bytes:
-    """All bytes of ``path``, decompressed by extension (``.gz``, ``.bz2``...) when ``compression="infer"``.
+    """All bytes of ``path``, decompressed by extension (``.gz``, ``.bz2``, ``.zst``...) when
+    ``compression="infer"``.
 
     One whole-object read (``cat_file``): on S3 a single GET, no HEAD request first.
 
@@ -749,14 +764,16 @@ def read_input_bytes(fs: Any, path: str, *, compression: str | None = "infer") -
         >>> read_input_bytes(LocalFileSystem(), p)
         b'hi'
     """
-    compression = _compression_of(path, compression)
+    codec = _codec_of(path, compression)
     data = fs.cat_file(path)
-    if compression:
-        from fsspec.compression import compr
+    if codec is None:
+        return data
+    if codec[0] == "arrow":
+        return pa.input_stream(pa.py_buffer(data), compression=codec[1]).read()
+    from fsspec.compression import compr
 
-        with compr[compression](io.BytesIO(data), mode="rb") as f:
-            return f.read()
-    return data
+    with compr[codec[1]](io.BytesIO(data), mode="rb") as f:
+        return f.read()
 
 
 def _constant_column(value: Any, n: int) -> pa.Array:
