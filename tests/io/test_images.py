@@ -356,3 +356,42 @@ def test_fixed_image_shape_only_where_size_and_mode_fix_it():
     assert images_mod.fixed_image_shape((4, 5), None) is None  # gray files stay 2-D
     assert images_mod.fixed_image_shape((4, 5), "RGBA") is None
     assert images_mod.fixed_image_shape(None, "RGB") is None
+
+
+def _resize_runs(root: pathlib.Path) -> list[pathlib.Path]:
+    """JPEGs in runs of one size (resized in shared kernel calls), broken by other sizes, a gray
+    JPEG, a PNG, one already at the target size and one corrupt JPEG (``f07.jpg``)."""
+    specs = [(40, 36)] * 5 + [(50, 44)] * 2 + ["corrupt"] + [(40, 36)] * 3 + ["gray", "png", (24, 20)] + [(40, 36)] * 4
+    paths = []
+    for i, spec in enumerate(specs):
+        p = root / f"f{i:02d}.{'png' if spec == 'png' else 'jpg'}"
+        if spec == "corrupt":
+            p.write_bytes(save(rgb(40, 36, i), p, quality=90)[:300])
+        elif spec == "gray":
+            save(rgb(40, 36, i)[..., 1], p, quality=90)
+        elif spec == "png":
+            save(rgb(30, 30, i), p)
+        else:
+            save(rgb(*spec, i), p, quality=90)
+        paths.append(p)
+    return paths
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+@pytest.mark.parametrize("resize_batch", [3, images_mod.RESIZE_BATCH])
+def test_resizes_sharing_kernel_calls_give_each_images_own_pixels(tmp_path, fresh_data_context, monkeypatch,
+                                                                 num_workers, resize_batch):
+    fresh_data_context.num_workers = num_workers
+    monkeypatch.setattr(images_mod, "RESIZE_BATCH", resize_batch)  # batches fill up and flush mid-run
+    paths = _resize_runs(tmp_path)
+    good = [p for p in paths if p.name != "f07.jpg"]
+    with pytest.raises(ReadError, match=r"f07\.jpg: "):
+        rd.read_images(str(tmp_path), size=(24, 20), mode="RGB").take_all()
+    ds = rd.read_images(str(tmp_path), size=(24, 20), mode="RGB", include_paths=True,
+                        on_read_error="skip", read_error_budget=1, override_num_blocks=2)
+    rows = ds.take_all()
+    assert [r["path"] for r in rows] == [str(p) for p in good]
+    for r, p in zip(rows, good, strict=True):
+        np.testing.assert_array_equal(r["image"], decode_image(p.read_bytes(), size=(24, 20), mode="RGB"), err_msg=p.name)
+    assert [os.path.basename(s.path) for s in read_skips(ds)] == ["f07.jpg"]
+    assert [r["path"] for r in ds.limit(6).take_all()] == [str(p) for p in good[:6]]
