@@ -466,12 +466,13 @@ _RESIZE_BATCH_BYTES = 16 << 20
 
 
 def _batch_scratch(capacity: int, frame: tuple[int, int]) -> np.ndarray:
-    """This thread's reused ``(capacity, *frame, 3)`` uint8 buffer (see :func:`_decode_buffer`)."""
-    shape = (capacity, *frame, 3)
+    """A ``(capacity, *frame, 3)`` uint8 view of this thread's reused batch buffer, which only grows
+    (already-faulted memory whatever the sizes, as :func:`_decode_buffer`'s)."""
+    nbytes = capacity * frame[0] * frame[1] * 3
     buf = getattr(_SCRATCH, "batch", None)
-    if buf is None or buf.shape != shape:
-        buf = _SCRATCH.batch = np.empty(shape, np.uint8)
-    return buf
+    if buf is None or buf.nbytes < nbytes:
+        buf = _SCRATCH.batch = np.empty(nbytes, np.uint8)
+    return buf[:nbytes].reshape(capacity, *frame, 3)
 
 
 class _BatchedResize:
