@@ -139,3 +139,16 @@ def test_a_decode_error_names_the_encoding_the_caller_gave(tmp_path, streamed):
     (tmp_path / "a.txt").write_bytes(b"\xef\xbb\xbf" + _long_text().encode() + b"bad \xff\n")
     with pytest.raises(ReadError, match="cannot decode as utf-8-sig"):
         rd.read_text(str(tmp_path), encoding="utf-8-sig").take_all()
+
+
+def test_only_the_file_start_loses_a_bom_when_streamed(tmp_path, monkeypatch):
+    """Lines of a lone-CR file that start with U+FEFF keep it, as a whole read keeps them (every
+    piece of such a file starts on line 1: counted in line feeds)."""
+    from torchray_loader.io import paths
+
+    (tmp_path / "a.txt").write_bytes(("".join(f"\ufeffx{i}\r" for i in range(200))).encode("utf-8"))
+    whole = rd.read_text(str(tmp_path)).take_all()
+    monkeypatch.setattr(paths, "STREAM_MIN_BYTES", 16)
+    monkeypatch.setattr(paths, "STREAM_CHUNK_BYTES", 7)
+    assert rd.read_text(str(tmp_path)).take_all() == whole
+    assert whole[0] == {"text": "x0"} and whole[1] == {"text": "\ufeffx1"}

@@ -137,8 +137,9 @@ def read_text_unit(
     if options.streams(unit.file) and codec in _LINE_FEED_SAFE:
         yielded = False
         with open_input(fs, unit.file.path, compression=compression) as stream:
-            for piece, first_line in line_feed_pieces(stream, options.stream_chunk_bytes):
-                if first_line == 1 and strip_bom and piece.startswith(codecs.BOM_UTF8):
+            # The BOM check is for the first piece only: a lone-CR file's later pieces start on line 1 too.
+            for n, (piece, first_line) in enumerate(line_feed_pieces(stream, options.stream_chunk_bytes)):
+                if n == 0 and strip_bom and piece.startswith(codecs.BOM_UTF8):
                     piece = piece[len(codecs.BOM_UTF8) :]
                 lines = _decode_lines(piece, decoding, drop_empty_lines, shown, policy, first_line, encoding)
                 if lines or not yielded:
