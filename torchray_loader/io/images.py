@@ -158,6 +158,14 @@ def _jpeg_decoder() -> Any:
 _JPEG_DECODER: Any = False  # resolved on first use, per process
 
 
+def _fast_jpeg_decoder() -> Any:
+    """:func:`_jpeg_decoder`, resolved once per process (``None``: PIL decodes every JPEG)."""
+    global _JPEG_DECODER
+    if _JPEG_DECODER is False:
+        _JPEG_DECODER = _jpeg_decoder()
+    return _JPEG_DECODER
+
+
 def _bilinear_aa() -> Any:
     """torch's antialiased bilinear resize ``(NCHW tensor, [h, w]) -> tensor``: the ATen kernel
     itself where it is exposed (``F.interpolate`` adds a few microseconds of argument checks)."""
@@ -233,11 +241,16 @@ def _decode_buffer(frame: tuple[int, int, int], size: tuple[int, int] | None, ou
     if size is None or (height, width) == size:
         return out if out.shape == (height, width, 3) else None
     nbytes = height * width * 3
-    if nbytes > _SCRATCH_MAX_BYTES:
-        return None
-    buf = getattr(_SCRATCH, "buf", None)
+    return None if nbytes > _SCRATCH_MAX_BYTES else _thread_scratch("decode", nbytes)
+
+
+def _thread_scratch(name: str, nbytes: int) -> np.ndarray:
+    """The first ``nbytes`` of this thread's reused buffer ``name``, which only grows (memory already
+    faulted in, whatever sizes come)."""
+    buf = getattr(_SCRATCH, name, None)
     if buf is None or buf.nbytes < nbytes:
-        buf = _SCRATCH.buf = np.empty(nbytes, np.uint8)
+        buf = np.empty(nbytes, np.uint8)
+        setattr(_SCRATCH, name, buf)
     return buf[:nbytes]
 
 
@@ -253,10 +266,8 @@ def _decode_jpeg_fast(
     header (:func:`jpeg_frame`). With ``out`` (a C-contiguous uint8 array of the result's shape),
     an RGB result is written there and returned, without a per-image allocation where simplejpeg
     decodes."""
-    global _JPEG_DECODER
-    if _JPEG_DECODER is False:
-        _JPEG_DECODER = _jpeg_decoder()
-    if _JPEG_DECODER is None:
+    decoder = _fast_jpeg_decoder()
+    if decoder is None:
         return None  # neither installed: PIL does it all
     components = frame[2]
     if components not in (1, 3):
@@ -266,7 +277,7 @@ def _decode_jpeg_fast(
     # "L" decodes to RGB and converts as PIL does: libjpeg's own gray output (the Y plane) differs
     # from PIL's luma formula by a level or two, and the output must not depend on the decode path.
     buffer = _decode_buffer(frame, size, out)
-    hwc = _JPEG_DECODER(data, rgb, buffer)
+    hwc = decoder(data, rgb, buffer)
     if hwc is None or hwc.ndim != 3 or hwc.shape[2] not in (1, 3):
         return None
     if out is not None and buffer is out and np.may_share_memory(hwc, out):
@@ -466,13 +477,8 @@ _RESIZE_BATCH_BYTES = 16 << 20
 
 
 def _batch_scratch(capacity: int, frame: tuple[int, int]) -> np.ndarray:
-    """A ``(capacity, *frame, 3)`` uint8 view of this thread's reused batch buffer, which only grows
-    (already-faulted memory whatever the sizes, as :func:`_decode_buffer`'s)."""
-    nbytes = capacity * frame[0] * frame[1] * 3
-    buf = getattr(_SCRATCH, "batch", None)
-    if buf is None or buf.nbytes < nbytes:
-        buf = _SCRATCH.batch = np.empty(nbytes, np.uint8)
-    return buf[:nbytes].reshape(capacity, *frame, 3)
+    """A ``(capacity, *frame, 3)`` uint8 view of this thread's reused batch buffer."""
+    return _thread_scratch("batch", capacity * frame[0] * frame[1] * 3).reshape(capacity, *frame, 3)
 
 
 class _BatchedResize:
@@ -508,7 +514,7 @@ class _BatchedResize:
             self.slots, self.frame, self.first = _batch_scratch(capacity, frame), frame, row
         assert self.slots is not None
         slot = self.slots[self.count]
-        hwc = _JPEG_DECODER(data, True, slot)
+        hwc = _fast_jpeg_decoder()(data, True, slot)
         if hwc is None or hwc.shape != slot.shape:
             self.flush()
             return False  # PIL gives the verdict, alone
@@ -527,15 +533,12 @@ class _BatchedResize:
 def _resized_jpeg_frame(data: bytes, size: tuple[int, int]) -> tuple[int, int] | None:
     """``(height, width)`` of a JPEG that :func:`decode_image` in mode ``"RGB"`` decodes with
     libjpeg-turbo and then resizes to ``size``, else ``None``."""
-    global _JPEG_DECODER
     if data[:3] != _JPEG_MAGIC:
         return None
     frame = jpeg_frame(data)
     if frame is None or frame[2] not in (1, 3) or frame[:2] == size or _draft_pays(size, frame):
         return None
-    if _JPEG_DECODER is False:
-        _JPEG_DECODER = _jpeg_decoder()
-    return None if _JPEG_DECODER is None else (frame[0], frame[1])
+    return None if _fast_jpeg_decoder() is None else (frame[0], frame[1])
 
 
 def _read_image_into(

@@ -722,8 +722,9 @@ def _codec_of(path: str, compression: str | None) -> tuple[str, str] | None:
 
         compression = infer_compression(path)
         if compression is None:
-            ext = posixpath.basename(path).rpartition(".")[2].lower()
-            return ("arrow", _ARROW_CODECS[ext]) if "." in posixpath.basename(path) and ext in _ARROW_CODECS else None
+            _, dot, ext = posixpath.basename(path).rpartition(".")
+            codec = _ARROW_CODECS.get(ext.lower()) if dot else None
+            return None if codec is None else ("arrow", codec)
     if not compression:
         return None
     if compression in compr:
